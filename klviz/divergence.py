@@ -27,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from klviz.errors import KlvizError
+from klviz.fused_cpu import HAVE_NUMBA, fused_token_stats
 from klviz.heads import split_model
 
 # SFT-probability bands: band i holds edge_i <= q(v) < edge_{i+1}; the last band includes q = 1.
@@ -70,51 +71,109 @@ def _by_band(band: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     return out.scatter_add_(1, band, values)
 
 
+def _rowdot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """sum_v a[i, v] * b[i, v] per row, without a [n, V] temporary."""
+    return torch.bmm(a[:, None, :], b[:, :, None])[:, 0, 0]
+
+
 def token_stats(logp: torch.Tensor, logq: torch.Tensor, token_ids: torch.Tensor,
                 top_k: int = 10) -> dict[str, torch.Tensor]:
     """Every per-token column of the token table from two log-softmax rows per position.
 
     logp: Float[n, V] log pi_policy(.|c_t); logq: Float[n, V] log pi_SFT(.|c_t); token_ids: Long[n] y_t.
     Returns tensors of shape [n] (scalars), [n, 7] (bands) or [n, k] (top-k), k = min(top_k, V).
+    On the CPU this runs fused (klviz/fused_cpu.py: one sweep over V per position); elsewhere
+    vectorised in torch, where each [n, V] pass is counted: sums come from the band sums or row dot
+    products rather than from more [n, V] temporaries.
     """
+    if logp.device.type == "cpu" and HAVE_NUMBA and not (logp.requires_grad or logq.requires_grad):
+        return fused_token_stats(logp, logq, token_ids, top_k, BAND_EDGES)
+    return token_stats_torch(logp, logq, token_ids, top_k)
+
+
+def token_stats_torch(logp: torch.Tensor, logq: torch.Tensor, token_ids: torch.Tensor,
+                      top_k: int = 10) -> dict[str, torch.Tensor]:
+    """token_stats vectorised in torch: the path for GPUs (and CPUs without numba)."""
+    if bool(logp.amin() == -torch.inf) or bool(logq.amin() == -torch.inf):
+        # Some entry has probability exactly 0: 0 * log 0 must count as 0, not NaN.
+        return _token_stats_guarded(logp, logq, token_ids, top_k)
     p, q = logp.exp(), logq.exp()
     y = token_ids[:, None]
     logp_y, logq_y = logp.gather(1, y)[:, 0], logq.gather(1, y)[:, 0]
     log_ratio = logp_y - logq_y
-    rev_v = _p_log_ratio(p, logp, logq)  # p log(p/q): each entry's share of KL(policy || SFT)
-    fwd_v = _p_log_ratio(q, logq, logp)  # q log(q/p): each entry's share of KL(SFT || policy)
+    d = logp - logq  # log p/q per entry
+    rev_v = p * d  # p log(p/q): each entry's share of KL(policy || SFT)
+    fwd_neg_v = q * d  # -q log(q/p): minus each entry's share of KL(SFT || policy)
     diff = p - q
-    gained_v, lost_v = diff.clamp(min=0), (-diff).clamp(min=0)
+    gained_v = diff.clamp(min=0)
+    del d
     inner_edges = torch.tensor(BAND_EDGES[1:-1], dtype=q.dtype, device=q.device)
     band = torch.bucketize(q, inner_edges, right=True)  # Long[n, V]: edge_i <= q < edge_{i+1}
+    gained_b, diff_b = _by_band(band, gained_v), _by_band(band, diff)
+    lost_b = (gained_b - diff_b).clamp_(min=0)  # per band: sum max(q-p, 0) = sum max(p-q, 0) - sum (p-q)
+    rev_b, fwd_b = _by_band(band, rev_v), -_by_band(band, fwd_neg_v)
+    del band, diff, gained_v
     k = min(top_k, logp.shape[-1])
-    gained_top, lost_top = rev_v.topk(k, dim=1), fwd_v.topk(k, dim=1)
+    gained_top = rev_v.topk(k, dim=1)
+    lost_top = fwd_neg_v.topk(k, dim=1, largest=False)  # most negative -q log(q/p) = largest q log(q/p)
     return {
         "logp_policy": logp_y,
         "logp_sft": logq_y,
         "log_ratio": log_ratio,
-        "kl_reverse": rev_v.sum(1),
-        "kl_forward": fwd_v.sum(1),
-        "entropy_policy": -_p_log_ratio(p, logp, torch.zeros_like(logp)).sum(1),
-        "entropy_sft": -_p_log_ratio(q, logq, torch.zeros_like(logq)).sum(1),
-        "tv": 0.5 * (gained_v + lost_v).sum(1),
-        "k1": log_ratio,
-        "k2": 0.5 * log_ratio**2,
-        "k3": torch.expm1(-log_ratio) + log_ratio,  # exp(-r) - 1 + r, with r = log p/q at y_t
+        "kl_reverse": rev_b.sum(1),
+        "kl_forward": fwd_b.sum(1),
+        "entropy_policy": -_rowdot(p, logp),
+        "entropy_sft": -_rowdot(q, logq),
+        "tv": 0.5 * (gained_b.sum(1) + lost_b.sum(1)),  # 1/2 sum_v |p - q|
+        **_estimators(log_ratio),
         "rank_sft": (logq > logq_y[:, None]).sum(1) + 1,
         "rank_policy": (logp > logp_y[:, None]).sum(1) + 1,
-        "mass_gained_by_sft_bin": _by_band(band, gained_v),
-        "mass_lost_by_sft_bin": _by_band(band, lost_v),
-        "kl_reverse_by_sft_bin": _by_band(band, rev_v),
-        "kl_forward_by_sft_bin": _by_band(band, fwd_v),
-        "gained_top_ids": gained_top.indices,
-        "gained_top_contrib": gained_top.values,
-        "gained_top_p": p.gather(1, gained_top.indices),
-        "gained_top_q": q.gather(1, gained_top.indices),
-        "lost_top_ids": lost_top.indices,
-        "lost_top_contrib": lost_top.values,
-        "lost_top_p": p.gather(1, lost_top.indices),
-        "lost_top_q": q.gather(1, lost_top.indices),
+        "mass_gained_by_sft_bin": gained_b,
+        "mass_lost_by_sft_bin": lost_b,
+        "kl_reverse_by_sft_bin": rev_b,
+        "kl_forward_by_sft_bin": fwd_b,
+        **_top("gained", gained_top.indices, gained_top.values, p, q),
+        **_top("lost", lost_top.indices, -lost_top.values, p, q),
+    }
+
+
+def _estimators(log_ratio: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Schulman's k1, k2, k3 of KL(policy || SFT) at the sampled token, r = log p(y)/q(y)."""
+    return {"k1": log_ratio, "k2": 0.5 * log_ratio**2,
+            "k3": torch.expm1(-log_ratio) + log_ratio}  # exp(-r) - 1 + r
+
+
+def _top(prefix: str, ids: torch.Tensor, contrib: torch.Tensor, p: torch.Tensor, q: torch.Tensor) -> dict:
+    return {f"{prefix}_top_ids": ids, f"{prefix}_top_contrib": contrib,
+            f"{prefix}_top_p": p.gather(1, ids), f"{prefix}_top_q": q.gather(1, ids)}
+
+
+def _token_stats_guarded(logp, logq, token_ids, top_k):
+    """token_stats where some probabilities are exactly 0 (logits of -inf): slower, same columns."""
+    p, q = logp.exp(), logq.exp()
+    y = token_ids[:, None]
+    logp_y, logq_y = logp.gather(1, y)[:, 0], logq.gather(1, y)[:, 0]
+    rev_v, fwd_v = _p_log_ratio(p, logp, logq), _p_log_ratio(q, logq, logp)
+    diff = p - q
+    gained_v, lost_v = diff.clamp(min=0), (-diff).clamp(min=0)
+    inner_edges = torch.tensor(BAND_EDGES[1:-1], dtype=q.dtype, device=q.device)
+    band = torch.bucketize(q, inner_edges, right=True)
+    k = min(top_k, logp.shape[-1])
+    gained_top, lost_top = rev_v.topk(k, dim=1), fwd_v.topk(k, dim=1)
+    zero = torch.zeros_like(logp)
+    return {
+        "logp_policy": logp_y, "logp_sft": logq_y, "log_ratio": logp_y - logq_y,
+        "kl_reverse": rev_v.sum(1), "kl_forward": fwd_v.sum(1),
+        "entropy_policy": -_p_log_ratio(p, logp, zero).sum(1),
+        "entropy_sft": -_p_log_ratio(q, logq, zero).sum(1),
+        "tv": 0.5 * (gained_v + lost_v).sum(1),
+        **_estimators(logp_y - logq_y),
+        "rank_sft": (logq > logq_y[:, None]).sum(1) + 1,
+        "rank_policy": (logp > logp_y[:, None]).sum(1) + 1,
+        "mass_gained_by_sft_bin": _by_band(band, gained_v), "mass_lost_by_sft_bin": _by_band(band, lost_v),
+        "kl_reverse_by_sft_bin": _by_band(band, rev_v), "kl_forward_by_sft_bin": _by_band(band, fwd_v),
+        **_top("gained", gained_top.indices, gained_top.values, p, q),
+        **_top("lost", lost_top.indices, lost_top.values, p, q),
     }
 
 

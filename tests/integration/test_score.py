@@ -126,3 +126,25 @@ def test_extra_columns_and_identity_pair():
     df = score(policy, policy, tiny_tokenizer(), exs)
     assert df["source"].tolist() == ["policy"] * 3
     assert (df["kl_reverse"] == 0).all() and (df["kl_forward"] == 0).all() and (df["tv"] == 0).all()
+
+
+def test_fallback_forward_path_matches(monkeypatch):
+    """An architecture whose head can't be split runs the model's own forward: same numbers."""
+    policy, sft = tiny_pair("llama", seed=2)
+    exs = inputs(seed=4)
+    split = score(policy, sft, tiny_tokenizer(), exs, top_k=3)
+    monkeypatch.setattr("klviz.heads.SPLIT_HEAD_TYPES", {})
+    full = score(policy, sft, tiny_tokenizer(), exs, top_k=3)
+    for col in ("kl_reverse", "kl_forward", "log_ratio", "tv"):
+        torch.testing.assert_close(torch.tensor(full[col].values), torch.tensor(split[col].values),
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_bad_token_id_and_empty_prompt_are_refused():
+    from klviz.errors import KlvizError
+
+    policy, sft = tiny_pair("gpt2")
+    with pytest.raises(KlvizError, match="outside the model's vocabulary of 61"):
+        score(policy, sft, tiny_tokenizer(), [ScoreInput([1, 2], [3, 999])])
+    with pytest.raises(KlvizError, match="empty prompt"):
+        score(policy, sft, tiny_tokenizer(), [ScoreInput([], [3])])

@@ -4,7 +4,16 @@ import numpy as np
 import pytest
 import torch
 
-from klviz.divergence import BAND_EDGES, N_BANDS, kl_exact, token_stats
+from klviz.divergence import BAND_EDGES, N_BANDS, kl_exact, token_stats_torch
+from klviz.fused_cpu import HAVE_NUMBA, fused_token_stats
+
+def _fused(logp, logq, ids, top_k=10):
+    return fused_token_stats(logp, logq, ids, top_k, BAND_EDGES)
+
+
+# Both implementations: the fused CPU sweep and the vectorised torch path (GPUs).
+IMPLS = [pytest.param(token_stats_torch, id="torch"),
+         pytest.param(_fused, id="fused", marks=pytest.mark.skipif(not HAVE_NUMBA, reason="numba missing"))]
 from tests.helpers.brute import brute_row, assert_row_close
 
 
@@ -17,7 +26,8 @@ def _random_logits(n, V, seed, spread=4.0):
 
 
 @pytest.mark.parametrize("V,seed,spread", [(7, 0, 1.0), (50, 1, 4.0), (300, 2, 8.0), (1000, 3, 12.0)])
-def test_every_column_matches_float64_brute_force(V, seed, spread):
+@pytest.mark.parametrize("token_stats", IMPLS)
+def test_every_column_matches_float64_brute_force(token_stats, V, seed, spread):
     pol, sft = _random_logits(5, V, seed, spread)
     y = torch.randint(0, V, (5,), generator=torch.Generator().manual_seed(seed))
     stats = token_stats(torch.log_softmax(pol, -1), torch.log_softmax(sft, -1), y, top_k=4)
@@ -26,7 +36,8 @@ def test_every_column_matches_float64_brute_force(V, seed, spread):
         assert_row_close(got, brute_row(pol[i].tolist(), sft[i].tolist(), int(y[i]), top_k=4))
 
 
-def test_wide_spread_fills_every_band():
+@pytest.mark.parametrize("token_stats", IMPLS)
+def test_wide_spread_fills_every_band(token_stats):
     # Spread enough that q covers the bands from <1e-6 up to >= 0.1.
     pol, sft = _random_logits(3, 2000, 7, spread=6.0)
     y = torch.zeros(3, dtype=torch.long)
@@ -40,7 +51,8 @@ def test_wide_spread_fills_every_band():
                          brute_row(pol[i].tolist(), sft[i].tolist(), 0, top_k=10))
 
 
-def test_invariants():
+@pytest.mark.parametrize("token_stats", IMPLS)
+def test_invariants(token_stats):
     pol, sft = _random_logits(16, 500, 11)
     logp, logq = torch.log_softmax(pol, -1), torch.log_softmax(sft, -1)
     y = torch.randint(0, 500, (16,))
@@ -55,7 +67,8 @@ def test_invariants():
     assert (s["rank_sft"] >= 1).all() and (s["rank_sft"] <= 500).all()
 
 
-def test_identical_distributions_have_zero_divergence():
+@pytest.mark.parametrize("token_stats", IMPLS)
+def test_identical_distributions_have_zero_divergence(token_stats):
     pol, _ = _random_logits(4, 100, 3)
     logp = torch.log_softmax(pol, -1)
     s = token_stats(logp, logp.clone(), torch.arange(4))
@@ -69,7 +82,7 @@ def test_kl_exact_agrees_with_token_stats_and_is_differentiable():
     pol.requires_grad_(True)
     logp, logq = torch.log_softmax(pol, -1), torch.log_softmax(sft, -1)
     rev, fwd = kl_exact(logp, logq)
-    s = token_stats(logp.detach(), logq, torch.zeros(6, dtype=torch.long))
+    s = token_stats_torch(logp.detach(), logq, torch.zeros(6, dtype=torch.long))
     torch.testing.assert_close(rev.detach(), s["kl_reverse"])
     torch.testing.assert_close(fwd.detach(), s["kl_forward"])
     # d/dz KL(p || q) = p * (log p/q - KL), a closed form to check autograd through kl_exact against.
@@ -79,7 +92,8 @@ def test_kl_exact_agrees_with_token_stats_and_is_differentiable():
     torch.testing.assert_close(grad, want, rtol=1e-4, atol=1e-6)
 
 
-def test_zero_probability_entries_contribute_nothing():
+@pytest.mark.parametrize("token_stats", IMPLS)
+def test_zero_probability_entries_contribute_nothing(token_stats):
     # A policy that puts exactly zero mass somewhere (logit -inf) still has a finite reverse KL.
     pol = torch.tensor([[0.0, 1.0, -float("inf")]])
     sft = torch.tensor([[0.0, 0.0, 0.0]])
