@@ -1,0 +1,158 @@
+"""Each figure builds from small tables, has the expected traces, states KL directions, escapes tokens."""
+
+import html
+import json
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+from klviz import plots, tables
+from klviz.divergence import BAND_LABELS
+from tests.unit.test_tables import SCRIPT, build_table, decode
+
+REV, FWD = "KL(policy || SFT)", "KL(SFT || policy)"
+ESCAPED = html.escape(SCRIPT)
+
+
+@pytest.fixture(scope="module")
+def df():
+    return build_table()
+
+
+def _text(fig: go.Figure) -> str:
+    """Everything plotly would render as text: layout, trace names, texts, hovers (JSON)."""
+    return json.dumps(fig.to_plotly_json(), ensure_ascii=False, default=str)
+
+
+def _assert_escaped(fig: go.Figure):
+    t = _text(fig)
+    assert ESCAPED in t, "the <script> token should appear, escaped"
+    assert "<script>" not in t
+
+
+def test_mass_moved_figure(df):
+    fig = plots.mass_moved_figure(tables.band_totals(df))
+    gained, lost = fig.data
+    assert gained.marker.color == plots.GAINED_COLOR and lost.marker.color == plots.LOST_COLOR
+    assert all(x >= 0 for x in gained.x) and all(x <= 0 for x in lost.x) and min(lost.x) < 0
+    assert list(gained.y) == [html.escape(s) for s in BAND_LABELS]
+    t = _text(fig)
+    assert REV in t and FWD in t and "found unlikely" in t
+
+
+def test_mass_moved_figure_from_ppo_record():
+    record = {"step": 1, "n_tokens": 4, "mass_gained_by_sft_bin": [0, 0, 0, 0, 0.1, 0.2, 0.3],
+              "mass_lost_by_sft_bin": [0.6, 0, 0, 0, 0, 0, 0], "kl_reverse_by_sft_bin": [0] * 7,
+              "kl_forward_by_sft_bin": [0] * 7}
+    fig = plots.mass_moved_figure(tables.bands_from_ppo(record))
+    assert fig.data[0].x[-1] == pytest.approx(0.075) and fig.data[1].x[0] == pytest.approx(-0.15)
+
+
+def test_kl_by_band_figure(df):
+    fig = plots.kl_by_band_figure(tables.band_totals(df))
+    assert [d.name for d in fig.data] == [REV, FWD]
+
+
+def test_prob_scatter_figure(df):
+    fig = plots.prob_scatter_figure(tables.top_token_points(df, decode))
+    kinds = [d for d in fig.data if isinstance(d, go.Scattergl)]
+    assert len(kinds) == 2 and fig.data[-1].name == "p = q"
+    assert np.all(np.asarray(kinds[0].x) <= 0) and np.isfinite(np.asarray(kinds[0].y)).all()
+    t = _text(fig)
+    assert REV in t and FWD in t
+    _assert_escaped(fig)
+
+
+def test_token_shift_figure(df):
+    gained, lost = tables.token_shift(df, decode, top=40)
+    fig = plots.token_shift_figure(gained, lost)
+    assert len(fig.data) == 2 and fig.data[0].marker.color == plots.GAINED_COLOR
+    assert REV in _text(fig) and FWD in _text(fig)
+    _assert_escaped(fig)
+    assert "·" in _text(fig) and "↵" in _text(fig)  # whitespace tokens made visible
+
+
+def test_position_profile_figure(df):
+    fig = plots.position_profile_figure(tables.position_profile(df))
+    names = " ".join(d.name for d in fig.data)
+    assert len(fig.data) == 4 and REV in names and FWD in names
+
+
+def test_sequence_kl_figure(df):
+    fig = plots.sequence_kl_figure(tables.per_sequence(df))
+    assert len(fig.data) == 2  # one box per source
+    assert len(fig.data[0].y) == 3 * 3  # three policy responses, three quantities
+    t = _text(fig)
+    assert REV in t and "negative" in t
+
+
+def test_visible_token_text():
+    assert plots.visible_token_text(" a\n\tb") == "·a↵→b"
+    assert plots.visible_token_text("") == "∅"
+
+
+@pytest.mark.parametrize("quantity", ["log_ratio", "kl_reverse", "kl_forward", "k1", "k3"])
+def test_token_strip_figure(df, quantity):
+    one = df[(df["source"] == "policy") & (df["prompt_id"] == "b")].sort_values("position")
+    one = one.assign(token=[SCRIPT, " ", "\n", *one["token"][3:]])
+    fig = plots.token_strip_figure(one.reset_index(drop=True), quantity)
+    (bar,) = fig.data
+    assert len(bar.x) == len(one)
+    assert [int(c[0]) for c in bar.customdata] == list(range(len(one)))  # index for the selection
+    assert [int(c[1]) for c in bar.customdata] == list(one["position"])
+    assert bar.y[3] == bar.y[2] + 1  # the newline token ends its row
+    assert bar.marker.cmid == (0.0 if quantity in ("log_ratio", "k1") else None)
+    _assert_escaped(fig)
+    if quantity.startswith("kl_"):
+        assert (REV if quantity == "kl_reverse" else FWD) in _text(fig)
+
+
+def test_token_strip_wraps_long_responses():
+    import pandas as pd
+    toks = pd.DataFrame({"token": ["word"] * 60, "position": range(60), "k3": np.linspace(0, 1, 60)})
+    fig = plots.token_strip_figure(toks, "k3")
+    row = np.asarray(fig.data[0].y)
+    assert row.max() >= 3 and (np.diff(row) >= 0).all()
+    assert (np.asarray(fig.data[0].base) + np.asarray(fig.data[0].x)).max() <= plots.STRIP_ROW_CHARS + 5
+
+
+def test_position_detail_figures(df):
+    row = df.iloc[0].to_dict()
+    row["gained_top_ids"] = np.array([2, *row["gained_top_ids"][1:]])  # decodes to the <script> token
+    detail = tables.position_detail(row, decode)
+    fig = plots.position_detail_figure(detail)
+    assert len(fig.data) == 4  # p and q bars, for gained and for lost
+    assert REV in _text(fig) and FWD in _text(fig)
+    _assert_escaped(fig)
+    fig2 = plots.logq_vs_logp_figure(detail)
+    assert len(fig2.data) == 3 and fig2.data[-1].name == "p = q"
+    _assert_escaped(fig2)
+
+
+def _metrics(n, shift):
+    return [{"step": s, "reward_mean": s + shift, "reward_std": 1.0, "kl_reverse": 0.1 * s,
+             "kl_forward": 0.05 * s, "k1": 0.09 * s, "k2": 0.1 * s, "k3": 0.11 * s, "kl_coef": 0.1}
+            for s in range(n)]
+
+
+def test_ppo_curves_figure():
+    runs = {f"run {i} <b>": _metrics(5, i) for i in range(6)}
+    fig = plots.ppo_curves_figure(runs, "k3")
+    assert len(fig.data) == plots.MAX_RUNS * 5  # at most four runs, five curves each
+    assert len({d.line.color for d in fig.data}) == plots.MAX_RUNS
+    t = _text(fig)
+    assert REV in t and FWD in t and "k3 estimate" in t and "<b>" not in t
+    none = plots.ppo_curves_figure({"a": _metrics(3, 0), "empty": []}, None)
+    assert len(none.data) == 2 * 4
+
+
+def test_figures_on_empty_and_single_row(df):
+    for small in (df.head(0), df.head(1)):
+        plots.mass_moved_figure(tables.band_totals(small))
+        plots.kl_by_band_figure(tables.band_totals(small))
+        plots.prob_scatter_figure(tables.top_token_points(small, decode))
+        plots.token_shift_figure(*tables.token_shift(small, decode))
+        plots.position_profile_figure(tables.position_profile(small))
+        plots.sequence_kl_figure(tables.per_sequence(small))
+        plots.token_strip_figure(small, "log_ratio")
