@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # klviz reports each load in one line of its own
     try:
         return importlib.import_module(args.handler).run(args)
     except KlvizError as e:

@@ -18,7 +18,7 @@ def _ids(row: dict, key: str, path: Path) -> list[int]:
     return ids
 
 
-def read_score_inputs(path: str | Path, tokenizer) -> list[ScoreInput]:
+def read_score_inputs(path: str | Path, tokenizer, rows: list[dict] | None = None) -> list[ScoreInput]:
     """Lines `{"prompt": str, "response": str}` or `{"prompt_ids": [int], "response_ids": [int]}`.
 
     Text is tokenized by the pair's tokenizer: the prompt with its special tokens (e.g. BOS), the
@@ -27,7 +27,7 @@ def read_score_inputs(path: str | Path, tokenizer) -> list[ScoreInput]:
     """
     path = Path(path)
     out = []
-    for row in read_jsonl(path):
+    for row in rows if rows is not None else read_jsonl(path):
         line = row["_line"]
         if "prompt_ids" in row and "response_ids" in row:
             prompt_ids, response_ids = _ids(row, "prompt_ids", path), _ids(row, "response_ids", path)
@@ -63,10 +63,10 @@ def run(args: argparse.Namespace) -> int:
     from klviz.models import load_pair
 
     out = Path(args.out)
-    if not Path(args.input).exists():
-        raise KlvizError(f"{args.input}: no such file.")
-    pair = load_pair(args.policy, args.sft, device=args.device, dtype=args.dtype, log=_stderr)
-    inputs = read_score_inputs(args.input, pair.tokenizer)
+    rows = read_jsonl(args.input)  # malformed input fails before any model is loaded
+    pair = load_pair(args.policy, args.sft, device=args.device, dtype=args.dtype,
+                     policy_base=args.policy_base, log=_stderr)
+    inputs = read_score_inputs(args.input, pair.tokenizer, rows)
     df = score(pair.policy, pair.sft, pair.tokenizer, inputs, top_k=args.top_k,
                batch_size=args.batch_size, progress=True)
     write_table(df, out, table_metadata(pair, top_k=args.top_k))
