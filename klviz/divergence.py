@@ -91,6 +91,17 @@ def token_stats(logp: torch.Tensor, logq: torch.Tensor, token_ids: torch.Tensor,
     return token_stats_torch(logp, logq, token_ids, top_k)
 
 
+def token_stats_from_logits(policy_logits: torch.Tensor, sft_logits: torch.Tensor, token_ids: torch.Tensor,
+                            top_k: int = 10) -> dict[str, torch.Tensor]:
+    """token_stats from raw logits Float[n, V] of each model (any float dtype; math in float32+)."""
+    if policy_logits.device.type == "cpu" and sft_logits.device.type == "cpu" and HAVE_NUMBA:
+        return fused_token_stats(policy_logits.float(), sft_logits.float(), token_ids, top_k, BAND_EDGES,
+                                 normalize=True)
+    logp = torch.log_softmax(policy_logits.float(), dim=-1)
+    logq = torch.log_softmax(sft_logits.float(), dim=-1).to(logp.device)
+    return token_stats_torch(logp, logq, token_ids.to(logp.device), top_k)
+
+
 def token_stats_torch(logp: torch.Tensor, logq: torch.Tensor, token_ids: torch.Tensor,
                       top_k: int = 10) -> dict[str, torch.Tensor]:
     """token_stats vectorised in torch: the path for GPUs (and CPUs without numba)."""
@@ -262,9 +273,9 @@ def score_tensors(policy, sft, inputs: list[ScoreInput], *, top_k: int = 10, bat
         targets = torch.tensor([t for ex in batch for t in ex.response_ids], dtype=torch.long)
         chunk = max(1, CHUNK_ELEMENTS // vocab_size)
         for s in range(0, targets.shape[0], chunk):
-            logp = torch.log_softmax(pol_head(h_pol[s:s + chunk]).float(), dim=-1)  # (n, V)
-            logq = torch.log_softmax(sft_head(h_sft[s:s + chunk]).float(), dim=-1).to(logp.device)
-            stats = token_stats(logp, logq, targets[s:s + chunk].to(logp.device), top_k)
+            pol_logits = pol_head(h_pol[s:s + chunk])  # (n, V), upcast to float32 inside
+            sft_logits = sft_head(h_sft[s:s + chunk]).to(pol_logits.device)
+            stats = token_stats_from_logits(pol_logits, sft_logits, targets[s:s + chunk].to(pol_logits.device), top_k)
             for name, value in stats.items():
                 pieces.setdefault(name, []).append(value.cpu().numpy())
     return order, {name: np.concatenate(parts) for name, parts in pieces.items()}
