@@ -1,0 +1,62 @@
+"""`klviz analyze`: load a pair, sample responses, score them, write the token table.
+
+The argparse wiring lives in klviz/cli.py; this is the command's body. Inputs are checked before
+the (slow) model loading; the parquet is written atomically at the very end, so a failure at any
+point leaves no output file. Metadata records both model paths and every sampling setting.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from klviz import __version__
+from klviz.divergence import BAND_EDGES
+from klviz.errors import KlvizError
+from klviz.io import write_table
+from klviz.models import load_pair
+from klviz.sampling import SamplingConfig, analyze, read_prompts
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def run(args) -> int:
+    """Run `klviz analyze` from an argparse Namespace; KlvizError for any bad input."""
+    prompts = read_prompts(args.prompts)
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise KlvizError(f"Cannot write {out}: the folder {out.parent} does not exist.")
+    if out.is_dir():
+        raise KlvizError(f"Cannot write {out}: it is a folder.")
+    cfg = SamplingConfig(samples_per_prompt=args.samples_per_prompt, max_new_tokens=args.max_new_tokens,
+                         temperature=args.temperature, top_p=args.top_p,
+                         top_k=getattr(args, "sample_top_k", 0) or 0, seed=args.seed,
+                         sample_from=args.sample_from, batch_size=args.batch_size)
+    if args.top_k < 1:
+        raise KlvizError(f"--top-k must be at least 1, got {args.top_k}.")
+    pair = load_pair(args.policy, args.sft, device=args.device, dtype=args.dtype,
+                     policy_base=getattr(args, "policy_base", None), sft_base=getattr(args, "sft_base", None),
+                     log=_log)
+    df = analyze(pair, prompts, cfg, top_k=args.top_k, progress=True)
+    metadata = {
+        "version": __version__,
+        "command": "analyze",
+        "policy": str(args.policy),
+        "sft": str(args.sft),
+        "policy_base": str(args.policy_base) if getattr(args, "policy_base", None) else "",
+        "prompts": str(args.prompts),
+        "dtype": str(pair.dtype).removeprefix("torch."),
+        "device": str(pair.device),
+        "top_k": str(args.top_k),
+        "band_edges": json.dumps(list(BAND_EDGES)),
+        "sampling": json.dumps(asdict(cfg)),
+        **{f"sampling.{k}": str(v) for k, v in asdict(cfg).items()},
+    }
+    write_table(df, out, metadata)
+    n_responses = df.groupby(["source", "prompt_id", "sample_id"]).ngroups if len(df) else 0
+    _log(f"wrote {len(df)} token rows from {n_responses} responses to {out}")
+    return 0

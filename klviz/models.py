@@ -1,0 +1,513 @@
+"""Load a policy/SFT pair safely, on the right device.
+
+A source is a local Hugging Face folder (config.json, *.safetensors, tokenizer files), a .zip of one,
+a PEFT/LoRA adapter folder (adapter_config.json, merged into its base so the result is a plain
+model), or a .gguf file (transformers' GGUF support; needs the optional `gguf` package).
+
+Safety, whatever the source: `trust_remote_code` is never set, so no Python code from a checkpoint
+runs; `local_files_only` is always set, so nothing is downloaded; safetensors are preferred, and a
+pickled .bin loads only if `torch.load(weights_only=True)` accepts it (checked before transformers
+or peft touch it); a .zip's entries are all checked (`_check_zip`) before anything is written.
+Memory is estimated before loading (`placement`). Every user error is a KlvizError: one sentence
+naming the file.
+
+A Pair is meaningful only if both models are causal decoders, share one tokenizer and emit the same
+number of logits; `load_pair` checks all three. Nothing here keeps global state: the dashboard
+caches the returned Pair and never mutates it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+import stat
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from klviz.device import resolve_device, resolve_dtype
+from klviz.errors import KlvizError
+
+MAX_UNPACKED_BYTES = 64 * 2**30
+"""Largest total unpacked size of a checkpoint .zip (64 GiB: a ~30B-parameter model in bf16).
+Bigger checkpoints should be unpacked by hand and passed as folders."""
+MAX_ZIP_ENTRIES = 10_000
+"""Most entries a checkpoint .zip may hold (a sharded model has tens of files, not thousands)."""
+PROBE_TEXT = "Hello, world! 12 + 3 = 15.\n\tcafé  naïve 東京 🙂 <|user|>"
+"""Text both tokenizers must encode identically (spaces, digits, accents, CJK, emoji, markup)."""
+
+MEMORY_HEADROOM = 1.2
+"""Weights x this must fit in free memory: room for activations, the KV cache and logit chunks."""
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt", "spiece.model",
+                   "sentencepiece.bpe.model", "tekken.json")
+"""Any one of these makes a folder's tokenizer loadable (tokenizer_config.json alone does not)."""
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class LoadInfo:
+    """What one load did, for the log and the dashboard."""
+
+    role: str            # "policy", "sft", "policy base", ...
+    kind: str            # "folder", "adapter", "gguf", "zip (folder)", "zip (adapter)"
+    path: str            # the source as the user gave it
+    dtype: torch.dtype
+    device: str          # "cpu", "cuda:0", or "cuda:0,cuda:1 (device_map=auto)"
+    n_params: int
+    seconds: float
+    base: str | None = None  # an adapter's base model
+
+    def describe(self) -> str:
+        """One line: `policy: adapter runs/lora on base models/sft, 1.2M params, bfloat16 on cuda:0, 3.1 s`."""
+        base = f" on base {self.base}" if self.base else ""
+        return (f"{self.role}: {self.kind} {self.path}{base}, {_fmt_count(self.n_params)} params, "
+                f"{str(self.dtype).removeprefix('torch.')} on {self.device}, {self.seconds:.1f} s")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model: PreTrainedModel  # eval mode, on its device(s)
+    tokenizer: object       # a transformers tokenizer
+    info: LoadInfo
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A policy and its SFT model, checked comparable. Shared read-only: never mutate the models."""
+
+    policy: PreTrainedModel
+    sft: PreTrainedModel
+    tokenizer: object        # the SFT model's (identical to the policy's, checked)
+    device: torch.device     # where inputs go (the policy's input embeddings)
+    dtype: torch.dtype       # the weights' dtype; divergences are computed in float32 regardless
+    policy_info: LoadInfo
+    sft_info: LoadInfo
+
+
+def load_model(source, *, device: str = "auto", dtype: str = "auto", base=None, role: str = "policy",
+               log: Log | None = None) -> LoadedModel:
+    """Load one checkpoint (folder, .zip, adapter on `base`, or .gguf) in eval mode on `device`."""
+    dev = resolve_device(device)
+    loaded = _load(source, role, dev, resolve_dtype(dtype, dev), [base] if base is not None else [])
+    if log is not None:
+        log(loaded.info.describe())
+    return loaded
+
+
+def load_pair(policy, sft, *, device: str = "auto", dtype: str = "auto", policy_base=None, sft_base=None,
+              log: Log | None = None) -> Pair:
+    """Load and check a policy/SFT pair. A policy adapter's base is `policy_base`, else the SFT checkpoint."""
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    sft_bases = [sft_base] if sft_base is not None else []
+    policy_bases = [policy_base] if policy_base is not None else [sft, *sft_bases]
+    for source in (policy, sft, policy_base, sft_base):  # fail on a bad path before any slow load
+        if source is not None:
+            locate(source)
+    pol = _load(policy, "policy", dev, dt, policy_bases)
+    if log is not None:
+        log(pol.info.describe())
+    ref = _load(sft, "sft", dev, dt, sft_bases)
+    if log is not None:
+        log(ref.info.describe())
+    check_same_tokenizer(pol.tokenizer, ref.tokenizer, str(policy), str(sft))
+    check_logit_sizes(pol, ref)
+    return Pair(policy=pol.model, sft=ref.model, tokenizer=ref.tokenizer,
+                device=pol.model.get_input_embeddings().weight.device, dtype=dt,
+                policy_info=pol.info, sft_info=ref.info)
+
+
+# ---- sources ---------------------------------------------------------------------------------
+
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?")
+_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors", ".ckpt")
+
+
+def locate(source) -> tuple[str, Path]:
+    """Which kind of source this is: ("folder"|"adapter"|"zip"|"gguf", path)."""
+    text = str(source)
+    path = Path(text).expanduser()
+    if not path.exists():
+        if _HUB_ID.fullmatch(text) and not text.lower().endswith((".zip", ".gguf", *_WEIGHT_SUFFIXES)):
+            raise KlvizError(f"{text}: no such file or folder, and klviz works offline: "
+                             "download the model to a folder and pass its path.")
+        raise KlvizError(f"{text}: no such file or folder.")
+    if path.is_dir():
+        return _folder_kind(path, text), path
+    if zipfile.is_zipfile(path):
+        return "zip", path
+    with path.open("rb") as f:
+        magic = f.read(4)
+    if magic == b"GGUF":
+        return "gguf", path
+    if path.suffix.lower() in (".zip", ".gguf"):
+        raise KlvizError(f"{text} is not a valid {path.suffix.lower()[1:].upper()} file (its header is wrong).")
+    if path.suffix.lower() in _WEIGHT_SUFFIXES:
+        raise KlvizError(f"{text} is a bare weights file: pass the folder that holds it together with "
+                         "its config.json and tokenizer files.")
+    raise KlvizError(f"{text} is not a model folder, a .zip of one, or a .gguf file.")
+
+
+def _folder_kind(path: Path, shown: str) -> str:
+    if (path / "adapter_config.json").is_file():
+        return "adapter"
+    if (path / "config.json").is_file():
+        return "folder"
+    raise KlvizError(f"{shown} is neither a Hugging Face model folder (no config.json) "
+                     "nor a PEFT adapter folder (no adapter_config.json).")
+
+
+def _load(source, role: str, dev: torch.device, dt: torch.dtype, bases: list) -> LoadedModel:
+    start = time.perf_counter()
+    shown = str(source)
+    kind, path = locate(source)
+    if kind == "zip":
+        with tempfile.TemporaryDirectory(prefix="klviz-zip-") as tmp:
+            root = extract_zip(path, Path(tmp), shown)
+            inner = _folder_kind(root, shown)
+            model, tok, base, where = _load_local(inner, root, shown, role, dev, dt, bases)
+        kind = f"zip ({inner})"
+    else:
+        model, tok, base, where = _load_local(kind, path, shown, role, dev, dt, bases)
+    model.eval()
+    info = LoadInfo(role=role, kind=kind, path=shown, dtype=dt, device=where,
+                    n_params=sum(p.numel() for p in model.parameters()),
+                    seconds=time.perf_counter() - start, base=base)
+    return LoadedModel(model=model, tokenizer=tok, info=info)
+
+
+def _load_local(kind, path: Path, shown, role, dev, dt, bases):
+    """(model, tokenizer, base shown or None, device string) for an unpacked source."""
+    if kind == "adapter":
+        return _load_adapter(path, shown, role, dev, dt, bases)
+    if kind == "gguf":
+        _require_gguf(shown)
+        # absolute: transformers looks for a bare gguf_file name in the working directory first
+        folder, extra = path.parent, {"gguf_file": str(path.resolve())}
+    else:
+        folder, extra = path, {"use_safetensors": _weights_are_safetensors(path, shown)}
+    config = _read_config(folder, shown, extra.get("gguf_file"))
+    placed, where = placement(count_params(config), dt, dev, shown, role)
+    model = _from_pretrained(folder, shown, role, dt, **placed, **extra)
+    if not placed and dev.type != "cpu":
+        model = model.to(dev)
+    tok = _load_tokenizer(folder, shown, extra.get("gguf_file"))
+    return model, tok, None, where
+
+
+# ---- memory ----------------------------------------------------------------------------------
+
+def count_params(config) -> int:
+    """Parameters of the model `config` describes, counted on the meta device (no memory used)."""
+    from accelerate import init_empty_weights
+
+    with init_empty_weights():
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
+    return sum(p.numel() for p in model.parameters())
+
+
+def _free_bytes(dev: torch.device) -> list[int] | None:
+    """Free memory per device of `dev`'s type (one entry per GPU), or None when unknown."""
+    if dev.type == "cuda":
+        return [torch.cuda.mem_get_info(i)[0] for i in range(torch.cuda.device_count())]
+    if dev.type == "mps":
+        try:
+            return [torch.mps.recommended_max_memory() - torch.mps.driver_allocated_memory()]
+        except (AttributeError, RuntimeError):
+            return None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return [int(info["MemAvailable"].split()[0]) * 1024]
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def placement(n_params: int, dt: torch.dtype, dev: torch.device, shown: str, role: str):
+    """(from_pretrained placement kwargs, device description), or a KlvizError if it can't fit.
+
+    One device when the weights (x MEMORY_HEADROOM) fit on it; with several GPUs and `--device
+    cuda`, accelerate's device_map="auto" spreads a model too big for one across all of them.
+    """
+    need = n_params * dt.itemsize * MEMORY_HEADROOM
+    free = _free_bytes(dev)
+    index = dev.index if dev.index is not None else 0
+    if free is None or need <= free[min(index, len(free) - 1)]:
+        if dev.type == "cuda":
+            return {"device_map": {"": f"cuda:{index}"}}, f"cuda:{index}"
+        return {}, str(dev)
+    if dev.type == "cuda" and dev.index is None and len(free) > 1 and need <= sum(free):
+        max_memory = {i: int(f / MEMORY_HEADROOM) for i, f in enumerate(free)}
+        where = ",".join(f"cuda:{i}" for i in range(len(free)))
+        return {"device_map": "auto", "max_memory": max_memory}, f"{where} (device_map=auto)"
+    have = sum(free) if dev.type == "cuda" and dev.index is None else free[min(index, len(free) - 1)]
+    raise KlvizError(f"{shown}: the {role} model needs about {need / 2**30:.1f} GiB "
+                     f"({_fmt_count(n_params)} params in {str(dt).removeprefix('torch.')}) but only "
+                     f"{have / 2**30:.1f} GiB is free on {dev.type}: choose a smaller --dtype, a smaller "
+                     "model, or a machine with more memory.")
+
+
+# ---- zip -------------------------------------------------------------------------------------
+
+def _check_zip(infos: list[zipfile.ZipInfo], shown: str, dest: Path) -> None:
+    """Refuse the whole archive before writing anything: absolute paths, `..`, symlinks, size."""
+    if len(infos) > MAX_ZIP_ENTRIES:
+        raise KlvizError(f"{shown} holds {len(infos)} entries, more than the {MAX_ZIP_ENTRIES} a checkpoint may have.")
+    total = 0
+    for info in infos:
+        name = info.filename
+        if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name):
+            raise KlvizError(f"{shown} holds an entry with an absolute path ({name}), so it is refused.")
+        if ".." in re.split(r"[\\/]", name):
+            raise KlvizError(f"{shown} holds an entry that climbs out of the folder ({name}), so it is refused.")
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise KlvizError(f"{shown} holds a symbolic link ({name}), so it is refused.")
+        if info.flag_bits & 0x1:
+            raise KlvizError(f"{shown} holds an encrypted entry ({name}): unzip it yourself and pass the folder.")
+        total += info.file_size
+    if total > MAX_UNPACKED_BYTES:
+        raise KlvizError(f"{shown} unpacks to {total / 2**30:.1f} GiB, over klviz's limit of "
+                         f"{MAX_UNPACKED_BYTES / 2**30:.0f} GiB for a .zip: unzip it yourself and pass the folder.")
+    free = shutil.disk_usage(dest).free
+    if total > free:
+        raise KlvizError(f"{shown} unpacks to {total / 2**30:.1f} GiB but only {free / 2**30:.1f} GiB "
+                         f"is free in {dest.parent}: free some space or unzip it elsewhere and pass the folder.")
+
+
+def extract_zip(path: Path, dest: Path, shown: str | None = None) -> Path:
+    """Check every entry, then unpack `path` into `dest`; return the model folder inside."""
+    shown = shown or str(path)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+            _check_zip(infos, shown, dest)
+            root = dest.resolve()
+            for info in infos:
+                target = (dest / info.filename).resolve()
+                if root not in target.parents and target != root:  # belt and braces after _check_zip
+                    raise KlvizError(f"{shown} holds an entry that climbs out of the folder ({info.filename}).")
+                if info.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with zf.open(info) as src, target.open("wb") as out:
+                    shutil.copyfileobj(src, out, 2**20)  # reads at most info.file_size bytes
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as e:
+        raise KlvizError(f"{shown} could not be unpacked ({e}).") from None
+    return _zip_root(dest, shown)
+
+
+def _zip_root(dest: Path, shown: str) -> Path:
+    """The folder holding config.json/adapter_config.json: the top, or its single subfolder."""
+    if (dest / "config.json").is_file() or (dest / "adapter_config.json").is_file():
+        return dest
+    subdirs = [d for d in dest.iterdir() if d.is_dir() and d.name != "__MACOSX"]
+    if len(subdirs) == 1:
+        return subdirs[0]
+    raise KlvizError(f"{shown} holds no model folder: zip a folder with config.json "
+                     "(or adapter_config.json) at its top.")
+
+
+# ---- weights, config, tokenizer --------------------------------------------------------------
+
+def _weights_are_safetensors(folder: Path, shown: str) -> bool:
+    """True when safetensors are present; else every pickle transformers would read is checked."""
+    if any(folder.glob("*.safetensors")):
+        return True
+    shards = [folder / "pytorch_model.bin"] if (folder / "pytorch_model.bin").is_file() else []
+    index = folder / "pytorch_model.bin.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        except (ValueError, KeyError, TypeError):
+            raise KlvizError(f"{index} is not a valid shard index (JSON with a weight_map).") from None
+        shards += sorted({folder / name for name in weight_map.values()})
+    if not shards:
+        raise KlvizError(f"{shown} has no model weights (model.safetensors or pytorch_model.bin).")
+    for shard in shards:
+        check_pickle(shard)
+    return False
+
+
+def check_pickle(path: Path) -> None:
+    """Refuse a pickle that torch.load(weights_only=True) rejects; the unpickler runs no code."""
+    if not path.is_file():
+        raise KlvizError(f"{path} is listed in the checkpoint but missing.")
+    try:
+        try:
+            torch.load(path, map_location="meta", weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e):
+                raise
+            torch.load(path, map_location="meta", weights_only=True)  # an old, non-zip pickle
+    except Exception as e:  # noqa: BLE001 - any failure means "not plain tensors"
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        why = f"it asks to call {found.group(1)}" if found else type(e).__name__
+        raise KlvizError(f"{path} is a pickle that torch.load(weights_only=True) refuses ({why}), and klviz "
+                         "never runs code from a checkpoint: convert it to safetensors with a tool you trust.") from None
+
+
+def _read_config(folder: Path, shown: str, gguf_file: str | None = None):
+    if gguf_file is None:
+        try:
+            raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise KlvizError(f"{folder / 'config.json'} is not valid JSON ({e}).") from None
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+        # With trust_remote_code=False transformers uses its own class for a known model_type and
+        # ignores auto_map; an unknown one could only run through the checkpoint's code.
+        if "auto_map" in raw and raw.get("model_type") not in CONFIG_MAPPING_NAMES:
+            raise KlvizError(f"{shown} needs its own Python code (auto_map in config.json), "
+                             "which klviz never runs: use a checkpoint of a transformers architecture.")
+    try:
+        config = AutoConfig.from_pretrained(str(folder), gguf_file=gguf_file, local_files_only=True,
+                                            trust_remote_code=False)
+    except (OSError, ValueError, KeyError, TypeError, ImportError) as e:
+        raise KlvizError(f"{shown}: its config could not be read ({_first_line(e)}).") from None
+    check_causal(config, shown)
+    return config
+
+
+def check_causal(config, shown: str) -> None:
+    """Refuse encoder-decoders, BERT-style encoders, and anything without a causal-LM head."""
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+
+    mt = config.model_type
+    if getattr(config, "is_encoder_decoder", False):
+        raise KlvizError(f"{shown} is an encoder-decoder model ({mt}), but klviz compares causal decoder language models.")
+    if mt not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise KlvizError(f"{shown} is a {mt} model, which has no causal language-model head in transformers.")
+    # BERT-style encoders have a causal head only when configured as decoders (is_decoder=true).
+    if mt in MODEL_FOR_MASKED_LM_MAPPING_NAMES and not getattr(config, "is_decoder", False):
+        raise KlvizError(f"{shown} is an encoder ({mt} with is_decoder false), not a causal decoder language model.")
+
+
+def _from_pretrained(folder: Path, shown: str, role: str, dt, **extra) -> PreTrainedModel:
+    try:
+        return AutoModelForCausalLM.from_pretrained(
+            str(folder), dtype=dt, local_files_only=True, trust_remote_code=False,
+            weights_only=True, **extra)
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError, ImportError) as e:
+        raise KlvizError(f"{shown}: the {role} model could not be loaded ({_first_line(e)}).") from None
+
+
+def _has_tokenizer_files(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in TOKENIZER_FILES)
+
+
+def _load_tokenizer(folder: Path, shown: str, gguf_file: str | None = None):
+    fix = "save the tokenizer files (tokenizer.json) next to the model"
+    if gguf_file is None and not _has_tokenizer_files(folder):
+        raise KlvizError(f"{shown} has no tokenizer files: {fix}.")
+    try:
+        tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file, local_files_only=True,
+                                            trust_remote_code=False)
+    except (OSError, ValueError, KeyError, TypeError, ImportError, AttributeError) as e:
+        raise KlvizError(f"{shown}: its tokenizer could not be loaded ({_first_line(e)}); {fix}.") from None
+    if len(tok.get_vocab()) < 2:  # transformers builds an empty tokenizer rather than failing
+        raise KlvizError(f"{shown}: its tokenizer has an empty vocabulary; {fix}.")
+    return tok
+
+
+def _require_gguf(shown: str) -> None:
+    if importlib.util.find_spec("gguf") is None:
+        raise KlvizError(f"{shown} is a GGUF file, and reading one needs the optional gguf package: "
+                         "pip install 'klviz[gguf]' (or pip install gguf).")
+
+
+# ---- adapters --------------------------------------------------------------------------------
+
+def _load_adapter(path: Path, shown: str, role: str, dev, dt, bases: list):
+    """Load the base, apply the LoRA/PEFT adapter, merge it (merge_and_unload) into a plain model."""
+    try:
+        adapter_cfg = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise KlvizError(f"{path / 'adapter_config.json'} is not valid JSON ({e}).") from None
+    if not bases:
+        raise KlvizError(f"{shown} is a PEFT adapter (for {adapter_cfg.get('base_model_name_or_path')!r}) "
+                         "but no base model was given: pass the base model's local folder.")
+    if not (path / "adapter_model.safetensors").is_file():
+        if not (path / "adapter_model.bin").is_file():
+            raise KlvizError(f"{shown} has no adapter weights (adapter_model.safetensors).")
+        check_pickle(path / "adapter_model.bin")
+    base = _load(bases[0], f"{role} base", dev, dt, bases[1:])
+    from peft import PeftModel
+
+    try:
+        peft_model = PeftModel.from_pretrained(base.model, str(path), is_trainable=False)
+        model = peft_model.merge_and_unload()
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError, AttributeError) as e:
+        raise KlvizError(f"{shown}: the adapter does not apply to its base {base.info.path} "
+                         f"({_first_line(e)}).") from None
+    tok = _load_tokenizer(path, shown) if _has_tokenizer_files(path) else base.tokenizer
+    return model, tok, base.info.path, base.info.device
+
+
+# ---- pair checks -----------------------------------------------------------------------------
+
+def _tokenizer_difference(a, b) -> str | None:
+    """How tokenizer b differs from a, in words, or None when they are the same."""
+    va, vb = a.get_vocab(), b.get_vocab()
+    if len(va) != len(vb):
+        return f"vocabulary sizes differ ({len(va)} tokens vs {len(vb)})"
+    if va != vb:
+        ia, ib = {i: t for t, i in va.items()}, {i: t for t, i in vb.items()}
+        first = min(i for i in set(ia) | set(ib) if ia.get(i) != ib.get(i))
+        return f"token id {first} is {ia.get(first)!r} vs {ib.get(first)!r}"
+    for name in ("bos_token", "eos_token", "pad_token", "unk_token"):
+        if getattr(a, name, None) != getattr(b, name, None):
+            return f"the {name} is {getattr(a, name, None)!r} vs {getattr(b, name, None)!r}"
+    if sorted(a.all_special_tokens) != sorted(b.all_special_tokens):
+        return f"the special tokens are {sorted(a.all_special_tokens)} vs {sorted(b.all_special_tokens)}"
+    ea, eb = a(PROBE_TEXT).input_ids, b(PROBE_TEXT).input_ids
+    if ea != eb:
+        return f"they encode the same text differently ({ea[:8]}... vs {eb[:8]}...)"
+    return None
+
+
+def check_same_tokenizer(policy_tok, sft_tok, policy_path: str, sft_path: str) -> None:
+    """Refuse a pair whose tokenizers differ in vocabulary, special tokens or encoding."""
+    how = _tokenizer_difference(policy_tok, sft_tok)
+    if how is not None:
+        raise KlvizError(f"The tokenizers of {policy_path} (policy) and {sft_path} (sft) differ: {how}; "
+                         "klviz compares two models only over the same tokenizer.")
+
+
+def _n_logits(model) -> int:
+    head = model.get_output_embeddings()
+    return int(head.weight.shape[0]) if head is not None else int(model.config.vocab_size)
+
+
+def check_logit_sizes(policy: LoadedModel, sft: LoadedModel) -> None:
+    """Refuse models whose output vocabularies differ, or are smaller than the tokenizer's."""
+    np_, ns = _n_logits(policy.model), _n_logits(sft.model)
+    if np_ != ns:
+        raise KlvizError(f"The logit sizes of {policy.info.path} ({np_}) and {sft.info.path} ({ns}) differ, "
+                         "so their next-token distributions cannot be compared.")
+    if len(sft.tokenizer) > ns:
+        raise KlvizError(f"The tokenizer of {sft.info.path} has {len(sft.tokenizer)} tokens but the models "
+                         f"emit only {ns} logits, so some tokens could never be scored.")
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__).rstrip(".")[:300]
+
+
+def _fmt_count(n: int) -> str:
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)

@@ -1,0 +1,273 @@
+"""Prompts and responses: read a prompts file, sample from either model, score what was sampled.
+
+Prompt tokenization follows `klviz score`: a text prompt is encoded with the tokenizer's special
+tokens (e.g. BOS) and the response without, its ids appended to the prompt's. A chat prompt
+(`messages`) is rendered with the tokenizer's chat template (add_generation_prompt=True) and encoded
+without adding special tokens, since the template writes its own (as apply_chat_template does).
+
+Sampling is `model.generate` (batched, KV cache, left padding) with every sampling knob set
+explicitly, so a checkpoint's generation_config.json cannot change the distribution sampled from.
+Each batch reseeds torch from (seed, source, batch index), so the same settings give the same
+responses, and "policy" responses are the same whether or not the SFT model also samples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+from transformers import GenerationConfig
+
+from klviz.divergence import ScoreInput, score
+from klviz.errors import KlvizError
+from klviz.io import read_jsonl
+
+SOURCES = ("policy", "sft", "both")
+CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length")
+# Settings a checkpoint's generation_config.json could add on top of ours; generate applies them
+# and klviz cannot switch them off without mutating the (shared) model, so it says so.
+FORCING_KEYS = ("forced_bos_token_id", "forced_eos_token_id", "bad_words_ids", "suppress_tokens",
+                "begin_suppress_tokens", "sequence_bias")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """One prompt: plain `text`, or a chat as `messages`.
+
+    `messages` is a sequence of {"role": ..., "content": ...} mappings; read_prompts stores each as a
+    tuple of (key, value) pairs so a Prompt is hashable (the dashboard caches on it).
+    """
+
+    id: str
+    text: str | None = None
+    messages: tuple | None = None
+    origin: str = ""
+    """Where it came from, for error messages: "prompts.jsonl, line 3"."""
+
+    def token_ids(self, tokenizer) -> list[int]:
+        """The prompt's ids: text with special tokens; a chat via the tokenizer's template."""
+        if self.messages is None:
+            return list(tokenizer(self.text).input_ids)
+        if not getattr(tokenizer, "chat_template", None):
+            raise KlvizError(f"{self.origin or self.id}: the prompt is a chat (messages) but the tokenizer "
+                             "has no chat template, so give a plain `prompt` instead.")
+        rendered = tokenizer.apply_chat_template([dict(m) for m in self.messages], tokenize=False,
+                                                 add_generation_prompt=True)
+        return list(tokenizer(rendered, add_special_tokens=False).input_ids)
+
+
+def read_prompts(path) -> list[Prompt]:
+    """Prompts from JSONL (`prompt` or `messages`, optional `id`) or .txt (one prompt per line)."""
+    path = Path(path)
+    try:
+        prompts = _read_txt(path) if path.suffix.lower() == ".txt" else _read_jsonl_prompts(path)
+    except UnicodeDecodeError:
+        raise KlvizError(f"{path} is not UTF-8 text.") from None
+    seen: dict[str, str] = {}
+    for p in prompts:
+        if p.id in seen:
+            raise KlvizError(f"{p.origin}: id {p.id!r} was already used at {seen[p.id]}; ids must be unique.")
+        seen[p.id] = p.origin
+    return prompts
+
+
+def _read_txt(path: Path) -> list[Prompt]:
+    if not path.is_file():
+        raise KlvizError(f"{path}: no such file." if not path.exists() else f"{path} is not a file.")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    prompts = [Prompt(id=str(n), text=line, origin=f"{path}, line {n}")
+               for n, line in enumerate(lines, start=1) if line.strip()]
+    if not prompts:
+        raise KlvizError(f"{path} is empty: it needs at least one prompt, one per line.")
+    return prompts
+
+
+def _read_jsonl_prompts(path: Path) -> list[Prompt]:
+    prompts = []
+    for row in read_jsonl(path):
+        where = f"{path}, line {row['_line']}"
+        has_text, has_chat = "prompt" in row, "messages" in row
+        if has_text == has_chat:
+            raise KlvizError(f"{where}: give either `prompt` (text) or `messages` (a chat), "
+                             f"not {'both' if has_text else 'neither'}.")
+        raw_id = row.get("id", row["_line"])
+        if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)):
+            raise KlvizError(f"{where}: `id` must be a string or an integer.")
+        if has_text:
+            if not isinstance(row["prompt"], str) or not row["prompt"]:
+                raise KlvizError(f"{where}: `prompt` must be a non-empty string.")
+            prompts.append(Prompt(id=str(raw_id), text=row["prompt"], origin=where))
+        else:
+            prompts.append(Prompt(id=str(raw_id), messages=_messages(row["messages"], where), origin=where))
+    return prompts
+
+
+def _messages(raw, where: str) -> tuple:
+    ok = isinstance(raw, list) and raw and all(
+        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in raw)
+    if not ok:
+        raise KlvizError(f"{where}: `messages` must be a non-empty list of "
+                         '{"role": "...", "content": "..."} objects.')
+    return tuple((("role", m["role"]), ("content", m["content"])) for m in raw)
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How responses are sampled. Validated on construction."""
+
+    samples_per_prompt: int = 4
+    """Responses per prompt and per sampling model."""
+    max_new_tokens: int = 64
+    """Most tokens per response; a response also ends at EOS (which is not kept)."""
+    temperature: float = 1.0
+    """Softmax temperature; 1.0 samples the model's own distribution, 0 means greedy decoding."""
+    top_p: float = 1.0
+    """Nucleus sampling: keep the smallest set of tokens with this much mass; 1.0 keeps all."""
+    top_k: int = 0
+    """Keep only the k most likely tokens; 0 keeps all."""
+    seed: int = 0
+    """Seed of every batch's sampling; the same seed and settings give the same responses."""
+    sample_from: str = "policy"
+    """Which model writes the responses: "policy", "sft" or "both" (the `source` column says which)."""
+    batch_size: int = 16
+    """Sequences per generate (and scoring) batch; only memory and speed depend on it."""
+
+    def __post_init__(self):
+        for name in ("samples_per_prompt", "max_new_tokens", "batch_size", "top_k", "seed"):
+            value = getattr(self, name)
+            low = 0 if name in ("top_k", "seed") else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise KlvizError(f"{name} must be an integer >= {low}, got {value!r}.")
+        if not isinstance(self.temperature, (int, float)) or not 0 <= self.temperature <= 100:
+            raise KlvizError(f"temperature must be between 0 (greedy) and 100, got {self.temperature!r}.")
+        if not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
+            raise KlvizError(f"top_p must be in (0, 1], got {self.top_p!r}.")
+        if self.sample_from not in SOURCES:
+            raise KlvizError(f"sample_from must be one of {', '.join(SOURCES)}, got {self.sample_from!r}.")
+
+
+def context_length(*models) -> int | None:
+    """The smallest context any of `models` declares, or None when none does."""
+    found = [int(v) for m in models for v in [next((getattr(m.config, k) for k in CONTEXT_KEYS
+                                                    if isinstance(getattr(m.config, k, None), int)), None)]
+             if v is not None]
+    return min(found) if found else None
+
+
+def _batch_seed(seed: int, source: str, batch: int) -> int:
+    """A 63-bit seed per (seed, source, batch), independent of the other sources and batches."""
+    digest = hashlib.sha256(f"klviz-sample/{seed}/{source}/{batch}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def _eos_ids(model, tokenizer) -> list[int]:
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    gen_eos = getattr(model.generation_config, "eos_token_id", None)
+    ids |= set(gen_eos) if isinstance(gen_eos, (list, tuple)) else ({gen_eos} if gen_eos is not None else set())
+    return sorted(ids)
+
+
+def _generation_config(cfg: SamplingConfig, eos: list[int], pad: int) -> GenerationConfig:
+    """Every knob explicit, neutral where klviz has no setting (generate fills None from the model)."""
+    common = dict(max_new_tokens=cfg.max_new_tokens, min_new_tokens=0, repetition_penalty=1.0,
+                  no_repeat_ngram_size=0, num_beams=1, num_return_sequences=1, eos_token_id=eos or None,
+                  pad_token_id=pad, use_cache=True, renormalize_logits=False)
+    if cfg.temperature == 0:
+        return GenerationConfig(do_sample=False, **common)
+    return GenerationConfig(do_sample=True, temperature=float(cfg.temperature), top_p=float(cfg.top_p),
+                            top_k=cfg.top_k, min_p=0.0, typical_p=1.0, epsilon_cutoff=0.0, eta_cutoff=0.0, **common)
+
+
+@torch.no_grad()
+def _generate(model, prompts: list[list[int]], gen: GenerationConfig, seed: int, pad: int, eos: list[int]):
+    """Left-pad `prompts` (Long[B, T]), generate, and cut each response at its first EOS."""
+    device = model.get_input_embeddings().weight.device
+    T = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), T), pad, dtype=torch.long)
+    mask = torch.zeros((len(prompts), T), dtype=torch.long)
+    for b, p in enumerate(prompts):
+        ids[b, T - len(p):] = torch.tensor(p, dtype=torch.long)  # left padding: the last column is the newest token
+        mask[b, T - len(p):] = 1
+    cuda = list(range(torch.cuda.device_count())) if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):  # reseed without disturbing the caller's RNG state
+        torch.manual_seed(seed)
+        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=gen)
+    responses = []
+    for row in out[:, T:].tolist():  # (B, new tokens); after EOS generate writes pad
+        cut = next((i for i, t in enumerate(row) if t in eos), len(row))
+        responses.append(row[:cut])
+    return responses
+
+
+def _prompt_ids(pair, prompts: list[Prompt], cfg: SamplingConfig) -> list[list[int]]:
+    """Token ids of each prompt, truncated from the left (with a warning) to fit the context."""
+    ctx = context_length(pair.policy, pair.sft)
+    budget = None if ctx is None else ctx - cfg.max_new_tokens
+    if budget is not None and budget < 1:
+        raise KlvizError(f"max_new_tokens={cfg.max_new_tokens} leaves no room for a prompt in the models' "
+                         f"{ctx}-token context: lower --max-new-tokens.")
+    out = []
+    for p in prompts:
+        ids = p.token_ids(pair.tokenizer)
+        if not ids:
+            raise KlvizError(f"{p.origin or p.id}: the prompt encodes to no tokens.")
+        if budget is not None and len(ids) > budget:
+            warnings.warn(f"{p.origin or p.id}: the prompt has {len(ids)} tokens, more than the {budget} that fit "
+                          f"before {cfg.max_new_tokens} new tokens in a {ctx}-token context; "
+                          f"keeping its last {budget}.", stacklevel=2)
+            ids = ids[-budget:]
+        out.append(ids)
+    return out
+
+
+def sample(pair, prompts: list[Prompt], cfg: SamplingConfig, progress: bool = True) -> list[ScoreInput]:
+    """cfg.samples_per_prompt responses per prompt from the chosen model(s), as ScoreInputs.
+
+    Each has extra={"source": "policy"|"sft"}; `prompt_ids` are what the model saw (after any
+    truncation); `response_ids` stop before the first EOS (possibly empty).
+    """
+    if not prompts:
+        raise KlvizError("There are no prompts to sample from.")
+    ids = _prompt_ids(pair, prompts, cfg)
+    jobs = [(i, s) for i in range(len(prompts)) for s in range(cfg.samples_per_prompt)]
+    pad = pair.tokenizer.pad_token_id if pair.tokenizer.pad_token_id is not None else 0
+    out: list[ScoreInput] = []
+    for source in (("policy", "sft") if cfg.sample_from == "both" else (cfg.sample_from,)):
+        model = pair.policy if source == "policy" else pair.sft
+        _warn_forcing(model, source)
+        eos = _eos_ids(model, pair.tokenizer)
+        gen = _generation_config(cfg, eos, pad)
+        with tqdm(total=len(jobs), desc=f"sampling ({source})", unit="response", file=sys.stderr,
+                  disable=not progress) as bar:
+            for b, start in enumerate(range(0, len(jobs), cfg.batch_size)):
+                batch = jobs[start:start + cfg.batch_size]
+                responses = _generate(model, [ids[i] for i, _ in batch], gen,
+                                      _batch_seed(cfg.seed, source, b), pad, set(eos))
+                out += [ScoreInput(prompt_ids=list(ids[i]), response_ids=r, prompt_id=prompts[i].id, sample_id=s,
+                                   extra={"source": source}) for (i, s), r in zip(batch, responses)]
+                bar.update(len(batch))
+    return out
+
+
+def _warn_forcing(model, source: str) -> None:
+    found = [k for k in FORCING_KEYS if getattr(model.generation_config, k, None) not in (None, [], {})]
+    if found:
+        warnings.warn(f"The {source} model's generation_config sets {', '.join(found)}, which generate applies: "
+                      "responses are not drawn from the model's plain distribution.", stacklevel=3)
+
+
+def analyze(pair, prompts: list[Prompt], cfg: SamplingConfig, top_k: int = 10,
+            progress: bool = True) -> pd.DataFrame:
+    """Sample responses, then score them: the token table plus a `source` column ("policy"/"sft")."""
+    inputs = [x for x in sample(pair, prompts, cfg, progress=progress) if x.response_ids]
+    if not inputs:
+        raise KlvizError("Every sampled response was empty (the model ended each one at once), so there is "
+                         "nothing to score: try other prompts or a higher temperature.")
+    return score(pair.policy, pair.sft, pair.tokenizer, inputs, top_k=top_k, batch_size=cfg.batch_size,
+                 progress=progress)
