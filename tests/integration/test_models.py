@@ -17,6 +17,7 @@ import torch
 from transformers import BertConfig, BertForMaskedLM, T5Config, T5ForConditionalGeneration
 
 import klviz.models as models
+import klviz.checkpoints as checkpoints
 from klviz.divergence import ScoreInput, score
 from klviz.errors import KlvizError
 from klviz.models import extract_zip, load_model, load_pair, placement
@@ -268,7 +269,7 @@ def test_unsafe_zip_is_refused_before_anything_is_written(tmp_path, entry, probl
 
 
 def test_zip_over_the_size_limit_is_refused_before_writing(tmp_path, monkeypatch):
-    monkeypatch.setattr(models, "MAX_UNPACKED_BYTES", 1000)
+    monkeypatch.setattr(checkpoints, "MAX_UNPACKED_BYTES", 1000)
     z = bad_zip(tmp_path / "big.zip", [("model/weights.bin", "0" * 2000, None)])
     dest = tmp_path / "dest"
     dest.mkdir()
@@ -366,7 +367,7 @@ def test_adapter_without_base_bare_weights_and_plain_folders_are_refused(adapter
 # ---- memory ----------------------------------------------------------------------------------
 
 def test_a_model_that_cannot_fit_is_refused_before_loading(monkeypatch):
-    monkeypatch.setattr(models, "_free_bytes", lambda dev: [2 * 2**30])
+    monkeypatch.setattr(checkpoints, "_free_bytes", lambda dev: [2 * 2**30])
     with pytest.raises(KlvizError, match=r"big\.gguf: the policy model needs about 4\.5 GiB .*1\.0B params in "
                                          r"float32.* only 2\.0 GiB is free on cpu"):
         placement(10**9, torch.float32, torch.device("cpu"), "big.gguf", "policy")
@@ -374,7 +375,7 @@ def test_a_model_that_cannot_fit_is_refused_before_loading(monkeypatch):
 
 
 def test_a_model_too_big_for_one_gpu_is_spread_over_all(monkeypatch):
-    monkeypatch.setattr(models, "_free_bytes", lambda dev: [10 * 2**30, 10 * 2**30])
+    monkeypatch.setattr(checkpoints, "_free_bytes", lambda dev: [10 * 2**30, 10 * 2**30])
     placed, where = placement(5 * 10**9, torch.bfloat16, torch.device("cuda"), "x", "sft")
     assert placed["device_map"] == "auto" and set(placed["max_memory"]) == {0, 1}
     assert where == "cuda:0,cuda:1 (device_map=auto)"
