@@ -135,8 +135,14 @@ def fused_token_stats(logp: torch.Tensor, logq: torch.Tensor, token_ids: torch.T
     scalars, ranks = np.zeros((n, N_SCALARS)), np.zeros((n, 2), dtype=np.int64)
     bands = np.zeros((n, 4, n_bands))
     top_ids, top_vals = np.zeros((n, 2, k), dtype=np.int64), np.zeros((n, 2, k))
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-    _rows(lp, lq, ids, edges, k, normalize, scalars, ranks, bands, top_ids, top_vals)
+    torch_threads = torch.get_num_threads()
+    numba.set_num_threads(max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        _rows(lp, lq, ids, edges, k, normalize, scalars, ranks, bands, top_ids, top_vals)
+    finally:
+        # numba's OpenMP layer resets the thread's OpenMP team size, which torch reads as its own
+        # thread count: put back what the caller (e.g. a PPO job limited to 1 thread) had set.
+        torch.set_num_threads(torch_threads)
     t = torch.from_numpy
     log_ratio = t(scalars[:, 5] - scalars[:, 6])
     z_p, z_q = scalars[:, 7:8], scalars[:, 8:9]  # log-normalisers (0 unless normalize)

@@ -108,3 +108,16 @@ def test_zero_probability_entries_contribute_nothing(token_stats):
     want = brute_row([0.0, 1.0, -1e300], [0.0, 0.0, 0.0], 0, top_k=3)
     np.testing.assert_allclose(s["kl_reverse"].item(), want["kl_reverse"], rtol=1e-6)
     assert torch.isinf(s["kl_forward"]).all()  # q > 0 where p = 0: KL(SFT || policy) is infinite
+
+
+@pytest.mark.skipif(not HAVE_NUMBA, reason="numba missing")
+def test_fused_path_leaves_torch_thread_count_alone():
+    # numba's OpenMP layer resets the team size torch reads; a PPO job limited to 1 thread must stay so.
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        logp = torch.log_softmax(torch.randn(4, 50), -1)
+        _fused(logp, logp, torch.zeros(4, dtype=torch.long))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

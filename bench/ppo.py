@@ -1,0 +1,212 @@
+"""Benchmark: one klviz PPO step against one TRL RLOOTrainer step, same model, same workload, CPU.
+
+Workload (both): 64 completions of up to 16 new tokens per step, sentiment reward, one gradient
+update per batch (klviz: ppo_epochs=1, minibatches=1; TRL: num_iterations=1, one generation batch
+per optimizer step), beta = 0.05 with k1 in the reward (TRL RLOO's only KL placement).
+TRL groups the 64 completions as 16 prompts x 4 generations, as RLOO needs; klviz samples 64
+prompts. Variants:
+  klviz        exact-KL logging on (the default: full-vocabulary kl_reverse/kl_forward every step,
+               mass-moved bands every 5 steps)
+  klviz-noexact  the same run with log_exact_kl=False and bands off
+  trl-rloo     trl.RLOOTrainer (TRL 1.16.0, requirements-bench.txt)
+
+Start-up is cancelled out: each run times steps warmup+1..warmup+steps by the clock at the end of
+every step, i.e. time(N steps) - time(warmup steps). Each variant runs in its own subprocess with
+the same torch thread count, and the variants alternate `--repeats` times. On a shared machine the
+best (least disturbed) run is the headline; medians of wall time and of process CPU time beside it.
+Usage: python bench/ppo.py [--sft sample_data/sft] [--steps 6] [--warmup 2] [--repeats 5]
+                          [--threads 2] [--out bench/RESULTS_ppo.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+BATCH, NEW_TOKENS, BETA, LR, TRL_GENERATIONS = 64, 16, 0.05, 1e-4, 4
+VARIANTS = ("klviz", "klviz-noexact", "trl-rloo")
+
+
+def _prompts() -> list[str]:
+    from klviz.sample.prompts import sample_prompts
+
+    return [p["prompt"] for p in sample_prompts()]
+
+
+def ensure_model(sft: str | None, workdir: Path) -> tuple[Path, str]:
+    """The shipped SFT folder if present, else a random GPT-2 of the sample model's size, saved."""
+    if sft and (Path(sft) / "config.json").exists():
+        cfg = json.loads((Path(sft) / "config.json").read_text())
+        shape = ", ".join(f"{k} {cfg[k]}" for k in ("model_type", "n_layer", "n_embd", "vocab_size") if k in cfg)
+        return Path(sft), f"{sft} ({shape})"
+    from klviz.sample.tokenizer import train_tokenizer
+    from klviz.sample.corpus import make_corpus
+    from klviz.sample.train_sft import SFTConfig, build_model
+
+    tok = train_tokenizer(make_corpus(3000, 0))
+    model = build_model(tok, SFTConfig())
+    folder = workdir / "random_sft"
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder, "random GPT-2 of the sample size (sample_data/sft absent)"
+
+
+def sentiment_reward(prompts, completions, **kwargs) -> list[float]:
+    from klviz.lexicon import sentiment_score
+
+    return [sentiment_score(p + c) for p, c in zip(prompts, completions)]
+
+
+def child_klviz(folder: Path, steps: int, warmup: int, exact: bool) -> list[float]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from klviz.ppo import PPOConfig, PPOTrainer
+
+    model = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True).eval()
+    tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    cfg = PPOConfig(reward="sentiment", steps=warmup + steps, batch_size=BATCH, max_new_tokens=NEW_TOKENS,
+                    ppo_epochs=1, minibatches=1, kl_placement="reward", kl_estimator="k1", kl_coef=BETA,
+                    lr=LR, device="cpu", log_exact_kl=exact, bands_every=5 if exact else 0)
+    trainer = PPOTrainer(model, tok, _prompts(), cfg)
+    stamps = [(time.perf_counter(), time.process_time())]
+    for _ in range(warmup + steps):
+        trainer.step()
+        stamps.append((time.perf_counter(), time.process_time()))
+    return stamps
+
+
+def child_trl(folder: Path, steps: int, warmup: int) -> list[float]:
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl import RLOOConfig, RLOOTrainer
+
+    stamps = []
+
+    class Stamp(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            stamps.append((time.perf_counter(), time.process_time()))
+
+    total = warmup + steps
+    prompts = _prompts()
+    rows = (prompts * (1 + total * BATCH // TRL_GENERATIONS // len(prompts)))
+    with tempfile.TemporaryDirectory() as out:
+        args = RLOOConfig(output_dir=out, per_device_train_batch_size=BATCH, num_generations=TRL_GENERATIONS,
+                          max_completion_length=NEW_TOKENS, num_iterations=1, beta=BETA, learning_rate=LR,
+                          max_steps=total, logging_steps=10**6, save_strategy="no", report_to="none",
+                          use_cpu=True, bf16=False, seed=0, disable_tqdm=True, temperature=1.0)
+        trainer = RLOOTrainer(model=AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True),
+                              reward_funcs=[sentiment_reward], args=args,
+                              train_dataset=Dataset.from_dict({"prompt": rows}),
+                              processing_class=AutoTokenizer.from_pretrained(str(folder), local_files_only=True),
+                              callbacks=[Stamp()])
+        stamps.append((time.perf_counter(), time.process_time()))
+        trainer.train()
+    return stamps
+
+
+def child(args) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    folder = Path(args.model_dir)
+    if args.child == "trl-rloo":
+        stamps = child_trl(folder, args.steps, args.warmup)
+    else:
+        stamps = child_klviz(folder, args.steps, args.warmup, exact=args.child == "klviz")
+    first, last = stamps[args.warmup], stamps[args.warmup + args.steps]  # ends of steps warmup and N
+    print(json.dumps({"variant": args.child, "step_s": (last[0] - first[0]) / args.steps,
+                      "step_cpu_s": (last[1] - first[1]) / args.steps,
+                      "all_steps_s": [b[0] - a[0] for a, b in zip(stamps, stamps[1:])]}))
+
+
+def run_child(variant: str, model_dir: Path, args) -> dict:
+    python = os.environ.get("KLVIZ_BENCH_PYTHON", sys.executable)
+    cmd = [python, __file__, "--child", variant, "--model-dir", str(model_dir), "--steps", str(args.steps),
+           "--warmup", str(args.warmup), "--threads", str(args.threads)]
+    env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    if done.returncode != 0:
+        raise SystemExit(f"{variant} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def report(results: dict[str, list[dict]], model_desc: str, args) -> str:
+    best = {v: min(r["step_s"] for r in rs) for v, rs in results.items()}
+    wall = {v: statistics.median(r["step_s"] for r in rs) for v, rs in results.items()}
+    cpu = {v: statistics.median(r["step_cpu_s"] for r in rs) for v, rs in results.items()}
+    lines = [
+        "## PPO step time (bench/ppo.py)",
+        "",
+        f"Model: {model_desc}. Workload: {BATCH} completions x up to {NEW_TOKENS} new tokens per step, "
+        "sentiment reward, one update per batch, k1 in the reward (beta 0.05), CPU, "
+        f"{args.threads} torch thread(s). Steady-state step time = (clock at the end of step warmup+N - clock "
+        f"at the end of step warmup) / N, warmup {args.warmup}, N {args.steps}; {args.repeats} alternating "
+        "runs per variant, each in its own process. Machine: "
+        f"{platform.machine()}, {os.cpu_count()} CPUs, shared with other jobs, so the best (least disturbed) "
+        "run's wall time is the headline; medians of wall and of the process's CPU time beside it.",
+        "",
+        "| variant | best wall s/step | median wall | median CPU | best wall vs TRL | median CPU vs TRL |",
+        "|---|---|---|---|---|---|",
+    ]
+    for v in VARIANTS:
+        if v not in wall:
+            continue
+        rb = best[v] / best["trl-rloo"] if "trl-rloo" in best else float("nan")
+        rc = cpu[v] / cpu["trl-rloo"] if "trl-rloo" in cpu else float("nan")
+        lines.append(f"| {v} | {best[v]:.3f} | {wall[v]:.3f} | {cpu[v]:.3f} | {rb:.2f}x | {rc:.2f}x |")
+    lines.append("")
+    if "klviz" in wall and "klviz-noexact" in wall:
+        lines.append(f"- Exact-KL logging (kl_reverse, kl_forward every step, bands every 5 steps) costs "
+                     f"{100 * (best['klviz'] / best['klviz-noexact'] - 1):+.1f}% best wall, "
+                     f"{100 * (cpu['klviz'] / cpu['klviz-noexact'] - 1):+.1f}% median CPU per step "
+                     "(goal: <= +10%).")
+    if "klviz" in wall and "trl-rloo" in wall:
+        lines.append(f"- klviz / TRL RLOO step time: {best['klviz'] / best['trl-rloo']:.2f} best wall, "
+                     f"{cpu['klviz'] / cpu['trl-rloo']:.2f} median CPU (goal: <= 0.50).")
+    lines.append("- Every run's wall s/step: " + "; ".join(
+        f"{v} " + ", ".join(f"{r['step_s']:.3f}" for r in rs) for v, rs in results.items()) + ".")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sft", default=str(ROOT / "sample_data" / "sft"))
+    p.add_argument("--steps", type=int, default=6, help="timed steps per run")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first (start-up cancelled out)")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--out", default=str(ROOT / "bench" / "RESULTS_ppo.md"))
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--model-dir", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        return child(args)
+    with tempfile.TemporaryDirectory() as work:
+        model_dir, desc = ensure_model(args.sft, Path(work))
+        results: dict[str, list[dict]] = {}
+        for r in range(args.repeats):
+            for v in args.variants.split(","):
+                res = run_child(v, model_dir, args)
+                results.setdefault(v, []).append(res)
+                print(f"run {r + 1}/{args.repeats} {v}: {res['step_s']:.3f} s/step wall, "
+                      f"{res['step_cpu_s']:.3f} CPU (steps: {', '.join(f'{t:.2f}' for t in res['all_steps_s'])})",
+                      flush=True)
+    text = report(results, desc, args)
+    print("\n" + text)
+    Path(args.out).write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
