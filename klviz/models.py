@@ -319,8 +319,12 @@ def _load_adapter(path: Path, shown: str, role: str, dev, dt, bases: list):
 
 # ---- pair checks -----------------------------------------------------------------------------
 
-def _tokenizer_difference(a, b) -> str | None:
-    """How tokenizer b differs from a, in words, or None when they are the same."""
+def tokenizer_difference(a, b, *, pad_may_be_missing: bool = False) -> str | None:
+    """How tokenizer b differs from a, in words, or None when they are the same.
+
+    pad_may_be_missing: a pad token set on one side only is no difference (reward models often
+    have none; padding never changes what a token id means).
+    """
     va, vb = a.get_vocab(), b.get_vocab()
     if len(va) != len(vb):
         return f"vocabulary sizes differ ({len(va)} tokens vs {len(vb)})"
@@ -329,10 +333,16 @@ def _tokenizer_difference(a, b) -> str | None:
         first = min(i for i in set(ia) | set(ib) if ia.get(i) != ib.get(i))
         return f"token id {first} is {ia.get(first)!r} vs {ib.get(first)!r}"
     for name in ("bos_token", "eos_token", "pad_token", "unk_token"):
-        if getattr(a, name, None) != getattr(b, name, None):
+        ta, tb = getattr(a, name, None), getattr(b, name, None)
+        if name == "pad_token" and pad_may_be_missing and (ta is None or tb is None):
+            continue
+        if ta != tb:
             return f"the {name} is {getattr(a, name, None)!r} vs {getattr(b, name, None)!r}"
-    if sorted(a.all_special_tokens) != sorted(b.all_special_tokens):
-        return f"the special tokens are {sorted(a.all_special_tokens)} vs {sorted(b.all_special_tokens)}"
+    specials_a, specials_b = set(a.all_special_tokens), set(b.all_special_tokens)
+    if pad_may_be_missing:
+        specials_a.discard(a.pad_token), specials_b.discard(b.pad_token)
+    if specials_a != specials_b:
+        return f"the special tokens are {sorted(specials_a)} vs {sorted(specials_b)}"
     ea, eb = a(PROBE_TEXT).input_ids, b(PROBE_TEXT).input_ids
     if ea != eb:
         return f"they encode the same text differently ({ea[:8]}... vs {eb[:8]}...)"
@@ -341,7 +351,7 @@ def _tokenizer_difference(a, b) -> str | None:
 
 def check_same_tokenizer(policy_tok, sft_tok, policy_path: str, sft_path: str) -> None:
     """Refuse a pair whose tokenizers differ in vocabulary, special tokens or encoding."""
-    how = _tokenizer_difference(policy_tok, sft_tok)
+    how = tokenizer_difference(policy_tok, sft_tok)
     if how is not None:
         raise KlvizError(f"The tokenizers of {policy_path} (policy) and {sft_path} (sft) differ: {how}; "
                          "klviz compares two models only over the same tokenizer.")

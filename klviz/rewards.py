@@ -90,24 +90,6 @@ def _import_callable(name: str) -> Callable:
     return fn
 
 
-def tokenizer_difference(a, b) -> str | None:
-    """None if two tokenizers map text to the same ids, else a phrase naming the first difference."""
-    vocab_a, vocab_b = a.get_vocab(), b.get_vocab()
-    if len(vocab_a) != len(vocab_b):
-        return f"vocabulary size {len(vocab_b)} vs the policy's {len(vocab_a)}"
-    for token, idx in vocab_a.items():
-        if vocab_b.get(token) != idx:
-            return f"token {token!r} has id {vocab_b.get(token)} vs the policy's {idx}"
-    for special in ("bos_token_id", "eos_token_id", "pad_token_id"):
-        ida, idb = getattr(a, special, None), getattr(b, special, None)
-        if ida != idb and not (special == "pad_token_id" and (ida is None or idb is None)):
-            return f"{special} {idb} vs the policy's {ida}"
-    probe = "Review: the staff were friendly, and the room was very clean."
-    if a(probe).input_ids != b(probe).input_ids:
-        return "the same text encodes to different ids (different merges or pre-tokenizer)"
-    return None
-
-
 class RewardModel:
     """A local sequence-classification model scoring prompt + response.
 
@@ -126,7 +108,9 @@ class RewardModel:
         except (OSError, ValueError) as e:
             raise KlvizError(f"Reward model folder {folder} could not be loaded as a sequence-classification "
                              f"model with its tokenizer ({str(e).splitlines()[0]}).") from None
-        diff = tokenizer_difference(tokenizer, self.tokenizer)
+        from klviz.models import tokenizer_difference
+
+        diff = tokenizer_difference(tokenizer, self.tokenizer, pad_may_be_missing=True)
         if diff:
             raise KlvizError(f"Reward model {folder} has a different tokenizer from the policy ({diff}): "
                              "use a reward model trained with the policy's tokenizer.")

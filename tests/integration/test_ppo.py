@@ -236,7 +236,7 @@ def test_reward_model_folder(tok, tmp_path):
     scores = get_reward(str(folder), tok)(["the food", "the room was"], [" was good", " bad"])
     assert scores.shape == (2,) and torch.isfinite(scores).all()
     other = make_tokenizer(extra_tokens=("zzz",))
-    with pytest.raises(KlvizError, match="different tokenizer from the policy.*vocabulary size"):
+    with pytest.raises(KlvizError, match="different tokenizer from the policy.*vocabulary sizes differ"):
         get_reward(str(folder), other)
 
 
