@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # klviz reports each load in one line of its own
+    hf_logging.set_verbosity_error()  # and its own warnings; transformers' advice is noise here
     try:
         return importlib.import_module(args.handler).run(args)
     except KlvizError as e:
