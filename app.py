@@ -1,0 +1,40 @@
+"""klviz dashboard: how an RLHF policy drifted from its SFT model. Run: `streamlit run app.py`.
+
+The frame only: page config, the shared sidebar (which pair is loaded, the sampling settings) and
+st.navigation over the thin pages in pages/.
+"""
+
+import os
+from pathlib import Path
+
+# Before torch loads: its OpenMP workers otherwise spin between parallel regions, and on a busy
+# 2-core machine (a PPO job, the browser, other processes) the spinning starves the threads doing
+# the work: the sample pair's analysis took 2-27 s instead of about 1 s. PASSIVE lets them sleep.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import streamlit as st  # noqa: E402
+
+from klviz import ui  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+
+st.set_page_config(page_title="klviz", page_icon=":material/compare_arrows:", layout="wide")
+
+
+def _kl_lab_missing() -> None:
+    st.title("KL lab")
+    st.info("The KL lab page (pages/kl_lab.py) is not installed in this checkout.")
+
+
+kl_lab = HERE / "pages" / "kl_lab.py"
+pages = [
+    st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
+    st.Page("pages/token_inspector.py", title="Token inspector", icon=":material/text_fields:"),
+    st.Page("pages/mass_shift.py", title="Mass shift", icon=":material/swap_vert:"),
+    st.Page("pages/live_ppo.py", title="Live PPO", icon=":material/model_training:"),
+    st.Page("pages/kl_lab.py" if kl_lab.exists() else _kl_lab_missing, title="KL lab",
+            icon=":material/science:", url_path="kl_lab"),
+]
+page = st.navigation(pages)
+ui.sidebar()
+page.run()

@@ -1,0 +1,587 @@
+"""Streamlit glue for the dashboard: session keys, cached loaders, the shared sidebar, errors, live runs.
+
+The only klviz module that imports streamlit. Pages stay thin: they read widgets, call the helpers
+here for the loaded pair and its token table, hand klviz.tables frames to klviz.plots, and draw.
+
+Caching follows Streamlit's own advice: a loaded pair is an `st.cache_resource` (shared by every
+session, keyed by resolved path and a fingerprint of the files' sizes and mtimes, never mutated: PPO
+trains a copy), an analysis table an `st.cache_data` (keyed by the pair's key and the settings).
+A live PPO run lives in a session-scoped resource, so it stops when its browser tab goes away.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import html
+import io
+import re
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+import pandas as pd
+import streamlit as st
+import torch
+
+from klviz.errors import KlvizError
+from klviz.io import atomic_path, write_table
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_PAIRS = {  # label -> (policy, sft), relative to the repository root
+    "Sample: policy vs SFT": ("sample_data/policy", "sample_data/sft"),
+    "Sample: policy_k3_loss vs SFT": ("sample_data/policy_k3_loss", "sample_data/sft"),
+}
+LOCAL, UPLOAD = "Local paths…", "Upload checkpoints…"
+UPLOAD_TYPES = ("zip", "gguf")
+UPLOAD_ROOT = Path(tempfile.gettempdir()) / "klviz-uploads"
+SAVED_ROOT = Path(tempfile.gettempdir()) / "klviz-saved-policies"
+DEFAULT_PROMPTS = "sample_data/prompts.jsonl"
+# 24 new tokens: the sample reviews are 10-40 tokens, and at 24 the Overview of the sample pair
+# (all prompts x 4 samples, sampled and scored on 2 CPU cores) stays under its 3-second goal.
+DEFAULT_MAX_NEW_TOKENS = 24
+# Sequences per generate/score batch in the app: on a CPU, few large batches beat many small ones
+# (the sample pair's default analysis: ~0.5 s at 64-128 against ~1-5 s at 16 on 2 busy cores).
+ANALYSIS_BATCH = 64
+OOM_SENTENCE = ("Out of memory: choose fewer prompts, fewer samples or fewer new tokens, "
+                "or load the pair in bfloat16 on a GPU.")
+
+
+class Keys:
+    """Every st.session_state key the app uses (widget keys included), defined once."""
+
+    CURRENT = "app.current"  # Current: this run's pair, settings and load error
+    PAIR = "pair.choice"
+    PENDING_PAIR = "pair.pending"  # a pair label to select on the next run (after "Save policy")
+    POLICY_PATH, SFT_PATH, POLICY_BASE = "pair.policy_path", "pair.sft_path", "pair.policy_base"
+    POLICY_UPLOAD, SFT_UPLOAD = "pair.policy_upload", "pair.sft_upload"
+    UPLOADED = "pair.uploaded"  # uploader file_id -> saved Path, so each upload is written once
+    DEVICE, DTYPE = "pair.device", "pair.dtype"
+    PROMPTS, N_PROMPTS = "sampling.prompts", "sampling.n_prompts"
+    SAMPLES, MAX_NEW_TOKENS = "sampling.samples_per_prompt", "sampling.max_new_tokens"
+    TEMPERATURE, SEED, SAMPLE_FROM = "sampling.temperature", "sampling.seed", "sampling.sample_from"
+    SAVED = "ppo.saved"  # label -> SavedPolicy, shown in the pair picker
+    OVERVIEW_REWARD, OVERVIEW_REWARD_OTHER = "overview.reward", "overview.reward_other"
+    INSPECT_SOURCE, INSPECT_PROMPT = "inspect.source", "inspect.prompt"
+    INSPECT_SAMPLE, INSPECT_QUANTITY, INSPECT_STRIP = "inspect.sample", "inspect.quantity", "inspect.strip"
+    SHIFT_SOURCE = "shift.source"
+    PPO_REWARD, PPO_PLACEMENT, PPO_ESTIMATOR = "ppo.reward", "ppo.placement", "ppo.estimator"
+    PPO_BETA, PPO_ADAPTIVE, PPO_TARGET = "ppo.beta", "ppo.adaptive", "ppo.target_kl"
+    PPO_LR, PPO_STEPS, PPO_BATCH, PPO_FROM = "ppo.lr", "ppo.steps", "ppo.batch_size", "ppo.from"
+    PPO_POLLS = "ppo.polls"  # how many times the live panel has refreshed (shown, and benchmarked)
+    PPO_FLASH = "ppo.flash"  # a message to show once on the next run (after "Save policy")
+    SESSION = "app.session"  # this browser session's id, for the server-wide job registry
+
+
+# --- errors -----------------------------------------------------------------------------------
+
+_MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+
+
+def plain(text: str) -> str:
+    """Text for st.error/st.caption/st.markdown shown as typed: markdown, LaTeX and HTML escaped."""
+    return _MARKDOWN_SPECIALS.sub(r"\\\1", html.escape(str(text), quote=False))
+
+
+def show_error(message: str) -> None:
+    st.error(plain(message), icon=":material/error:")
+
+
+@contextlib.contextmanager
+def user_errors(stop: bool = False) -> Iterator[None]:
+    """Show a KlvizError's sentence (or an out-of-memory note) with st.error instead of a traceback.
+
+    With stop=True the script run ends there (the rest of the page needs what failed).
+    """
+    try:
+        yield
+    except KlvizError as e:
+        show_error(str(e))
+        if stop:
+            st.stop()
+    except (torch.OutOfMemoryError, MemoryError):
+        show_error(OOM_SENTENCE)
+        if stop:
+            st.stop()
+
+
+# --- pairs --------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PairSource:
+    """What to load: policy and SFT checkpoints (HF folder, .zip of one, LoRA adapter, .gguf)."""
+
+    label: str
+    policy: str
+    sft: str
+    policy_base: str | None = None
+    shown: tuple[tuple[str, str], ...] = ()
+    """(saved path, name the user gave) of uploads, so error messages name the uploaded file."""
+
+    def explain(self, message: str) -> str:
+        for path, name in self.shown:
+            message = message.replace(path, name)
+        return message
+
+
+@dataclass(frozen=True)
+class SavedPolicy:
+    """A policy saved from a live PPO run, with the SFT checkpoint it was trained against."""
+
+    label: str
+    policy: str
+    sft: str
+
+
+def _resolve(path: str) -> str:
+    p = Path(path).expanduser()
+    return str((p if p.is_absolute() else ROOT / p).resolve())
+
+
+def fingerprint(path: str) -> str:
+    """A short hash of the sizes and mtimes of the files at `path`: a changed checkpoint reloads."""
+    p = Path(path)
+    if not p.exists():
+        return "missing"
+    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
+    h = hashlib.sha1()
+    for f in files:
+        s = f.stat()
+        h.update(f"{f.relative_to(p) if f != p else f.name}:{s.st_size}:{s.st_mtime_ns};".encode())
+    return h.hexdigest()[:16]
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the pair…")
+def _load_pair(policy: str, sft: str, policy_base: str | None, device: str, dtype: str, content: str):
+    """One shared Pair per (paths, device, dtype, content); `content` only keys the cache."""
+    from klviz.models import load_pair
+
+    return load_pair(policy, sft, device=device, dtype=dtype, policy_base=policy_base)
+
+
+def pair_key(source: PairSource, device: str, dtype: str) -> str:
+    """The cache key of a loaded pair: resolved paths, device, dtype and the files' fingerprints."""
+    parts = [_resolve(source.policy), _resolve(source.sft), source.policy_base or "", device, dtype]
+    parts += [fingerprint(_resolve(p)) for p in (source.policy, source.sft, source.policy_base) if p]
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
+
+
+def load_pair_cached(source: PairSource, device: str = "auto", dtype: str = "auto"):
+    """(Pair, its cache key) for `source`, from the shared cache when its files have not changed."""
+    base = _resolve(source.policy_base) if source.policy_base else None
+    key = pair_key(source, device, dtype)
+    return _load_pair(_resolve(source.policy), _resolve(source.sft), base, device, dtype, key), key
+
+
+def save_upload(name: str, data: bytes | BinaryIO, root: Path = UPLOAD_ROOT) -> Path:
+    """Write an uploaded checkpoint (.zip of an HF folder, or .gguf) under `root`; returns its path.
+
+    The folder is named by the content's hash, so the same upload is written once and loads from
+    the cache; the file name is reduced to safe characters.
+    """
+    suffix = Path(name).suffix.lower().lstrip(".")
+    if suffix not in UPLOAD_TYPES:
+        raise KlvizError(f"{name} is neither a .zip of a Hugging Face model folder nor a .gguf file: "
+                         "upload one of those.")
+    raw = data if isinstance(data, bytes) else data.read()
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name).name)[-120:]
+    target = root / hashlib.sha256(raw).hexdigest()[:20] / safe
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(raw)
+    return target
+
+
+def _uploaded_path(uploaded) -> Path:
+    """Save a st.file_uploader file once per upload (by its file_id)."""
+    saved = st.session_state.setdefault(Keys.UPLOADED, {})
+    if uploaded.file_id not in saved:
+        saved[uploaded.file_id] = save_upload(uploaded.name, uploaded.getvalue(), UPLOAD_ROOT)
+    return saved[uploaded.file_id]
+
+
+# --- the sidebar --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """The sidebar's sampling settings (every field keys the analysis cache)."""
+
+    prompts: str = DEFAULT_PROMPTS
+    n_prompts: int = 0  # 0: all
+    samples_per_prompt: int = 4
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
+    temperature: float = 1.0
+    seed: int = 0
+    sample_from: str = "policy"
+
+
+@dataclass
+class Current:
+    """What this run of the app has loaded, for the pages."""
+
+    source: PairSource | None = None
+    pair: object | None = None
+    key: str = ""
+    device: str = "auto"
+    dtype: str = "auto"
+    settings: SamplingSettings = field(default_factory=SamplingSettings)
+    error: str | None = None
+
+
+def _pair_options() -> dict[str, PairSource | None]:
+    options: dict[str, PairSource | None] = {k: PairSource(k, *v) for k, v in SHIPPED_PAIRS.items()}
+    for saved in st.session_state.get(Keys.SAVED, {}).values():
+        options[saved.label] = PairSource(saved.label, saved.policy, saved.sft)
+    options[LOCAL], options[UPLOAD] = None, None
+    return options
+
+
+def _pair_picker() -> PairSource | None:
+    """The pair chooser: shipped pairs, saved PPO policies, local paths or two uploads."""
+    options = _pair_options()
+    pending = st.session_state.pop(Keys.PENDING_PAIR, None)
+    if pending in options:
+        st.session_state[Keys.PAIR] = pending
+    choice = st.selectbox("Pair", list(options), key=Keys.PAIR,
+                          help="Policy vs SFT. A policy saved on the Live PPO page appears here.")
+    if choice == LOCAL:
+        policy = st.text_input("Policy path", key=Keys.POLICY_PATH, placeholder="HF folder, .zip, LoRA, .gguf")
+        sft = st.text_input("SFT path", key=Keys.SFT_PATH)
+        base = st.text_input("Policy base (LoRA only)", key=Keys.POLICY_BASE)
+        if not (policy.strip() and sft.strip()):
+            st.info("Enter both paths.")
+            return None
+        return PairSource(f"{Path(policy).name} vs {Path(sft).name}", policy.strip(), sft.strip(),
+                          base.strip() or None)
+    if choice == UPLOAD:
+        files = [st.file_uploader(label, type=list(UPLOAD_TYPES), key=key,
+                                  help="A .zip of a Hugging Face model folder, or a .gguf file.")
+                 for label, key in (("Policy checkpoint", Keys.POLICY_UPLOAD),
+                                    ("SFT checkpoint", Keys.SFT_UPLOAD))]
+        if not all(files):
+            st.info("Upload both checkpoints.")
+            return None
+        with user_errors(stop=False):
+            policy, sft = (_uploaded_path(f) for f in files)
+            return PairSource(f"{files[0].name} vs {files[1].name}", str(policy), str(sft),
+                              shown=((str(policy), files[0].name), (str(sft), files[1].name)))
+        return None
+    return options[choice]
+
+
+def _sampling_settings() -> SamplingSettings:
+    d = SamplingSettings()
+    prompts = st.text_input("Prompts file", value=d.prompts, key=Keys.PROMPTS,
+                            help="JSONL with prompt or messages (optional id), or .txt, one prompt per line.")
+    n_prompts = st.number_input("Prompts used (0 = all)", 0, 10_000, d.n_prompts, key=Keys.N_PROMPTS)
+    samples = st.number_input("Samples per prompt", 1, 64, d.samples_per_prompt, key=Keys.SAMPLES)
+    max_new = st.number_input("Max new tokens", 1, 512, d.max_new_tokens, key=Keys.MAX_NEW_TOKENS)
+    temperature = st.slider("Temperature", 0.0, 2.0, d.temperature, 0.05, key=Keys.TEMPERATURE)
+    seed = st.number_input("Seed", 0, 2**31 - 1, d.seed, key=Keys.SEED)
+    sample_from = st.segmented_control("Sample from", ["policy", "sft", "both"], default=d.sample_from,
+                                       format_func={"policy": "Policy", "sft": "SFT", "both": "Both"}.get,
+                                       required=True, key=Keys.SAMPLE_FROM)
+    return SamplingSettings(prompts.strip() or d.prompts, int(n_prompts), int(samples), int(max_new),
+                            float(temperature), int(seed), sample_from or d.sample_from)
+
+
+def sidebar() -> Current:
+    """Draw the shared sidebar; returns (and stores for the pages) what it loaded."""
+    cur = Current()
+    with st.sidebar:
+        st.subheader("Pair")
+        cur.source = _pair_picker()
+        with st.expander("Device"):
+            cur.device = st.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key=Keys.DEVICE)
+            cur.dtype = st.selectbox("Weights dtype", ["auto", "float32", "bfloat16"], key=Keys.DTYPE)
+        if cur.source is not None:
+            try:
+                cur.pair, cur.key = load_pair_cached(cur.source, cur.device, cur.dtype)
+            except KlvizError as e:
+                cur.error = cur.source.explain(str(e))
+            except (torch.OutOfMemoryError, MemoryError):
+                cur.error = OOM_SENTENCE
+        if cur.error:
+            show_error(cur.error)
+        elif cur.pair is not None:
+            st.caption(plain(f"Running on {cur.pair.device} · {str(cur.pair.dtype).removeprefix('torch.')}"))
+            for info in (cur.pair.policy_info, cur.pair.sft_info):
+                st.caption(plain(info.describe()))
+        st.subheader("Sampling")
+        cur.settings = _sampling_settings()
+    st.session_state[Keys.CURRENT] = cur
+    return cur
+
+
+def current() -> Current:
+    return st.session_state.get(Keys.CURRENT) or Current()
+
+
+def require_pair():
+    """The loaded Pair, or a note in the page and the end of this run."""
+    cur = current()
+    if cur.pair is None:
+        st.info("No pair is loaded: see the error in the sidebar." if cur.error else "Choose a pair in the sidebar.")
+        st.stop()
+    return cur.pair
+
+
+# --- prompts and analysis -----------------------------------------------------------------------
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _read_prompts(path: str, content: str) -> list:
+    from klviz.sampling import read_prompts
+
+    return read_prompts(path)
+
+
+def prompts() -> list:
+    """The sidebar's prompts (the first n when a number is set); stops the run with st.error if unreadable."""
+    s = current().settings
+    path = _resolve(s.prompts)
+    with user_errors(stop=True):
+        found = _read_prompts(path, fingerprint(path))
+        return found[: s.n_prompts] if s.n_prompts else found
+
+
+def prompt_text(prompt) -> str:
+    """A prompt's text for display and for PPO: its text, or its chat messages' contents."""
+    text = getattr(prompt, "text", None)
+    if text:
+        return str(text)
+    messages = getattr(prompt, "messages", None) or []
+    return "\n".join(f"{m.get('role', '')}: {m.get('content', '')}" for m in messages)
+
+
+@st.cache_data(max_entries=16, show_spinner="Sampling and scoring…")
+def _analysis(key: str, settings_items: tuple, prompts_content: str, _pair, _prompts) -> pd.DataFrame:
+    """The token table; `key` (the pair's), the settings and the prompts' content key the cache."""
+    from klviz.sampling import SamplingConfig, analyze
+
+    settings = SamplingSettings(**dict(settings_items))
+    cfg = SamplingConfig(samples_per_prompt=settings.samples_per_prompt,
+                         max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
+                         seed=settings.seed, sample_from=settings.sample_from, batch_size=ANALYSIS_BATCH)
+    return analyze(_pair, _prompts, cfg, top_k=10, progress=False)
+
+
+def require_table() -> pd.DataFrame:
+    """The token table of the current pair and settings (cached), or st.error and the end of this run."""
+    pair, cur, found = require_pair(), current(), prompts()
+    with user_errors(stop=True):
+        content = fingerprint(_resolve(cur.settings.prompts))
+        return _analysis(cur.key, tuple(asdict(cur.settings).items()), content, pair, found)
+
+
+def decoder(pair):
+    """token id -> text under the pair's tokenizer, memoized per pair."""
+    return _decoders(id(pair.tokenizer), pair.tokenizer)
+
+
+@functools.lru_cache(maxsize=8)
+def _decoders(_tok_id: int, tokenizer):
+    return functools.lru_cache(maxsize=None)(
+        lambda i: tokenizer.decode([int(i)], clean_up_tokenization_spaces=False))
+
+
+def sources_of(df: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(df["source"])) if "source" in df else []
+
+
+# --- downloads ----------------------------------------------------------------------------------
+
+def _parquet_bytes(df: pd.DataFrame, meta: dict) -> bytes:
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "tokens.parquet"
+        write_table(df, path, {k: str(v) for k, v in meta.items()})
+        return path.read_bytes()
+
+
+def _csv_bytes(df: pd.DataFrame) -> bytes:
+    flat = df.copy()
+    for col in flat.columns:  # list columns -> "[a, b, ...]" so the CSV has one value per cell
+        if flat[col].dtype == object and len(flat) and not isinstance(flat[col].iloc[0], str):
+            flat[col] = flat[col].map(lambda v: "[" + ", ".join(f"{float(x):.9g}" for x in v) + "]"
+                                      if hasattr(v, "__len__") else v)
+    buf = io.StringIO()
+    flat.to_csv(buf, index=False)
+    return buf.getvalue().encode()
+
+
+def meta() -> dict[str, str]:
+    """What the current view shows: the pair and the sampling settings (for reports and files)."""
+    cur = current()
+    out = {"pair": cur.source.label if cur.source else "", "policy": cur.source.policy if cur.source else "",
+           "sft": cur.source.sft if cur.source else ""}
+    if cur.pair is not None:
+        out.update(device=str(cur.pair.device), dtype=str(cur.pair.dtype))
+    out.update({k: str(v) for k, v in asdict(cur.settings).items()})
+    return out
+
+
+def downloads(df: pd.DataFrame, title: str, figures) -> None:
+    """Download buttons: the token table (parquet, CSV) and an HTML report of `figures`.
+
+    `figures` is a callable returning [(name, figure)]; every file is built only when clicked.
+    """
+    from klviz.report import report_html
+
+    info = meta()
+    cols = st.columns(3)
+    cols[0].download_button("Token table (parquet)", lambda: _parquet_bytes(df, info),
+                            file_name="klviz_tokens.parquet", mime="application/octet-stream",
+                            on_click="ignore", icon=":material/download:")
+    cols[1].download_button("Token table (CSV)", lambda: _csv_bytes(df), file_name="klviz_tokens.csv",
+                            mime="text/csv", on_click="ignore", icon=":material/download:")
+    cols[2].download_button("HTML report", lambda: report_html(title, figures(), info).encode(),
+                            file_name="klviz_report.html", mime="text/html", on_click="ignore",
+                            icon=":material/download:")
+
+
+@st.cache_data(max_entries=16, show_spinner="Scoring rewards…")
+def _mean_rewards(key: str, settings_items: tuple, reward_name: str, _df, _tokenizer, _texts) -> dict:
+    from klviz import tables
+    from klviz.rewards import get_reward
+
+    seq = tables.per_sequence(_df)
+    scores = get_reward(reward_name, _tokenizer)([_texts.get(i, "") for i in seq["prompt_id"]],
+                                                 list(seq["response"]))
+    return seq.assign(reward=scores.numpy()).groupby("source", sort=False)["reward"].mean().to_dict()
+
+
+def mean_rewards(df: pd.DataFrame, reward_name: str) -> dict[str, float]:
+    """Mean reward of the sampled responses (prompt + response), by source; cached per table."""
+    cur = current()
+    texts = {str(p.id): prompt_text(p) for p in prompts()}
+    return _mean_rewards(cur.key, tuple(asdict(cur.settings).items()), reward_name, df, cur.pair.tokenizer, texts)
+
+
+# --- live PPO runs ------------------------------------------------------------------------------
+
+MAX_JOBS = 2  # PPO jobs running at once on one server: each takes a CPU core (klviz.jobs)
+REFRESH_S = 0.5  # the live panel's polling interval while a job runs
+ESTIMATOR_METRIC = {"k1": "k1", "k2": "k2", "k3": "k3", "exact-reverse": "kl_reverse",
+                    "exact-forward": "kl_forward"}
+
+
+@dataclass
+class Run:
+    """One PPO run of this browser session."""
+
+    name: str
+    job: object  # klviz.jobs.PPOJob
+    sft: str  # the SFT checkpoint it trains against, as the pair source gave it
+    estimator: str  # the metric holding the chosen estimate, for the curves
+
+
+class RunBook:
+    """This session's PPO runs: the newest MAX_RUNS kept, to overlay. Lives in a session-scoped
+    resource, so when the tab closes (the session disconnects) every run is stopped."""
+
+    def __init__(self, max_runs: int = 4):
+        self.max_runs, self.runs, self.count = max_runs, {}, 0
+        self._figures: dict[str, tuple] = {}
+
+    def figure(self, name: str, key, build):
+        """The figure `name`, rebuilt only when `key` changes: the live panel redraws every
+        REFRESH_S, but its curves change only when a step ends."""
+        cached = self._figures.get(name)
+        if cached is None or cached[0] != key:
+            cached = self._figures[name] = (key, build())
+        return cached[1]
+
+    def add(self, run: Run) -> None:
+        self.runs[run.name] = run
+        finished = [n for n, r in self.runs.items() if not r.job.running]
+        while len(self.runs) > self.max_runs and finished:
+            self.runs.pop(finished.pop(0))
+
+    def latest(self) -> Run | None:
+        return next(reversed(self.runs.values()), None)
+
+    def any_running(self) -> bool:
+        return any(r.job.running for r in self.runs.values())
+
+    def stop_all(self) -> None:
+        for run in self.runs.values():
+            run.job.stop()
+
+
+def _release_runs(book: RunBook) -> None:
+    book.stop_all()
+
+
+@st.cache_resource(scope="session", on_release=_release_runs, show_spinner=False)
+def runbook() -> RunBook:
+    """This browser session's runs; released (and every run stopped) when the session disconnects."""
+    from klviz.plots import MAX_RUNS
+
+    return RunBook(MAX_RUNS)
+
+
+@st.cache_resource(show_spinner=False)
+def job_registry():
+    """The server-wide cap on running PPO jobs (shared by every session)."""
+    from klviz.jobs import JobRegistry
+
+    return JobRegistry(max_jobs=MAX_JOBS)
+
+
+def session_id() -> str:
+    import uuid
+
+    return st.session_state.setdefault(Keys.SESSION, uuid.uuid4().hex)
+
+
+def start_run(cfg, start_from_policy: bool = False) -> Run:
+    """Start a PPO job on a copy of the current pair's SFT model (or its policy); KlvizError when the
+    server is full or the settings are invalid. The cached models are only read (PPO trains a copy)."""
+    pair, cur, book = require_pair(), current(), runbook()
+    if book.any_running():
+        raise KlvizError("A PPO run is already training in this tab: stop it before starting another.")
+    texts = [prompt_text(p) for p in prompts()]  # a chat prompt trains as its messages' text
+    book.count += 1
+    name = f"#{book.count} {cfg.kl_estimator} in {cfg.kl_placement}, β={cfg.kl_coef:g}"
+    if cfg.target_kl is not None:
+        name += f"→KL {cfg.target_kl:g}"
+    job = job_registry().start(session_id(), pair.sft, pair.tokenizer, texts, cfg,
+                               policy_init=pair.policy if start_from_policy else None)
+    run = Run(name, job, cur.source.sft, ESTIMATOR_METRIC[cfg.kl_estimator])
+    book.add(run)
+    return run
+
+
+def save_run(run: Run) -> SavedPolicy:
+    """Save a run's policy and list it in the sidebar's pair picker (selected on the next run)."""
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", run.name).strip("_")
+    path = run.job.save(SAVED_ROOT / session_id() / f"{slug}_{time.strftime('%H%M%S')}")
+    saved = SavedPolicy(f"PPO {run.name} vs its SFT", str(path), run.sft)
+    st.session_state.setdefault(Keys.SAVED, {})[saved.label] = saved
+    st.session_state[Keys.PENDING_PAIR] = saved.label
+    return saved
+
+
+def ppo_bands(run: Run, snap) -> tuple[int, pd.DataFrame] | None:
+    """(step, band frame per token) of the newest mass-moved record of a run's snapshot, or None.
+
+    The job records band sums over the rollout's response tokens; their number is the step's
+    mean response length (EOS included) times the batch size.
+    """
+    from klviz import tables
+
+    if not snap.bands:
+        return None
+    record = snap.bands[-1]
+    lengths = {m["step"]: m.get("response_len") for m in snap.metrics}
+    n_tokens = (lengths.get(record["step"]) or 0) * run.job.cfg.batch_size
+    return record["step"], tables.bands_from_ppo({**record, "n_tokens": n_tokens or None})
+
+
+def count_poll() -> int:
+    """Count this live-panel refresh (shown on the page; the browser benchmark reads it)."""
+    st.session_state[Keys.PPO_POLLS] = st.session_state.get(Keys.PPO_POLLS, 0) + 1
+    return st.session_state[Keys.PPO_POLLS]

@@ -1,0 +1,406 @@
+"""AppTest over the dashboard (app.py): every page on the shipped sample pair, the sidebar, uploads
+of zipped tiny models (a good pair, an incompatible pair, a file that is no checkpoint), a live PPO
+run that advances and whose saved policy becomes the sidebar's pair, and the server-wide job limit.
+
+Also: local paths, out of memory, the downloads' contents, token text escaping, a closed tab
+stopping its runs, and .streamlit/config.toml. A user error must end as one st.error sentence,
+never a traceback (at.exception stays empty).
+"""
+
+import html
+import io
+import re
+import time
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import streamlit as st
+import torch
+from streamlit.runtime.pages_manager import PagesManager
+from streamlit.testing.v1 import AppTest
+
+from klviz import ui
+from klviz.errors import KlvizError
+from tests.helpers.tiny import make_tiny_model, make_tokenizer, save_model, save_pair
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = str(ROOT / "app.py")
+TIMEOUT = 120  # the first run imports torch/transformers and samples the sample pair on 2 CPU cores
+K = ui.Keys
+FEW_PROMPTS = {K.N_PROMPTS: 4}  # pages other than the first test need only a few responses
+PAGES = ("pages/token_inspector.py", "pages/mass_shift.py", "pages/live_ppo.py", "pages/kl_lab.py")
+
+
+@pytest.fixture(autouse=True)
+def _fresh(monkeypatch, tmp_path):
+    """Empty caches and private upload/save folders per test; and keep AppTest on the st.navigation path.
+
+    AppTest resets PagesManager.uses_pages_directory before every run, and since app.py sits beside
+    a pages/ folder it is recomputed as True, so from the second run on AppTest would run the page
+    file alone through the legacy pages-directory path, skipping app.py (its sidebar included).
+    `streamlit run` decides once and st.navigation turns it off, so this only affects the tests.
+    """
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    monkeypatch.setattr(ui, "UPLOAD_ROOT", tmp_path / "uploads")
+    monkeypatch.setattr(ui, "SAVED_ROOT", tmp_path / "saved")
+    original = PagesManager.__init__
+
+    def init(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        PagesManager.uses_pages_directory = False
+
+    monkeypatch.setattr(PagesManager, "__init__", init)
+    yield
+    st.cache_resource.clear()  # releases the session run books: their jobs stop
+    st.cache_data.clear()
+
+
+def app(**state) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    for key, value in state.items():
+        at.session_state[key] = value
+    return at
+
+
+def clean(at: AppTest) -> AppTest:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def charts(at: AppTest) -> list:
+    return at.get("plotly_chart")
+
+
+def zipped(folder: Path) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for f in sorted(folder.rglob("*")):
+            z.write(f, Path(folder.name) / f.relative_to(folder))
+    return buf.getvalue()
+
+
+def shown(markdown: str) -> str:
+    """What a st.error/st.caption built with ui.plain displays: backslash escapes and entities undone."""
+    return html.unescape(re.sub(r"\\(.)", r"\1", markdown))
+
+
+def current(at: AppTest) -> ui.Current:
+    return at.session_state[K.CURRENT]
+
+
+def metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+# ---- every page on the sample pair ------------------------------------------------------------
+
+def test_every_page_renders_on_the_sample_pair():
+    at = clean(app().run())
+    pair = at.selectbox(key=K.PAIR)
+    assert pair.value == "Sample: policy vs SFT"
+    assert "Sample: policy_k3_loss vs SFT" in pair.options
+    assert {ui.LOCAL, ui.UPLOAD} <= set(pair.options)
+    assert any("Running on cpu · float32" in c.value for c in at.sidebar.caption)
+    assert at.text_input(key=K.PROMPTS).value == ui.DEFAULT_PROMPTS
+    assert at.number_input(key=K.MAX_NEW_TOKENS).value == ui.DEFAULT_MAX_NEW_TOKENS
+    assert at.number_input(key=K.SAMPLES).value == 4 and at.number_input(key=K.SEED).value == 0
+    assert at.slider(key=K.TEMPERATURE).value == 1.0
+    assert at.button_group(key=K.SAMPLE_FROM).value == "policy"
+    assert at.title[0].value == "Overview"
+    labels = [m.label for m in at.metric]
+    assert labels[:5] == ["KL(policy || SFT) per token", "KL(SFT || policy) per token",
+                          "KL(policy || SFT) per sequence", "KL(SFT || policy) per sequence",
+                          "Total variation per token"]
+    assert all(float(m.value) >= 0 for m in at.metric[:5])
+    assert len(charts(at)) == 1
+    assert [d.label for d in at.download_button] == ["Token table (parquet)", "Token table (CSV)", "HTML report"]
+
+    expected = {"pages/token_inspector.py": ("Token inspector", 3), "pages/mass_shift.py": ("Mass shift", 6),
+                "pages/live_ppo.py": ("Live PPO", 0), "pages/kl_lab.py": ("KL lab", None)}
+    for page in PAGES:
+        title, n_charts = expected[page]
+        clean(at.switch_page(page).run())
+        assert at.title[0].value == title
+        if n_charts is not None:
+            assert len(charts(at)) == n_charts, page
+        assert at.selectbox(key=K.PAIR).value == "Sample: policy vs SFT"  # the sidebar is on every page
+    at.switch_page("pages/token_inspector.py").run()
+    for key in (K.INSPECT_PROMPT, K.INSPECT_SAMPLE, K.INSPECT_QUANTITY):
+        assert at.selectbox(key=key).options
+    at.switch_page("pages/live_ppo.py").run()
+    assert [b.label for b in at.button] == ["Start", "Stop", "Save policy"]
+    assert metric(at, "Step") == "0"
+
+
+def test_second_shipped_pair_and_both_sources_on_mass_shift():
+    at = app(**FEW_PROMPTS, **{K.PAIR: "Sample: policy_k3_loss vs SFT", K.SAMPLE_FROM: "both"})
+    clean(at.run())
+    assert current(at).source.policy == "sample_data/policy_k3_loss"
+    clean(at.switch_page("pages/mass_shift.py").run())
+    control = at.button_group(key=K.SHIFT_SOURCE)
+    assert control.options == ["Policy samples", "SFT samples", "Both"]
+    for choice in ("policy", "sft", "both"):
+        clean(at.button_group(key=K.SHIFT_SOURCE).set_value(choice).run())
+        assert len(charts(at)) == 6
+
+
+def test_overview_shows_the_mean_reward_of_each_source():
+    at = clean(app(**FEW_PROMPTS, **{K.SAMPLE_FROM: "both", K.OVERVIEW_REWARD: "sentiment"}).run())
+    labels = [shown(m.label) for m in at.metric]
+    assert "Mean reward (sentiment), policy samples" in labels and "Mean reward (sentiment), sft samples" in labels
+    at.selectbox(key=K.OVERVIEW_REWARD).set_value("other…").run()
+    at.text_input(key=K.OVERVIEW_REWARD_OTHER).set_value("no-such-reward").run()
+    assert not at.exception and "Unknown reward 'no-such-reward'" in shown(at.error[0].value)
+    assert len(charts(at)) == 1  # the rest of the page still shows
+
+
+def test_token_inspector_colours_by_each_quantity():
+    at = app(**FEW_PROMPTS, **{K.SAMPLE_FROM: "both"})
+    clean(at.run())
+    clean(at.switch_page("pages/token_inspector.py").run())
+    assert at.selectbox(key=K.INSPECT_SOURCE).options == ["policy", "sft"]
+    for quantity in at.selectbox(key=K.INSPECT_QUANTITY).options:
+        clean(at.selectbox(key=K.INSPECT_QUANTITY).set_value(quantity).run())
+        assert len(charts(at)) == 3
+    clean(at.selectbox(key=K.INSPECT_SOURCE).set_value("sft").run())
+    clean(at.selectbox(key=K.INSPECT_SAMPLE).set_value(at.selectbox(key=K.INSPECT_SAMPLE).options[-1]).run())
+    assert at.subheader[0].value.startswith("Position ")
+
+
+def test_token_text_is_escaped(monkeypatch):
+    import klviz.sampling
+
+    real = klviz.sampling.analyze
+    evil = "<script>alert(1)</script>"
+
+    def analyze(*args, **kwargs):
+        df = real(*args, **kwargs)
+        return df.assign(token=evil)
+
+    monkeypatch.setattr(klviz.sampling, "analyze", analyze)
+    at = app(**FEW_PROMPTS)
+    clean(at.run())
+    clean(at.switch_page("pages/token_inspector.py").run())
+    heading = at.subheader[0].value
+    assert "<script>" not in heading
+    assert shown(heading).endswith(f"{evil!r} (the largest KL(policy || SFT); click any token)")
+    strip = charts(at)[0].proto.spec
+    assert "&lt;script&gt;" in strip and evil not in strip
+    clean(at.switch_page("pages/mass_shift.py").run())
+    assert all(evil not in c.proto.spec for c in charts(at))
+
+
+# ---- uploads ----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_dirs(tmp_path_factory):
+    """A tiny random GPT-2 pair: (policy folder, sft folder)."""
+    return save_pair(tmp_path_factory.mktemp("tiny"), kind="gpt2")
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_dirs):
+    """Zips of a tiny GPT-2 pair, and of an SFT model whose tokenizer has one more token."""
+    policy, sft = tiny_dirs
+    root = policy.parent
+    tok = make_tokenizer(extra_tokens=("zzz",))
+    other = save_model(make_tiny_model("gpt2", len(tok)), root / "other", tok)
+    return {"policy": zipped(policy), "sft": zipped(sft), "other": zipped(other)}
+
+
+def upload(tiny_files: dict, policy: str, sft: str, sft_name: str = "sft.zip") -> AppTest:
+    at = app(**{K.PAIR: ui.UPLOAD, K.N_PROMPTS: 2})
+    at.run()
+    assert [f.label for f in at.file_uploader] == ["Policy checkpoint", "SFT checkpoint"]
+    assert set(at.file_uploader[0].allowed_type) == {".zip", ".gguf"}
+    at.file_uploader(key=K.POLICY_UPLOAD).set_value(("policy.zip", tiny_files[policy], "application/zip"))
+    at.file_uploader(key=K.SFT_UPLOAD).set_value((sft_name, tiny_files[sft], "application/zip"))
+    return at.run()
+
+
+def test_zipped_tiny_pair_uploads_loads_and_is_analyzed(tiny):
+    at = clean(upload(tiny, "policy", "sft"))
+    cur = current(at)
+    assert cur.source.label == "policy.zip vs sft.zip"
+    assert cur.pair is not None and cur.pair.policy_info.kind.startswith("zip")
+    assert len(at.metric) >= 5 and len(charts(at)) == 1
+    clean(at.switch_page("pages/mass_shift.py").run())
+    assert len(charts(at)) == 6
+
+
+def test_incompatible_upload_shows_the_library_sentence_and_the_app_stays_usable(tiny):
+    at = upload(tiny, "policy", "other")
+    assert not at.exception
+    assert len(at.error) == 1
+    message = shown(at.error[0].value)
+    assert "differ" in message and "sft.zip" in message and "klviz-uploads" not in message
+    assert shown(at.info[0].value).startswith("No pair is loaded")
+    at.session_state[K.PAIR] = "Sample: policy vs SFT"  # pick another pair: the page works again
+    clean(at.run())
+    assert len(charts(at)) == 1
+
+
+def test_a_file_that_is_no_checkpoint_is_refused(tiny):
+    at = upload({**tiny, "junk": b"not a zip at all"}, "policy", "junk", sft_name="weights.zip")
+    assert not at.exception and len(at.error) == 1
+    assert "weights.zip" in shown(at.error[0].value)
+
+
+def test_local_paths_load_a_pair(tiny_dirs):
+    policy, sft = tiny_dirs
+    at = clean(app(**{K.PAIR: ui.LOCAL, K.POLICY_PATH: str(policy), K.SFT_PATH: str(sft), K.N_PROMPTS: 2}).run())
+    assert current(at).source.label == "policy vs sft" and len(charts(at)) == 1
+
+
+def test_out_of_memory_is_a_sentence_not_a_traceback(monkeypatch):
+    import klviz.models
+    import klviz.sampling
+
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(klviz.sampling, "analyze", oom)
+    at = app(**FEW_PROMPTS).run()
+    assert not at.exception and [shown(e.value) for e in at.error] == [ui.OOM_SENTENCE]
+    st.cache_resource.clear()
+    monkeypatch.setattr(klviz.models, "load_pair", oom)
+    at.session_state[K.DEVICE] = "cpu"  # another cache key: the pair is loaded again
+    at.run()
+    assert not at.exception and [shown(e.value) for e in at.error] == [ui.OOM_SENTENCE]
+
+
+def test_downloads_are_the_token_table_and_a_report(tiny_dirs):
+    from klviz import plots, tables
+    from klviz.models import load_pair
+    from klviz.report import report_html
+    from klviz.sampling import Prompt, SamplingConfig, analyze
+
+    pair = load_pair(*tiny_dirs, device="cpu")
+    df = analyze(pair, [Prompt(id="a", text="the food was")], SamplingConfig(samples_per_prompt=2, max_new_tokens=5),
+                 progress=False)
+    back = pd.read_parquet(io.BytesIO(ui._parquet_bytes(df, {"pair": "tiny"})))
+    assert list(back.columns) == list(df.columns) and len(back) == len(df)
+    assert back["kl_reverse"].tolist() == df["kl_reverse"].tolist()
+    csv = pd.read_csv(io.BytesIO(ui._csv_bytes(df)))
+    assert len(csv) == len(df) and csv["mass_gained_by_sft_bin"].str.startswith("[").all()
+    page = report_html("klviz", [("Mass moved", plots.mass_moved_figure(tables.band_totals(df)))], {"pair": "tiny"})
+    assert page.startswith("<!DOCTYPE html>") and "Mass moved" in page
+
+
+def test_streamlit_config():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert config["browser"]["gatherUsageStats"] is False
+    assert config["client"]["toolbarMode"] == "minimal"
+    assert config["server"]["headless"] is True and config["server"]["maxUploadSize"] >= 1024
+
+
+def test_save_upload_writes_each_upload_once_under_a_safe_name(tmp_path):
+    first = ui.save_upload("my model (v2).zip", b"PK-bytes", tmp_path)
+    again = ui.save_upload("my model (v2).zip", io.BytesIO(b"PK-bytes"), tmp_path)
+    assert first == again and first.name == "my_model__v2_.zip" and first.read_bytes() == b"PK-bytes"
+    assert first.parent.parent == tmp_path
+    assert ui.save_upload("../../etc/evil.gguf", b"x", tmp_path).parent.parent == tmp_path
+    with pytest.raises(KlvizError, match=r"notes\.txt is neither a \.zip .* nor a \.gguf file"):
+        ui.save_upload("notes.txt", b"x", tmp_path)
+
+
+def test_plain_shows_markup_as_text():
+    shown = ui.plain("<script>alert(1)</script> *bold* $x$ [a](b)")
+    assert "<script>" not in shown and "&lt;script&gt;" in shown
+    for raw in ("*bold*", "$x$", "[a](b)"):
+        assert raw not in shown
+
+
+# ---- live PPO -----------------------------------------------------------------------------------
+
+def ppo_page(steps: int, batch: int = 4) -> AppTest:
+    at = app(**FEW_PROMPTS, **{K.PPO_STEPS: steps, K.PPO_BATCH: batch})
+    clean(at.run())
+    return clean(at.switch_page("pages/live_ppo.py").run())
+
+
+def click(at: AppTest, label: str) -> AppTest:
+    return next(b for b in at.button if b.label == label).click().run()
+
+
+def wait_for_state(at: AppTest, states: tuple, timeout: float = 90) -> AppTest:
+    deadline = time.monotonic() + timeout
+    while metric(at, "State") not in states:
+        assert time.monotonic() < deadline, f"still {metric(at, 'State')} at step {metric(at, 'Step')}"
+        time.sleep(0.5)
+        clean(at.run())
+    return at
+
+
+def test_live_ppo_run_advances_and_its_saved_policy_becomes_the_pair():
+    at = clean(click(ppo_page(steps=3), "Start"))
+    assert metric(at, "State") in ("running", "done")
+    wait_for_state(at, ("done",))
+    assert metric(at, "Step") == "3"
+    assert len(charts(at)) == 2  # the curves and the mass moved of the current policy
+    clean(click(at, "Save policy"))
+    assert at.success and shown(at.success[0].value).startswith("Saved ")
+    label = current(at).source.label
+    assert label.startswith("PPO #1 k1 in reward") and label in at.selectbox(key=K.PAIR).options
+    assert Path(current(at).source.policy, "config.json").exists()
+    assert current(at).source.sft == "sample_data/sft"
+    clean(at.switch_page("pages/overview.py").run())  # "train, then inspect": the saved policy's overview
+    assert current(at).source.label == label and len(charts(at)) == 1
+
+
+def test_stop_ends_a_run_and_a_second_run_is_overlaid():
+    at = clean(click(ppo_page(steps=500), "Start"))
+    clean(click(at, "Stop"))
+    wait_for_state(at, ("stopped",))
+    clean(click(at, "Start"))
+    clean(click(at, "Stop"))
+    wait_for_state(at, ("stopped",))
+    curves = charts(at)[0].proto.spec
+    assert "#1 k1 in reward" in curves and "#2 k1 in reward" in curves
+
+
+def test_the_run_book_keeps_the_newest_four_runs_and_never_drops_a_running_one():
+    class FakeJob:
+        def __init__(self, running: bool):
+            self.running = running
+
+    book = ui.RunBook(max_runs=4)
+    book.add(ui.Run("#1", FakeJob(running=True), "sft", "k1"))
+    for i in range(2, 7):
+        book.add(ui.Run(f"#{i}", FakeJob(running=False), "sft", "k1"))
+    assert list(book.runs) == ["#1", "#4", "#5", "#6"] and book.latest().name == "#6"
+
+
+def test_closing_the_tab_stops_its_runs():
+    from streamlit.runtime.caching import clear_session_resource_cache
+
+    at = clean(click(ppo_page(steps=500), "Start"))
+    job = ui.job_registry().get(at.session_state[K.SESSION])
+    assert job is not None and job.running
+    # What AppSession.clear_session_caches does when a browser tab disconnects ("test session id"
+    # is AppTest's session): the session's run book is released and its runs stop.
+    clear_session_resource_cache("test session id")
+    assert job.join(60) and job.snapshot().state == "stopped"
+
+
+def test_the_server_wide_job_limit_is_a_clear_message(monkeypatch):
+    from klviz.ppo import PPOConfig
+
+    monkeypatch.setattr(ui, "MAX_JOBS", 1)
+    tok = make_tokenizer()
+    cfg = PPOConfig(steps=10_000, batch_size=2, minibatches=1, ppo_epochs=1, max_new_tokens=4, device="cpu")
+    elsewhere = ui.job_registry().start("another-browser-session", make_tiny_model("gpt2", len(tok)), tok,
+                                        ["the food was"], cfg)  # the server's one slot is taken
+    try:
+        at = click(ppo_page(steps=3), "Start")
+        assert not at.exception
+        assert any("already running on this server" in shown(e.value) for e in at.error)
+        assert metric(at, "Step") == "0" and elsewhere.running
+    finally:
+        elsewhere.stop()
+        assert elsewhere.join(30)
