@@ -69,17 +69,16 @@ def mass_moved_figure(bands: pd.DataFrame) -> go.Figure:
     top = float(max(bands["mass_gained"].max(), bands["mass_lost"].max(), 1e-12)) if len(bands) else 1.0
     fig.add_vline(x=0, line_color="black", line_width=1)
     fig.update_layout(
-        barmode="relative", title="Where the probability mass moved, by SFT probability q(v)",
+        barmode="relative",
+        title=dict(text="Where the probability mass moved, by SFT probability q(v)",
+                   subtitle=dict(text=f"→ mass gained on tokens the SFT model found unlikely: what {KL_REVERSE} "
+                                      f"punishes · ← mass lost on tokens it found likely: what {KL_FORWARD} punishes")),
+        margin=dict(t=90),
         xaxis=dict(title="← mass lost per token · mass gained per token →",
                    range=[-1.1 * top, 1.1 * top], tickformat=".2~g"),
         yaxis=dict(title="SFT probability band of q(v)", categoryorder="array",
                    categoryarray=[esc(s) for s in BAND_LABELS]),
         legend=dict(orientation="h", yanchor="top", y=-0.2))
-    fig.add_annotation(x=0.99, y=1.02, xref="paper", yref="paper", showarrow=False, xanchor="right",
-                       text="mass the policy gained on tokens the SFT model found unlikely — "
-                            f"what {KL_REVERSE} punishes →", font=dict(color=GAINED_COLOR))
-    fig.add_annotation(x=0.01, y=1.02, xref="paper", yref="paper", showarrow=False, xanchor="left",
-                       text="← mass lost", font=dict(color=LOST_COLOR))
     return fig
 
 
@@ -234,7 +233,8 @@ def token_strip_figure(tokens: pd.DataFrame, quantity: str) -> go.Figure:
         title=f"Response tokens coloured by {esc(QUANTITY_LABELS.get(quantity, quantity))}",
         height=120 + 34 * n_rows, uniformtext=dict(minsize=10, mode="show"), clickmode="event+select",
         xaxis=dict(visible=False, range=[-0.5, STRIP_ROW_CHARS + 8]),
-        yaxis=dict(visible=False, autorange="reversed"), showlegend=False)
+        yaxis=dict(visible=False, autorange="reversed"), showlegend=False,
+        margin=dict(t=48, b=8, l=8, r=8))  # plotly's default 100 + 80 px would leave no room for one row
     return fig
 
 

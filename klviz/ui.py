@@ -463,7 +463,7 @@ def mean_rewards(df: pd.DataFrame, reward_name: str) -> dict[str, float]:
 # --- live PPO runs ------------------------------------------------------------------------------
 
 MAX_JOBS = 2  # PPO jobs running at once on one server: each takes a CPU core (klviz.jobs)
-REFRESH_S = 0.5  # the live panel's polling interval while a job runs
+REFRESH_S = 0.4  # the live panel's polling interval while a job runs
 ESTIMATOR_METRIC = {"k1": "k1", "k2": "k2", "k3": "k3", "exact-reverse": "kl_reverse",
                     "exact-forward": "kl_forward"}
 

@@ -34,8 +34,6 @@ tokens = rows[rows["sample_id"] == sample_id].sort_values("position").reset_inde
 st.text(f"Prompt: {texts.get(prompt_id, '')}")
 st.caption("Whitespace is drawn visible: · space, ↵ newline, → tab. Click a token to inspect it.")
 strip = plots.token_strip_figure(tokens, quantity)
-if strip.layout.margin.t is None:  # plotly's default margins (100 + 80 px) would leave no room for one row
-    strip.update_layout(margin=dict(t=48, b=8, l=8, r=8))
 event = st.plotly_chart(strip, key=ui.Keys.INSPECT_STRIP, on_select="rerun", selection_mode="points")
 points = event.selection.points if event else []
 clicked = [int(p["point_index"]) for p in points if int(p["point_index"]) < len(tokens)]
