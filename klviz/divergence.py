@@ -46,9 +46,9 @@ TOP_COLUMNS = ("gained_top_ids", "gained_top_contrib", "gained_top_p", "gained_t
                "lost_top_ids", "lost_top_contrib", "lost_top_p", "lost_top_q")
 KEY_COLUMNS = ("prompt_id", "sample_id", "position", "token_id", "token")
 
-# Elements of one [positions, vocab] float32 chunk: 2**21 is 8 MiB, so the dozen temporaries of
-# token_stats stay near 100 MiB whatever the batch, sequence length or vocabulary.
-CHUNK_ELEMENTS = 2**21
+# Elements of one [positions, vocab] float32 chunk: 2**22 is 16 MiB, so the few temporaries
+# (logits and log-softmax of both models) stay under 100 MiB whatever the batch, length or vocabulary.
+CHUNK_ELEMENTS = 2**22
 
 
 def _p_log_ratio(a: torch.Tensor, log_a: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
@@ -95,13 +95,14 @@ def token_stats(logp: torch.Tensor, logq: torch.Tensor, token_ids: torch.Tensor,
 
 def token_stats_from_logits(policy_logits: torch.Tensor, sft_logits: torch.Tensor, token_ids: torch.Tensor,
                             top_k: int = 10) -> dict[str, torch.Tensor]:
-    """token_stats from raw logits Float[n, V] of each model (any float dtype; math in float32+)."""
-    if policy_logits.device.type == "cpu" and sft_logits.device.type == "cpu" and HAVE_NUMBA:
-        return fused_token_stats(policy_logits.float(), sft_logits.float(), token_ids, top_k, BAND_EDGES,
-                                 normalize=True)
+    """token_stats from raw logits Float[n, V] of each model (any float dtype; math in float32+).
+
+    The log-softmax runs in torch (vectorised exp), then the columns in one sweep (bench/score.py:
+    faster than normalising inside the sweep, whose scalar exp doubled its cost).
+    """
     logp = torch.log_softmax(policy_logits.float(), dim=-1)
     logq = torch.log_softmax(sft_logits.float(), dim=-1).to(logp.device)
-    return token_stats_torch(logp, logq, token_ids.to(logp.device), top_k)
+    return token_stats(logp, logq, token_ids.to(logp.device), top_k)
 
 
 def token_stats_torch(logp: torch.Tensor, logq: torch.Tensor, token_ids: torch.Tensor,

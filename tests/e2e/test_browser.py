@@ -32,7 +32,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.skipif(
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "tests" / "e2e" / "screenshots"
 README_SHOTS = ROOT / "docs" / "screenshots"
-RESULTS = ROOT / "bench" / "RESULTS_dashboard.md"
+# Only with KLVIZ_RECORD=1 does a run update tracked files (README screenshots, bench figures);
+# otherwise everything goes to the gitignored tests/e2e/screenshots/.
+RECORD = os.environ.get("KLVIZ_RECORD") == "1"
+RESULTS = ROOT / "bench" / "RESULTS_dashboard.md" if RECORD else SHOTS / "timings.md"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
@@ -115,7 +118,7 @@ def shot(tab, name: str, readme: bool = False) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
     path = SHOTS / f"{name}.png"
     tab.screenshot(path=str(path), full_page=True)
-    if readme:
+    if readme and RECORD:
         README_SHOTS.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, README_SHOTS / path.name)
 
@@ -268,6 +271,7 @@ def _write_results():
     load = f"1-minute load average {load_before:.1f} before and {os.getloadavg()[0]:.1f} after the run"
     rows = "\n".join(f"| {k} | {v} |" for k, v in TIMINGS.items())
     cpu = f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {platform.platform()}"
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
         "# Dashboard timings\n\n"
         "Measured by tests/e2e/test_browser.py: `streamlit run app.py` on loopback, headless Debian\n"
