@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from klviz.errors import KlvizError
+from klviz.io import atomic_path
 from klviz.sample.corpus import GrammarConfig, make_corpus
 from klviz.sample.policies import POLICY_FOLDERS, PolicyConfig, train_policies
 from klviz.sample.prompts import sample_prompts, write_prompts
@@ -27,6 +28,8 @@ from klviz.sample.train_sft import SFTConfig, build_model, encode, perplexity, t
 
 MANIFEST = "klviz_sample.json"
 """Written last into every sample folder; its presence marks a folder klviz may replace."""
+FILE_MODE = 0o644
+"""Permissions of README.md and the manifest (atomic_path's temporary files start private)."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,24 @@ def check_out(out: Path) -> None:
     if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).exists():
         raise KlvizError(f"{out} exists and is not a klviz sample folder (no {MANIFEST}): "
                          "choose another --out or remove it.")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_partials(out: Path) -> None:
+    """Delete hidden partial folders that killed runs (SIGKILL, SIGTERM) left beside `out`."""
+    for stale in out.parent.glob(f".{out.name}.partial-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
 
 
 def _swap_in(tmp: Path, out: Path) -> None:
@@ -141,8 +162,11 @@ def write_report(folder: Path, manifest: dict, log: Callable[[str], None]) -> di
         log(f"{name}: reward {f['policy']['reward_mean']:+.3f} (sft {f['sft']['reward_mean']:+.3f}), "
             f"KL(policy||sft) {f['policy']['kl_reverse_per_token']:.4f}/token")
     manifest = {**manifest, "figures": figures}
-    (folder / "README.md").write_text(render(folder, manifest, figures), encoding="utf-8")
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    texts = {"README.md": render(folder, manifest, figures), MANIFEST: json.dumps(manifest, indent=2) + "\n"}
+    for name, text in texts.items():  # the manifest last: its presence marks a finished folder
+        with atomic_path(folder / name) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+            tmp.chmod(FILE_MODE)  # mkstemp makes it private; these are shipped, readable files
     return manifest
 
 
@@ -164,6 +188,7 @@ def make_sample_data(out: Path, quick: bool = False, progress: bool = True) -> d
     out = Path(out)
     check_out(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(out)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()

@@ -24,6 +24,9 @@ RUNS: dict[str, tuple[str, str]] = {
 """Folder -> (kl_placement, kl_estimator)."""
 POLICY_FOLDERS = tuple(RUNS)
 
+FOLDER_MODE = 0o755
+"""Permissions of a saved policy folder (the trainer saves through a private mkdtemp folder)."""
+
 METRICS_KEPT = ("reward_mean", "kl_reverse")
 """PPO metrics recorded per step in the manifest (when the trainer reports them)."""
 
@@ -50,6 +53,8 @@ class PolicyConfig:
     """AdamW learning rate of the policy (PPOConfig's default)."""
     seed: int = 0
     """Seeds sampling and minibatch order."""
+    device: str = "cpu"
+    """Where PPO runs: the models are tiny, and CPU keeps the files the same on machines with a GPU."""
 
     @classmethod
     def quick(cls) -> "PolicyConfig":
@@ -72,7 +77,7 @@ def train_one(sft_model, tokenizer, prompts: list[str], folder: Path, cfg: Polic
     ppo_cfg = PPOConfig(
         reward=cfg.reward, steps=cfg.steps, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
         ppo_epochs=cfg.ppo_epochs, minibatches=cfg.minibatches, kl_placement=placement,
-        kl_estimator=estimator, kl_coef=cfg.kl_coef, lr=cfg.lr, seed=cfg.seed,
+        kl_estimator=estimator, kl_coef=cfg.kl_coef, lr=cfg.lr, seed=cfg.seed, device=cfg.device,
     )
     trainer = PPOTrainer(sft_model, tokenizer, prompts, ppo_cfg)  # trains its own copy
     started, history = time.perf_counter(), []
@@ -81,7 +86,8 @@ def train_one(sft_model, tokenizer, prompts: list[str], folder: Path, cfg: Polic
         history.append({k: float(metrics[k]) for k in METRICS_KEPT if k in metrics})
         log(f"{folder.name} step {step + 1}/{cfg.steps}  "
             + "  ".join(f"{k} {v:.4f}" for k, v in history[-1].items()))
-    trainer.save(folder)  # weights (safetensors) and tokenizer
+    trainer.save(folder)  # weights (safetensors) and tokenizer, via a private temporary folder
+    folder.chmod(FOLDER_MODE)
     return {"kl_placement": placement, "kl_estimator": estimator, "history": history,
             "seconds": time.perf_counter() - started}
 
