@@ -11,7 +11,7 @@ KL to the SFT model enters (the comparison the app is for):
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -74,11 +74,8 @@ def train_one(sft_model, tokenizer, prompts: list[str], folder: Path, cfg: Polic
               placement: str, estimator: str, log: Callable[[str], None]) -> dict:
     """One PPO run from `sft_model` (left untouched); saves the policy and tokenizer to `folder`."""
     PPOConfig, PPOTrainer = _ppo_classes()
-    ppo_cfg = PPOConfig(
-        reward=cfg.reward, steps=cfg.steps, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
-        ppo_epochs=cfg.ppo_epochs, minibatches=cfg.minibatches, kl_placement=placement,
-        kl_estimator=estimator, kl_coef=cfg.kl_coef, lr=cfg.lr, seed=cfg.seed, device=cfg.device,
-    )
+    # Every PolicyConfig field is a PPOConfig field of the same name; only the KL term differs per run.
+    ppo_cfg = PPOConfig(**asdict(cfg), kl_placement=placement, kl_estimator=estimator)
     trainer = PPOTrainer(sft_model, tokenizer, prompts, ppo_cfg)  # trains its own copy
     started, history = time.perf_counter(), []
     for step in range(cfg.steps):
