@@ -22,7 +22,7 @@ try:  # numba is a dependency, but a missing or broken install only costs speed
 except Exception:  # pragma: no cover - exercised only where numba cannot import
     HAVE_NUMBA = False
 
-N_SCALARS = 9  # kl_reverse, kl_forward, entropy_policy, entropy_sft, tv, logp_y, logq_y, lse_p, lse_q
+N_SCALARS = 7  # kl_reverse, kl_forward, entropy_policy, entropy_sft, tv, logp_y, logq_y
 
 
 def _insert(vals, ids, k, value, v):
@@ -46,27 +46,10 @@ def _band(q, edges):
     return b
 
 
-def _logsumexp(row):
-    m = -math.inf
-    for v in range(row.shape[0]):
-        m = max(m, float(row[v]))
-    if m == -math.inf:
-        return m
-    s = 0.0
-    for v in range(row.shape[0]):
-        s += math.exp(float(row[v]) - m)
-    return m + math.log(s)
-
-
-def _row(lp_row, lq_row, y, edges, k, normalize, scalars, ranks, bands, top_ids, top_vals):
-    """One position: every column from log p (lp_row) and log q (lq_row), Float[V] each.
-
-    With `normalize`, the rows are raw logits and log-softmax is taken here (in float64).
-    """
+def _row(lp_row, lq_row, y, edges, k, scalars, ranks, bands, top_ids, top_vals):
+    """One position: every column from log p (lp_row) and log q (lq_row), Float[V] each."""
     V = lp_row.shape[0]
-    zp = _logsumexp(lp_row) if normalize else 0.0
-    zq = _logsumexp(lq_row) if normalize else 0.0
-    lpy, lqy = float(lp_row[y]) - zp, float(lq_row[y]) - zq
+    lpy, lqy = float(lp_row[y]), float(lq_row[y])
     kl_r = kl_f = h_p = h_q = gained_total = 0.0
     rank_q = rank_p = 1
     for g in range(2):
@@ -74,7 +57,7 @@ def _row(lp_row, lq_row, y, edges, k, normalize, scalars, ranks, bands, top_ids,
             top_vals[g, j] = -math.inf
             top_ids[g, j] = 0
     for v in range(V):
-        lp, lq = float(lp_row[v]) - zp, float(lq_row[v]) - zq
+        lp, lq = float(lp_row[v]), float(lq_row[v])
         p, q = math.exp(lp), math.exp(lq)
         rv = p * (lp - lq) if p > 0.0 else 0.0  # p log(p/q): share of KL(policy || SFT)
         fv = q * (lq - lp) if q > 0.0 else 0.0  # q log(q/p): share of KL(SFT || policy)
@@ -101,30 +84,24 @@ def _row(lp_row, lq_row, y, edges, k, normalize, scalars, ranks, bands, top_ids,
         lost_total += bands[1, b]
     scalars[0], scalars[1], scalars[2], scalars[3] = kl_r, kl_f, h_p, h_q
     scalars[4] = 0.5 * (gained_total + lost_total)  # 1/2 sum_v |p - q|
-    scalars[5], scalars[6], scalars[7], scalars[8] = lpy, lqy, zp, zq
+    scalars[5], scalars[6] = lpy, lqy
     ranks[0], ranks[1] = rank_q, rank_p
 
 
 if HAVE_NUMBA:
     _insert = numba.njit(cache=True, inline="always")(_insert)
     _band = numba.njit(cache=True, inline="always")(_band)
-    _logsumexp = numba.njit(cache=True)(_logsumexp)
     _row = numba.njit(cache=True)(_row)
 
     @numba.njit(cache=True, parallel=True)
-    def _rows(logp, logq, ids, edges, k, normalize, scalars, ranks, bands, top_ids, top_vals):
+    def _rows(logp, logq, ids, edges, k, scalars, ranks, bands, top_ids, top_vals):
         for i in numba.prange(logp.shape[0]):  # positions in parallel, each a sweep over V
-            _row(logp[i], logq[i], ids[i], edges, k, normalize, scalars[i], ranks[i], bands[i], top_ids[i],
-                 top_vals[i])
+            _row(logp[i], logq[i], ids[i], edges, k, scalars[i], ranks[i], bands[i], top_ids[i], top_vals[i])
 
 
 def fused_token_stats(logp: torch.Tensor, logq: torch.Tensor, token_ids: torch.Tensor, top_k: int,
-                      band_edges, normalize: bool = False) -> dict[str, torch.Tensor]:
-    """token_stats in one fused pass. logp, logq: Float[n, V] on the CPU; token_ids: Long[n].
-
-    With normalize=True, logp and logq are raw logits (policy's, SFT's) and the log-softmax is
-    taken inside the sweep, so no normalised [n, V] copy is ever written.
-    """
+                      band_edges) -> dict[str, torch.Tensor]:
+    """token_stats in one fused pass. logp, logq: Float[n, V] log-softmax on the CPU; token_ids: Long[n]."""
     lp = logp.detach().contiguous().numpy()
     lq = logq.detach().contiguous().numpy()
     ids = token_ids.detach().to(torch.int64).contiguous().numpy()
@@ -138,16 +115,15 @@ def fused_token_stats(logp: torch.Tensor, logq: torch.Tensor, token_ids: torch.T
     torch_threads = torch.get_num_threads()
     numba.set_num_threads(max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS)))
     try:
-        _rows(lp, lq, ids, edges, k, normalize, scalars, ranks, bands, top_ids, top_vals)
+        _rows(lp, lq, ids, edges, k, scalars, ranks, bands, top_ids, top_vals)
     finally:
         # numba's OpenMP layer resets the thread's OpenMP team size, which torch reads as its own
         # thread count: put back what the caller (e.g. a PPO job limited to 1 thread) had set.
         torch.set_num_threads(torch_threads)
     t = torch.from_numpy
     log_ratio = t(scalars[:, 5] - scalars[:, 6])
-    z_p, z_q = scalars[:, 7:8], scalars[:, 8:9]  # log-normalisers (0 unless normalize)
-    p_of = lambda g: t(np.exp(np.take_along_axis(lp, top_ids[:, g], 1).astype(np.float64) - z_p))
-    q_of = lambda g: t(np.exp(np.take_along_axis(lq, top_ids[:, g], 1).astype(np.float64) - z_q))
+    p_of = lambda g: t(np.exp(np.take_along_axis(lp, top_ids[:, g], 1).astype(np.float64)))
+    q_of = lambda g: t(np.exp(np.take_along_axis(lq, top_ids[:, g], 1).astype(np.float64)))
     return {
         "logp_policy": t(scalars[:, 5]), "logp_sft": t(scalars[:, 6]), "log_ratio": log_ratio,
         "kl_reverse": t(scalars[:, 0]), "kl_forward": t(scalars[:, 1]),
