@@ -84,25 +84,33 @@ def token_stats(logp: torch.Tensor, logq: torch.Tensor, token_ids: torch.Tensor,
 
     logp: Float[n, V] log pi_policy(.|c_t); logq: Float[n, V] log pi_SFT(.|c_t); token_ids: Long[n] y_t.
     Returns tensors of shape [n] (scalars), [n, 7] (bands) or [n, k] (top-k), k = min(top_k, V).
-    On the CPU this runs fused (klviz/fused_cpu.py: one sweep over V per position); elsewhere
-    vectorised in torch, where each [n, V] pass is counted: sums come from the band sums or row dot
-    products rather than from more [n, V] temporaries.
+    On the CPU this runs fused (klviz/fused_cpu.py: a few vectorised sweeps over V per position);
+    elsewhere vectorised in torch, where each [n, V] pass is counted: sums come from the band sums
+    or row dot products rather than from more [n, V] temporaries.
     """
-    if logp.device.type == "cpu" and HAVE_NUMBA and not (logp.requires_grad or logq.requires_grad):
+    if _fused_ok(logp, logq):
         return fused_token_stats(logp, logq, token_ids, top_k, BAND_EDGES)
     return token_stats_torch(logp, logq, token_ids, top_k)
+
+
+def _fused_ok(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return (HAVE_NUMBA and a.device.type == "cpu" and b.device.type == "cpu"
+            and not (a.requires_grad or b.requires_grad))
 
 
 def token_stats_from_logits(policy_logits: torch.Tensor, sft_logits: torch.Tensor, token_ids: torch.Tensor,
                             top_k: int = 10) -> dict[str, torch.Tensor]:
     """token_stats from raw logits Float[n, V] of each model (any float dtype; math in float32+).
 
-    The log-softmax runs in torch (vectorised exp), then the columns in one sweep (bench/score.py:
-    faster than normalising inside the sweep, whose scalar exp doubled its cost).
+    On the CPU the fused sweep normalises the logits itself (in float64); elsewhere the log-softmax
+    runs in torch, in float32, before the vectorised path.
     """
+    sft_logits = sft_logits.to(policy_logits.device)
+    if _fused_ok(policy_logits, sft_logits):
+        return fused_token_stats(policy_logits, sft_logits, token_ids.cpu(), top_k, BAND_EDGES)
     logp = torch.log_softmax(policy_logits.float(), dim=-1)
-    logq = torch.log_softmax(sft_logits.float(), dim=-1).to(logp.device)
-    return token_stats(logp, logq, token_ids.to(logp.device), top_k)
+    logq = torch.log_softmax(sft_logits.float(), dim=-1)
+    return token_stats_torch(logp, logq, token_ids.to(logp.device), top_k)
 
 
 def token_stats_torch(logp: torch.Tensor, logq: torch.Tensor, token_ids: torch.Tensor,
@@ -247,21 +255,46 @@ def _validate(inputs: list[ScoreInput], vocab_size: int) -> None:
                              f"outside the model's vocabulary of {vocab_size}.")
 
 
-_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
-
-
 @functools.cache
-def _pin_mmap_threshold(threshold: int = 2**20) -> None:
-    """Keep large CPU buffers (logit chunks) in mmap'd memory that is returned on free.
-
-    glibc raises its mmap threshold after each large free (up to 32 MiB); the [chunk, vocab] logits
-    then came from the heap and were never returned, and scoring 8k tokens grew RSS by 1.5 GiB
-    (bench/score.py). Fixing the threshold at 1 MiB keeps peak memory flat. No-op off glibc.
-    """
+def _libc():
     try:
-        ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, threshold)
-    except (OSError, AttributeError):
-        pass
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (macOS, Windows, musl): nothing to trim
+        return None
+
+
+def _trim_heap() -> None:
+    """Hand freed heap memory back to the OS (glibc's malloc_trim), once per batch.
+
+    Each batch's decoder activations are freed into glibc's heap, which then grew batch after batch
+    (bench/score.py: +130 MiB over 8k tokens). Trimming is a few page walks, not measurable in time.
+    """
+    libc = _libc()
+    if libc is not None and hasattr(libc, "malloc_trim"):
+        libc.malloc_trim(0)
+
+
+def _cpu_buffers(policy, sft, chunk: int, vocab_size: int) -> list[torch.Tensor] | None:
+    """Two Float32[chunk, V] buffers, each model's logits, reused by every chunk when both heads
+    are on the CPU (the fused sweep needs nothing more).
+
+    Fresh [chunk, V] tensors per chunk made glibc's heap grow (RSS +1.5 GiB over 8k tokens in
+    bench/score.py); reusing two buffers keeps memory flat. None elsewhere (CUDA's allocator caches).
+    """
+    on_cpu = all(m.get_output_embeddings().weight.device.type == "cpu" for m in (policy, sft))
+    if not (on_cpu and HAVE_NUMBA):
+        return None
+    return [torch.empty(chunk, vocab_size, dtype=torch.float32) for _ in range(2)]
+
+
+def _chunk_stats(pol_head, sft_head, h_pol: torch.Tensor, h_sft: torch.Tensor, targets: torch.Tensor,
+                 top_k: int, buffers: list[torch.Tensor] | None) -> dict[str, torch.Tensor]:
+    """Every column for one chunk of response positions: h_pol, h_sft Float[n, H] hidden states."""
+    if buffers is None:
+        return token_stats_from_logits(pol_head(h_pol), sft_head(h_sft), targets, top_k)
+    n = h_pol.shape[0]
+    pol_out, sft_out = (b[:n] for b in buffers)
+    return token_stats_from_logits(pol_head(h_pol, out=pol_out), sft_head(h_sft, out=sft_out), targets, top_k)
 
 
 def _input_device(model) -> torch.device:
@@ -278,13 +311,14 @@ def score_tensors(policy, sft, inputs: list[ScoreInput], *, top_k: int = 10, bat
     """
     vocab_size = policy.get_output_embeddings().weight.shape[0]
     _validate(inputs, vocab_size)
-    _pin_mmap_threshold()
     pol_run, pol_head = split_model(policy)
     sft_run, sft_head = split_model(sft)
     pad_id = 0
     # Sort by length so batches hold similar lengths and padding costs little.
     order = sorted(range(len(inputs)), key=lambda i: len(inputs[i].prompt_ids) + len(inputs[i].response_ids))
     pieces: dict[str, list[np.ndarray]] = {}
+    chunk = max(1, CHUNK_ELEMENTS // vocab_size)
+    buffers = _cpu_buffers(policy, sft, chunk, vocab_size)
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     for idx in tqdm(batches, desc="scoring", unit="batch", disable=not progress):
         batch = [inputs[i] for i in idx]
@@ -292,13 +326,14 @@ def score_tensors(policy, sft, inputs: list[ScoreInput], *, top_k: int = 10, bat
         h_pol = _response_hidden(pol_run, ids, mask, batch)  # (N, H)
         h_sft = _response_hidden(sft_run, ids.to(_input_device(sft)), mask.to(_input_device(sft)), batch)
         targets = torch.tensor([t for ex in batch for t in ex.response_ids], dtype=torch.long)
-        chunk = max(1, CHUNK_ELEMENTS // vocab_size)
         for s in range(0, targets.shape[0], chunk):
-            pol_logits = pol_head(h_pol[s:s + chunk])  # (n, V), upcast to float32 inside
-            sft_logits = sft_head(h_sft[s:s + chunk]).to(pol_logits.device)
-            stats = token_stats_from_logits(pol_logits, sft_logits, targets[s:s + chunk].to(pol_logits.device), top_k)
+            stats = _chunk_stats(pol_head, sft_head, h_pol[s:s + chunk], h_sft[s:s + chunk],
+                                 targets[s:s + chunk], top_k, buffers)
             for name, value in stats.items():
                 pieces.setdefault(name, []).append(value.cpu().numpy())
+        del h_pol, h_sft
+        if buffers is not None:
+            _trim_heap()
     return order, {name: np.concatenate(parts) for name, parts in pieces.items()}
 
 

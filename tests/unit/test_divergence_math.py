@@ -114,3 +114,52 @@ def test_fused_path_leaves_torch_thread_count_alone():
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.skipif(not HAVE_NUMBA, reason="numba missing")
+@pytest.mark.parametrize("V,k", [(5000, 4), (32000, 10), (1000, 10)])
+def test_fused_top_k_screen_on_wide_vocabularies(V, k):
+    # Wide enough that the block screen skips blocks (V / 256 > k), except the last case (it walks all).
+    pol, sft = _random_logits(3, V, V, spread=3.0)
+    y = torch.tensor([0, V // 2, V - 1])
+    stats = _fused(pol, sft, y, top_k=k)  # raw logits: the fused sweep normalises them itself
+    for i in range(3):
+        assert_row_close({n: v[i].numpy() for n, v in stats.items()},
+                         brute_row(pol[i].tolist(), sft[i].tolist(), int(y[i]), top_k=k))
+
+
+@pytest.mark.skipif(not HAVE_NUMBA, reason="numba missing")
+def test_fused_top_k_ties_go_to_the_earliest_ids():
+    # p = q except on 3 entries spread over different blocks: every other share is exactly 0, so the
+    # top-8 ends in ties at 0, which (like a stable sort) go to the earliest vocabulary ids.
+    V = 4096
+    sft = torch.zeros(1, V)
+    pol = sft.clone()
+    pol[0, [300, 1900, 4000]] = torch.tensor([2.0, 1.0, -3.0])
+    stats = _fused(pol, sft, torch.tensor([5]), top_k=8)
+    want = brute_row(pol[0].tolist(), sft[0].tolist(), 5, top_k=8)
+    got = {n: v[0].numpy() for n, v in stats.items()}
+    assert_row_close(got, want)
+
+
+@pytest.mark.skipif(not HAVE_NUMBA, reason="numba missing")
+def test_fused_exp_against_numpy():
+    import numba
+
+    from klviz.fused_cpu import _FASTMATH, _exp
+
+    @numba.njit(fastmath=_FASTMATH)  # as in the kernels: numba compiles _exp with its caller's flags
+    def apply(xs, out):
+        for i in range(xs.shape[0]):
+            out[i] = _exp(xs[i])
+
+    xs = np.concatenate([-np.logspace(-12, np.log10(707.9), 20001), [0.0, -0.0, 1e-300, 0.5, -708.0]])
+    out = np.empty_like(xs)
+    apply(xs, out)
+    near = xs >= -104  # where float32 logits put log-probabilities that matter: ~1e-15
+    np.testing.assert_allclose(out[near], np.exp(xs[near]), rtol=1e-14, atol=0)
+    np.testing.assert_allclose(out, np.exp(xs), rtol=5e-14, atol=0)
+    tails = np.array([-708.5, -745.0, -1e6, -np.inf])
+    out = np.empty_like(tails)
+    apply(tails, out)
+    assert (out == 0).all()  # below float64's normal range (< 3.3e-308) and at -inf: exactly 0
