@@ -36,5 +36,9 @@ pages = [
             icon=":material/science:", url_path="kl_lab"),
 ]
 page = st.navigation(pages)
-ui.sidebar()
-page.run()
+if ui.start_warm(page is pages[0]):  # a new session on the default view: its page first, from the shipped table
+    page.run()
+    ui.sidebar()
+else:
+    ui.sidebar()
+    page.run()

@@ -28,26 +28,15 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from klviz.columns import (BAND_COLUMNS, BAND_EDGES, BAND_LABELS, KEY_COLUMNS, N_BANDS,  # noqa: F401
+                           RANK_COLUMNS, SCALAR_COLUMNS, TOP_COLUMNS)
 from klviz.errors import KlvizError
 from klviz.fused_cpu import HAVE_NUMBA, fused_token_stats
 from klviz.heads import split_model
 
-# SFT-probability bands: band i holds edge_i <= q(v) < edge_{i+1}; the last band includes q = 1.
-BAND_EDGES = (0.0, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
-N_BANDS = len(BAND_EDGES) - 1
-BAND_LABELS = ("<1e-6", "1e-6..1e-5", "1e-5..1e-4", "1e-4..1e-3", "1e-3..0.01", "0.01..0.1", ">=0.1")
-
-SCALAR_COLUMNS = ("logp_policy", "logp_sft", "log_ratio", "kl_reverse", "kl_forward",
-                  "entropy_policy", "entropy_sft", "tv", "k1", "k2", "k3")
-RANK_COLUMNS = ("rank_sft", "rank_policy")
-BAND_COLUMNS = ("mass_gained_by_sft_bin", "mass_lost_by_sft_bin",
-                "kl_reverse_by_sft_bin", "kl_forward_by_sft_bin")
-TOP_COLUMNS = ("gained_top_ids", "gained_top_contrib", "gained_top_p", "gained_top_q",
-               "lost_top_ids", "lost_top_contrib", "lost_top_p", "lost_top_q")
-KEY_COLUMNS = ("prompt_id", "sample_id", "position", "token_id", "token")
-
-# Elements of one [positions, vocab] float32 chunk: 2**22 is 16 MiB, so the few temporaries
-# (logits and log-softmax of both models) stay under 100 MiB whatever the batch, length or vocabulary.
+# Elements of one [positions, vocab] float32 chunk: 2**22 is 16 MiB, so each model's logits buffer
+# stays at 16 MiB whatever the batch, length or vocabulary (bench/score.py: 2**23 gained little
+# time and cost 32 MiB more).
 CHUNK_ELEMENTS = 2**22
 
 

@@ -14,7 +14,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from klviz.divergence import BAND_LABELS
+from klviz.columns import BAND_LABELS
 
 GAINED_COLOR = "#d6604d"  # mass the policy gained (p > q); punished by KL(policy || SFT)
 LOST_COLOR = "#4393c3"  # mass the policy lost (q > p); punished by KL(SFT || policy)

@@ -15,7 +15,7 @@ from typing import Callable, Mapping
 import numpy as np
 import pandas as pd
 
-from klviz.divergence import BAND_LABELS, N_BANDS
+from klviz.columns import BAND_LABELS, N_BANDS
 
 DEFAULT_SOURCE = "scored"
 """`source` given to rows of a table that has no `source` column (responses scored as given)."""

@@ -6,7 +6,10 @@ here for the loaded pair and its token table, hand klviz.tables frames to klviz.
 Caching follows Streamlit's own advice: a loaded pair is an `st.cache_resource` (shared by every
 session, keyed by resolved path and a fingerprint of the files' sizes and mtimes, never mutated: PPO
 trains a copy), an analysis table an `st.cache_data` (keyed by the pair's key and the settings).
+The default view (sample pair, default settings, CPU float32) starts from the table shipped with the
+sample data (klviz.warm), and its pair loads after the page is drawn.
 A live PPO run lives in a session-scoped resource, so it stops when its browser tab goes away.
+torch is imported only when something needs it, so a warm default view draws without it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import hashlib
 import html
 import io
 import re
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -25,10 +29,11 @@ from typing import BinaryIO, Iterator
 
 import pandas as pd
 import streamlit as st
-import torch
 
+from klviz import warm
 from klviz.errors import KlvizError
 from klviz.io import atomic_path, write_table
+from klviz.warm import ANALYSIS_BATCH, DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPTS, SamplingSettings  # noqa: F401
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_PAIRS = {  # label -> (policy, sft), relative to the repository root
@@ -39,13 +44,7 @@ LOCAL, UPLOAD = "Local paths…", "Upload checkpoints…"
 UPLOAD_TYPES = ("zip", "gguf")
 UPLOAD_ROOT = Path(tempfile.gettempdir()) / "klviz-uploads"
 SAVED_ROOT = Path(tempfile.gettempdir()) / "klviz-saved-policies"
-DEFAULT_PROMPTS = "sample_data/prompts.jsonl"
-# 24 new tokens: the sample reviews are 10-40 tokens, and at 24 the Overview of the sample pair
-# (all prompts x 4 samples, sampled and scored on 2 CPU cores) stays under its 3-second goal.
-DEFAULT_MAX_NEW_TOKENS = 24
-# Sequences per generate/score batch in the app: on a CPU, few large batches beat many small ones
-# (the sample pair's default analysis: ~0.5 s at 64-128 against ~1-5 s at 16 on 2 busy cores).
-ANALYSIS_BATCH = 64
+SAMPLE_DIR = "sample_data"
 OOM_SENTENCE = ("Out of memory: choose fewer prompts, fewer samples or fewer new tokens, "
                 "or load the pair in bfloat16 on a GPU.")
 
@@ -74,6 +73,7 @@ class Keys:
     PPO_POLLS = "ppo.polls"  # how many times the live panel has refreshed (shown, and benchmarked)
     PPO_FLASH = "ppo.flash"  # a message to show once on the next run (after "Save policy")
     SESSION = "app.session"  # this browser session's id, for the server-wide job registry
+    LOAD_SOON = "pair.load_soon"  # the default view's pair loads on the next run of its fragment
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -90,6 +90,12 @@ def show_error(message: str) -> None:
     st.error(plain(message), icon=":material/error:")
 
 
+def _is_oom(err: BaseException) -> bool:
+    """Out of memory: MemoryError, or torch's OutOfMemoryError (torch is loaded if it raised one)."""
+    torch = sys.modules.get("torch")
+    return isinstance(err, MemoryError) or (torch is not None and isinstance(err, torch.OutOfMemoryError))
+
+
 @contextlib.contextmanager
 def user_errors(stop: bool = False) -> Iterator[None]:
     """Show a KlvizError's sentence (or an out-of-memory note) with st.error instead of a traceback.
@@ -102,7 +108,9 @@ def user_errors(stop: bool = False) -> Iterator[None]:
         show_error(str(e))
         if stop:
             st.stop()
-    except (torch.OutOfMemoryError, MemoryError):
+    except Exception as e:
+        if not _is_oom(e):
+            raise
         show_error(OOM_SENTENCE)
         if stop:
             st.stop()
@@ -159,7 +167,9 @@ def _load_pair(policy: str, sft: str, policy_base: str | None, device: str, dtyp
     """One shared Pair per (paths, device, dtype, content); `content` only keys the cache."""
     from klviz.models import load_pair
 
-    return load_pair(policy, sft, device=device, dtype=dtype, policy_base=policy_base)
+    pair = load_pair(policy, sft, device=device, dtype=dtype, policy_base=policy_base)
+    _TRIED.add(content)
+    return pair
 
 
 def pair_key(source: PairSource, device: str, dtype: str) -> str:
@@ -206,19 +216,6 @@ def _uploaded_path(uploaded) -> Path:
 
 # --- the sidebar --------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class SamplingSettings:
-    """The sidebar's sampling settings (every field keys the analysis cache)."""
-
-    prompts: str = DEFAULT_PROMPTS
-    n_prompts: int = 0  # 0: all
-    samples_per_prompt: int = 4
-    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
-    temperature: float = 1.0
-    seed: int = 0
-    sample_from: str = "policy"
-
-
 @dataclass
 class Current:
     """What this run of the app has loaded, for the pages."""
@@ -230,6 +227,8 @@ class Current:
     dtype: str = "auto"
     settings: SamplingSettings = field(default_factory=SamplingSettings)
     error: str | None = None
+    status: object | None = None  # the sidebar's placeholder for the pair's device line or error
+    warm: tuple | None = None  # (the shipped default-view table or None,), once looked up this run
 
 
 def _pair_options() -> dict[str, PairSource | None]:
@@ -290,7 +289,11 @@ def _sampling_settings() -> SamplingSettings:
 
 
 def sidebar() -> Current:
-    """Draw the shared sidebar; returns (and stores for the pages) what it loaded."""
+    """Draw the shared sidebar; returns (and stores for the pages) the pair and settings chosen.
+
+    The pair loads here, unless the page can start from the shipped table of the default view:
+    then it loads after the page is drawn (`ensure_pair`, called by app.py) or when the page asks.
+    """
     cur = Current()
     with st.sidebar:
         st.subheader("Pair")
@@ -298,23 +301,81 @@ def sidebar() -> Current:
         with st.expander("Device"):
             cur.device = st.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key=Keys.DEVICE)
             cur.dtype = st.selectbox("Weights dtype", ["auto", "float32", "bfloat16"], key=Keys.DTYPE)
-        if cur.source is not None:
-            try:
-                cur.pair, cur.key = load_pair_cached(cur.source, cur.device, cur.dtype)
-            except KlvizError as e:
-                cur.error = cur.source.explain(str(e))
-            except (torch.OutOfMemoryError, MemoryError):
-                cur.error = OOM_SENTENCE
-        if cur.error:
-            show_error(cur.error)
-        elif cur.pair is not None:
-            st.caption(plain(f"Running on {cur.pair.device} · {str(cur.pair.dtype).removeprefix('torch.')}"))
-            for info in (cur.pair.policy_info, cur.pair.sft_info):
-                st.caption(plain(info.describe()))
+        cur.status = st.empty()
         st.subheader("Sampling")
         cur.settings = _sampling_settings()
     st.session_state[Keys.CURRENT] = cur
+    if cur.source is None or pair_key(cur.source, cur.device, cur.dtype) in _TRIED or _warm_table(cur) is None:
+        ensure_pair()
+    else:
+        with cur.status.container():
+            _load_pair_soon()
     return cur
+
+
+_TRIED: set[str] = set()  # keys of pairs this server has loaded (st.cache_resource holds them) or failed to
+LOAD_SOON_S = 1.5  # the default view's pair loads this long after its page reached the browser
+
+
+@st.fragment(run_every=LOAD_SOON_S)
+def _load_pair_soon() -> None:
+    """The default view's page is drawn from the shipped table; its pair loads on this fragment's
+    next run, which the browser asks for once the page has arrived. Loading it in the same run
+    (importing torch and transformers holds the interpreter for seconds) kept the finished page
+    from being sent: the first chart showed after 4-5 s instead of 2-3 s on 2 cores."""
+    if not st.session_state.pop(Keys.LOAD_SOON, False):
+        st.session_state[Keys.LOAD_SOON] = True
+        st.caption("Loading the pair…")
+        return
+    try:
+        load_pair_cached(current().source, current().device, current().dtype)
+    except Exception:  # shown, as one sentence, by the full run below (ensure_pair loads it again)
+        _TRIED.add(pair_key(current().source, current().device, current().dtype))
+    st.rerun()  # the whole app again: the sidebar and every page now have the pair
+
+
+def start_warm(default_page: bool) -> bool:
+    """True, after storing the default view as this run's Current, when a new browser session opens
+    on the default page (the Overview) and the shipped table of the default view applies (klviz.warm).
+
+    Then app.py runs the page before drawing the sidebar (whose widgets hold their defaults on a
+    session's first run anyway), so the chart reaches the browser first and plotly.js, the
+    largest part of the frontend, starts loading about half a second sooner.
+    """
+    sidebar_keys = (Keys.PAIR, Keys.DEVICE, Keys.DTYPE, Keys.PROMPTS, Keys.N_PROMPTS, Keys.SAMPLES,
+                    Keys.MAX_NEW_TOKENS, Keys.TEMPERATURE, Keys.SEED, Keys.SAMPLE_FROM, Keys.PENDING_PAIR)
+    if Keys.CURRENT in st.session_state or not default_page or any(k in st.session_state for k in sidebar_keys):
+        return False
+    label = next(iter(SHIPPED_PAIRS))
+    cur = Current(source=PairSource(label, *SHIPPED_PAIRS[label]))
+    if _warm_table(cur) is None:
+        return False
+    st.session_state[Keys.CURRENT] = cur
+    return True
+
+
+def ensure_pair():
+    """Load the current pair (from the cache when its files have not changed) once per run, and show
+    its device line, or its error, in the sidebar. Returns the Pair, or None."""
+    cur = current()
+    if cur.source is None or cur.pair is not None or cur.error:
+        return cur.pair
+    with (cur.status.container() if cur.status is not None else contextlib.nullcontext()):
+        try:
+            cur.pair, cur.key = load_pair_cached(cur.source, cur.device, cur.dtype)
+        except KlvizError as e:
+            cur.error = cur.source.explain(str(e))
+        except Exception as e:
+            if not _is_oom(e):
+                raise
+            cur.error = OOM_SENTENCE
+        if cur.error:
+            show_error(cur.error)
+        else:
+            st.caption(plain(f"Running on {cur.pair.device} · {str(cur.pair.dtype).removeprefix('torch.')}"))
+            for info in (cur.pair.policy_info, cur.pair.sft_info):
+                st.caption(plain(info.describe()))
+    return cur.pair
 
 
 def current() -> Current:
@@ -323,11 +384,12 @@ def current() -> Current:
 
 def require_pair():
     """The loaded Pair, or a note in the page and the end of this run."""
-    cur = current()
-    if cur.pair is None:
+    pair = ensure_pair()
+    if pair is None:
+        cur = current()
         st.info("No pair is loaded: see the error in the sidebar." if cur.error else "Choose a pair in the sidebar.")
         st.stop()
-    return cur.pair
+    return pair
 
 
 # --- prompts and analysis -----------------------------------------------------------------------
@@ -360,18 +422,45 @@ def prompt_text(prompt) -> str:
 @st.cache_data(max_entries=16, show_spinner="Sampling and scoring…")
 def _analysis(key: str, settings_items: tuple, prompts_content: str, _pair, _prompts) -> pd.DataFrame:
     """The token table; `key` (the pair's), the settings and the prompts' content key the cache."""
-    from klviz.sampling import SamplingConfig, analyze
+    return warm.default_table(_pair, _prompts, SamplingSettings(**dict(settings_items)))
 
-    settings = SamplingSettings(**dict(settings_items))
-    cfg = SamplingConfig(samples_per_prompt=settings.samples_per_prompt,
-                         max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
-                         seed=settings.seed, sample_from=settings.sample_from, batch_size=ANALYSIS_BATCH)
-    return analyze(_pair, _prompts, cfg, top_k=10, progress=False)
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _content_hash(path: str, fingerprint_: str) -> str:
+    return warm.content_hash(path)
+
+
+@st.cache_data(max_entries=2, show_spinner=False)
+def _read_warm(path: str, key: str) -> pd.DataFrame | None:
+    return warm.read_warm_table(path, key)
+
+
+def _warm_table(cur: Current) -> pd.DataFrame | None:
+    """The shipped table of the default view when `cur` is that view (see klviz.warm), else None."""
+    if cur.warm is None:
+        cur.warm = (_find_warm_table(cur),)
+    return cur.warm[0]
+
+
+def _find_warm_table(cur: Current) -> pd.DataFrame | None:
+    sample = Path(_resolve(SAMPLE_DIR))
+    policy, sft = (str(sample / name) for name in warm.WARM_PAIR)
+    if (cur.source is None or cur.source.policy_base or cur.settings != SamplingSettings()
+            or (_resolve(cur.source.policy), _resolve(cur.source.sft)) != (policy, sft)
+            or not warm.runs_on_cpu_float32(cur.device, cur.dtype)):
+        return None
+    prompts = _resolve(cur.settings.prompts)
+    hashes = lambda p: _content_hash(p, fingerprint(p))  # noqa: E731
+    return _read_warm(str(sample / warm.WARM_TABLE), warm.warm_key(policy, sft, prompts, cur.settings, hashes))
 
 
 def require_table() -> pd.DataFrame:
     """The token table of the current pair and settings (cached), or st.error and the end of this run."""
-    pair, cur, found = require_pair(), current(), prompts()
+    cur = current()
+    table = _warm_table(cur)
+    if table is not None:
+        return table
+    pair, found = require_pair(), prompts()
     with user_errors(stop=True):
         content = fingerprint(_resolve(cur.settings.prompts))
         return _analysis(cur.key, tuple(asdict(cur.settings).items()), content, pair, found)
@@ -419,6 +508,8 @@ def meta() -> dict[str, str]:
            "sft": cur.source.sft if cur.source else ""}
     if cur.pair is not None:
         out.update(device=str(cur.pair.device), dtype=str(cur.pair.dtype))
+    elif _warm_table(cur) is not None:  # the shipped default table, computed on the CPU in float32
+        out.update(device="cpu", dtype="torch.float32")
     out.update({k: str(v) for k, v in asdict(cur.settings).items()})
     return out
 
@@ -457,7 +548,8 @@ def mean_rewards(df: pd.DataFrame, reward_name: str) -> dict[str, float]:
     """Mean reward of the sampled responses (prompt + response), by source; cached per table."""
     cur = current()
     texts = {str(p.id): prompt_text(p) for p in prompts()}
-    return _mean_rewards(cur.key, tuple(asdict(cur.settings).items()), reward_name, df, cur.pair.tokenizer, texts)
+    pair = require_pair()
+    return _mean_rewards(cur.key, tuple(asdict(cur.settings).items()), reward_name, df, pair.tokenizer, texts)
 
 
 # --- live PPO runs ------------------------------------------------------------------------------

@@ -95,7 +95,7 @@ def _claims_section() -> None:
             st.text(c.statement)
             st.json(c.evidence)
     with st.expander("As printed by `klviz claims`"):
-        st.code(claims.format_claims(found), language=None)
+        st.text(claims.format_claims(found))  # plain text: no syntax highlighter to load
 
 
 st.title("KL lab")

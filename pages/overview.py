@@ -16,7 +16,12 @@ head = tables.headline(df)
 st.caption(ui.plain(f"{ui.current().source.label}: {head['n_sequences']} responses, "
                     f"{head['n_tokens']} tokens, sampled from {ui.current().settings.sample_from}."))
 
-cols = st.columns(5)
+figures, chart = st.container(), st.container()
+# The chart is sent first (it shows below the figures): the browser starts loading plotly.js sooner.
+bands = tables.band_totals(df)
+chart.plotly_chart(plots.mass_moved_figure(bands), key="overview.mass_moved")
+
+cols = figures.columns(5)
 cols[0].metric(f"{KL_REVERSE} per token", f"{head['kl_reverse_per_token']:.4f}",
                help="Exact: summed over the whole vocabulary at every response position, in nats.")
 cols[1].metric(f"{KL_FORWARD} per token", f"{head['kl_forward_per_token']:.4f}")
@@ -26,18 +31,17 @@ cols[3].metric(f"{KL_FORWARD} per sequence", f"{head['kl_forward_per_sequence']:
 cols[4].metric("Total variation per token", f"{head['tv_per_token']:.4f}",
                help="Half the L1 distance: the mass gained, which equals the mass lost.")
 
-reward_name = st.selectbox("Reward", ["(none)", "sentiment", "length", "other…"], key=ui.Keys.OVERVIEW_REWARD,
-                           help="Score the sampled responses with a reward from klviz.rewards.")
+reward_name = figures.selectbox("Reward", ["(none)", "sentiment", "length", "other…"],
+                               key=ui.Keys.OVERVIEW_REWARD,
+                               help="Score the sampled responses with a reward from klviz.rewards.")
 if reward_name == "other…":
-    reward_name = st.text_input("Reward name", placeholder="keyword:WORD, module:function or a folder",
-                                key=ui.Keys.OVERVIEW_REWARD_OTHER)
+    reward_name = figures.text_input("Reward name", placeholder="keyword:WORD, module:function or a folder",
+                                     key=ui.Keys.OVERVIEW_REWARD_OTHER)
 if reward_name and reward_name != "(none)":
     with ui.user_errors():
         rewards = ui.mean_rewards(df, reward_name)
-        for col, (source, value) in zip(st.columns(max(len(rewards), 1)), rewards.items()):
+        for col, (source, value) in zip(figures.columns(max(len(rewards), 1)), rewards.items()):
             col.metric(ui.plain(f"Mean reward ({reward_name}), {source} samples"), f"{value:.3f}")
 
-bands = tables.band_totals(df)
-st.plotly_chart(plots.mass_moved_figure(bands), key="overview.mass_moved")
 ui.downloads(df, "klviz overview", lambda: [("Mass moved", plots.mass_moved_figure(bands)),
                                             ("KL by band", plots.kl_by_band_figure(bands))])

@@ -25,6 +25,7 @@ from klviz.sample.readme import render
 from klviz.sample.report import MeasureSettings, measure
 from klviz.sample.tokenizer import DEFAULT_VOCAB_SIZE, save_tokenizer, train_tokenizer
 from klviz.sample.train_sft import SFTConfig, build_model, encode, perplexity, torch_threads, train_sft
+from klviz.warm import write_warm_table
 
 MANIFEST = "klviz_sample.json"
 """Written last into every sample folder; its presence marks a folder klviz may replace."""
@@ -143,6 +144,7 @@ def _build(tmp: Path, cfg: SampleConfig, log: Callable[[str], None]) -> dict:
     write_prompts(prompts, tmp / "prompts.jsonl")
     sft, tokenizer, sft_facts = _make_sft(tmp / "sft", cfg, log)
     policy_facts = train_policies(sft, tokenizer, [p["prompt"] for p in prompts], tmp, cfg.policy, log)
+    log(f"dashboard: default view written to {write_warm_table(tmp).name}")
     manifest = {
         "config": asdict(cfg),
         "prompts": len(prompts),

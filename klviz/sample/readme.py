@@ -26,6 +26,9 @@ def _files_section(out: Path, m: dict) -> str:
     for folder, (placement, estimator) in RUNS.items():
         rows.append(f"| `{folder}/` | PPO from `sft/`, {estimator} in the {placement} | {sft['parameters']:,} "
                     f"| {folder_mb(out / folder):.1f} MB |")
+    rows.append("| `dashboard_table.parquet` | the dashboard's default view (policy vs SFT, default sampling "
+                "settings) sampled and scored in advance, so it opens fast; used only while everything "
+                "that made it is unchanged (`klviz/warm.py`) | | |")
     rows.append("| `klviz_sample.json` | the manifest: every setting, per-step PPO metrics, timings | | |")
     return ("| file | what | parameters | size |\n|---|---|---|---|\n" + "\n".join(rows)
             + f"\n\nTotal: {folder_mb(out):.1f} MB. Every model folder is safetensors plus tokenizer files and "

@@ -42,7 +42,7 @@ def test_page_renders_widgets_charts_and_claims():
     shown = [df.value for df in at.dataframe if "holds" in df.value.columns][0]
     assert list(shown["id"]) == [c.id for c in expected]
     assert list(shown["holds"]) == [c.holds for c in expected]
-    assert claims.format_claims(expected) in [c.value for c in at.code]
+    assert claims.format_claims(expected) in [t.value for t in at.text]
 
 
 def test_logits_mode_renders():

@@ -44,6 +44,7 @@ def _fresh(monkeypatch, tmp_path):
     """
     st.cache_data.clear()
     st.cache_resource.clear()
+    monkeypatch.setattr(ui, "_TRIED", set())  # as on a fresh server: nothing loaded yet
     monkeypatch.setattr(ui, "UPLOAD_ROOT", tmp_path / "uploads")
     monkeypatch.setattr(ui, "SAVED_ROOT", tmp_path / "saved")
     original = PagesManager.__init__
@@ -99,7 +100,7 @@ def metric(at: AppTest, label: str) -> str:
 # ---- every page on the sample pair ------------------------------------------------------------
 
 def test_every_page_renders_on_the_sample_pair():
-    at = clean(app().run())
+    at = clean(app().run().run())  # the second run: the pair, loaded after the first run's page
     pair = at.selectbox(key=K.PAIR)
     assert pair.value == "Sample: policy vs SFT"
     assert "Sample: policy_k3_loss vs SFT" in pair.options
@@ -134,6 +135,24 @@ def test_every_page_renders_on_the_sample_pair():
     at.switch_page("pages/live_ppo.py").run()
     assert [b.label for b in at.button] == ["Start", "Stop", "Save policy"]
     assert metric(at, "Step") == "0"
+
+
+def test_the_default_view_starts_from_the_shipped_table_and_still_loads_the_pair(monkeypatch):
+    from klviz import warm
+
+    computed = []
+    real = warm.default_table
+    monkeypatch.setattr(warm, "default_table", lambda *a: computed.append(a) or real(*a))
+    at = clean(app().run())
+    assert computed == []  # drawn from sample_data/dashboard_table.parquet: nothing sampled
+    assert len(charts(at)) == 1
+    assert current(at).pair is None and "Loading the pair…" in [c.value for c in at.sidebar.caption]
+    clean(at.run())  # the browser's next fragment run (AppTest: the next run) loads it, then reruns the app
+    assert any("Running on cpu · float32" in c.value for c in at.sidebar.caption)
+    assert current(at).pair is not None and computed == [] and len(charts(at)) == 1
+    at.number_input(key=K.SEED).set_value(1).run()  # any other setting: sampled and scored
+    clean(at)
+    assert len(computed) == 1 and len(charts(at)) == 1
 
 
 def test_second_shipped_pair_and_both_sources_on_mass_shift():

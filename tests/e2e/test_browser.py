@@ -150,14 +150,18 @@ def choose(tab, label: str, option: str) -> None:
 def test_opens_on_the_sample_pair_with_a_chart(page, server):
     start = time.perf_counter()
     page.goto(server)
+    page.locator(CHART).first.wait_for()  # on screen: the default view's shipped table (klviz.warm)
+    TIMINGS["first chart, fresh server"] = f"{time.perf_counter() - start:.2f} s"
+    # The pair loads after the page is drawn (klviz.ui._load_pair_soon), then the sidebar shows it.
+    page.locator("[data-testid='stSidebar']").get_by_text("Running on cpu").wait_for()
     settle(page, charts=1, title="Overview")
-    TIMINGS["first chart, fresh server (imports, load, sample, score)"] = f"{time.perf_counter() - start:.2f} s"
+    TIMINGS["fresh server, pair loaded (sidebar complete)"] = f"{time.perf_counter() - start:.2f} s"
     no_exception(page)
-    assert "Running on cpu" in page.locator("[data-testid='stSidebar']").inner_text()
     start = time.perf_counter()
     page.goto(server)  # a new session: the pair and the table come from the caches
-    settle(page, charts=1, title="Overview")
+    page.locator(CHART).first.wait_for()
     TIMINGS["first chart, opening again (cached pair and table)"] = f"{time.perf_counter() - start:.2f} s"
+    settle(page, charts=1, title="Overview")
     no_exception(page)
     shot(page, "overview")
     start = time.perf_counter()
@@ -279,12 +283,16 @@ def _write_results():
         "(all prompts, 4 samples each, 24 new tokens, sampled from the policy).\n"
         "Goals: first chart <= 3 s, page switch <= 1 s, live refresh >= 2 per second.\n\n"
         f"| measure | value |\n|---|---|\n{rows}\n\n"
-        "- *fresh server*: the first page load after `streamlit run`, so the server process also imports\n"
-        "  torch, transformers and plotly, loads the pair and samples and scores every response.\n"
+        "- *first chart, fresh server*: the first page load after `streamlit run`, until the Overview's chart\n"
+        "  is on screen. The default view draws from the table shipped in sample_data/ (klviz/warm.py:\n"
+        "  used only while the checkpoints, prompts, settings, device and version that made it are\n"
+        "  unchanged), so torch is not imported yet.\n"
+        "- *pair loaded*: the same run ends after importing torch and transformers and loading the pair\n"
+        "  for the sidebar's device line (the page stays usable meanwhile).\n"
         "- *opening again*: a new browser session on a running server; the pair (st.cache_resource) and\n"
         "  the token table (st.cache_data) come from the caches.\n"
         "- *new settings*: the seed changed in the sidebar, so the responses are sampled and scored again.\n"
         "- *page switch*: click in the sidebar until the page is idle with all its charts drawn.\n"
-        "- *live refresh*: live-panel refreshes per second (st.fragment(run_every=0.5)) while a PPO job\n"
+        "- *live refresh*: live-panel refreshes per second (st.fragment polling every 0.4 s) while a PPO job\n"
         "  (batch 8) trains in the same server process.\n")
     print("\n" + RESULTS.read_text())

@@ -1,0 +1,108 @@
+"""The dashboard's shipped default-view table (klviz.warm): current, exact, and used only when it fits.
+
+The table in sample_data/ must be what the dashboard would compute now: its key matches the shipped
+files and settings, a fresh `default_table` on the CPU in float32 gives the same rows and numbers,
+and its rows agree with a float64 brute force over the whole vocabulary.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from klviz import warm
+from klviz.columns import BAND_COLUMNS, RANK_COLUMNS, SCALAR_COLUMNS, TOP_COLUMNS
+from tests.helpers.brute import assert_row_close, brute_row
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "sample_data"
+POLICY, SFT, PROMPTS = SAMPLE / "policy", SAMPLE / "sft", SAMPLE / "prompts.jsonl"
+REGENERATE = "regenerate it: python -c \"import klviz.warm as w; w.write_warm_table('sample_data')\""
+
+
+@pytest.fixture(scope="module")
+def shipped() -> pd.DataFrame:
+    key = warm.warm_key(POLICY, SFT, PROMPTS, warm.SamplingSettings())
+    table = warm.read_warm_table(SAMPLE / warm.WARM_TABLE, key)
+    assert table is not None, f"sample_data/{warm.WARM_TABLE} is missing or stale; {REGENERATE}"
+    return table
+
+
+@pytest.fixture(scope="module")
+def pair():
+    from klviz.models import load_pair
+
+    return load_pair(str(POLICY), str(SFT), device="cpu", dtype="float32")
+
+
+def test_shipped_table_is_what_the_dashboard_computes_now(shipped, pair):
+    from klviz.sampling import read_prompts
+
+    fresh = warm.default_table(pair, read_prompts(str(PROMPTS)), warm.SamplingSettings())
+    assert list(fresh.columns) == list(shipped.columns)
+    for col in ("prompt_id", "sample_id", "position", "token_id", "token", "source"):
+        assert fresh[col].tolist() == shipped[col].tolist(), f"{col} differs; {REGENERATE}"
+    for col in SCALAR_COLUMNS:
+        np.testing.assert_allclose(shipped[col], fresh[col], rtol=1e-6, atol=1e-9, err_msg=col)
+    for col in RANK_COLUMNS:
+        assert shipped[col].tolist() == fresh[col].tolist(), col
+    for col in BAND_COLUMNS + TOP_COLUMNS:
+        np.testing.assert_allclose(np.stack(shipped[col]), np.stack(fresh[col]), rtol=1e-6, atol=1e-9, err_msg=col)
+
+
+@torch.no_grad()
+def test_shipped_rows_match_a_float64_brute_force(shipped, pair):
+    from klviz.sampling import read_prompts
+
+    texts = {str(p.id): p.text for p in read_prompts(str(PROMPTS))}
+    policy, sft = _float64(pair.policy), _float64(pair.sft)  # copies: the pair's models stay float32
+    for (prompt_id, sample_id), rows in list(shipped.groupby(["prompt_id", "sample_id"], sort=False))[:3]:
+        prompt = pair.tokenizer(texts[prompt_id]).input_ids
+        ids = torch.tensor([prompt + rows.sort_values("position")["token_id"].tolist()])
+        lp, lq = policy(ids).logits[0], sft(ids).logits[0]
+        for _, row in rows.sort_values("position").head(4).iterrows():
+            t = len(prompt) + int(row["position"]) - 1  # logits at P+t-1 predict response token t
+            want = brute_row(lp[t].tolist(), lq[t].tolist(), int(row["token_id"]), top_k=warm.TOP_K)
+            assert_row_close(row.to_dict(), want, rtol=1e-5, atol=1e-6)
+
+
+def _float64(model):
+    import copy
+
+    return copy.deepcopy(model).double().eval()
+
+
+def test_the_key_covers_settings_and_contents(tmp_path):
+    settings = warm.SamplingSettings()
+    key = warm.warm_key(POLICY, SFT, PROMPTS, settings)
+    assert warm.warm_key(POLICY, SFT, PROMPTS, replace(settings, seed=1)) != key
+    assert warm.warm_key(POLICY, SFT, PROMPTS, replace(settings, prompts="elsewhere.jsonl")) == key  # by content
+    copy = tmp_path / "prompts.jsonl"
+    copy.write_text(PROMPTS.read_text() + '{"prompt": "Review: one more"}\n')
+    assert warm.warm_key(POLICY, SFT, copy, settings) != key
+    assert warm.warm_key(SFT, POLICY, PROMPTS, settings) != key
+    assert warm.read_warm_table(SAMPLE / warm.WARM_TABLE, "not-the-key") is None
+    assert warm.read_warm_table(tmp_path / "missing.parquet", key) is None
+
+
+def test_only_a_cpu_float32_choice_uses_it():
+    assert warm.runs_on_cpu_float32("cpu", "auto") and warm.runs_on_cpu_float32("cpu", "float32")
+    assert not warm.runs_on_cpu_float32("cpu", "bfloat16")
+    assert not warm.runs_on_cpu_float32("cuda", "auto") and not warm.runs_on_cpu_float32("mps", "auto")
+    assert warm.runs_on_cpu_float32("auto", "auto") == (not torch.cuda.is_available()
+                                                        and not torch.backends.mps.is_available())
+
+
+def test_the_first_view_imports_no_torch():
+    # What app.py and the Overview import before the default view's chart is drawn.
+    code = ("import sys; import klviz.ui, klviz.plots, klviz.tables, klviz.warm, klviz.report; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
