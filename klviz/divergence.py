@@ -34,10 +34,10 @@ from klviz.errors import KlvizError
 from klviz.fused_cpu import HAVE_NUMBA, fused_token_stats
 from klviz.heads import split_model
 
-# Elements of one [positions, vocab] float32 chunk: 2**22 is 16 MiB, so each model's logits buffer
-# stays at 16 MiB whatever the batch, length or vocabulary (bench/score.py: 2**23 gained little
-# time and cost 32 MiB more).
-CHUNK_ELEMENTS = 2**22
+# Elements of one [positions, vocab] float32 chunk: 2**23 is 32 MiB, so each model's logits buffer
+# stays at 32 MiB whatever the batch, length or vocabulary. Larger chunks make the head's matmul
+# faster (bench/score.py, vocab 32k: 262 rows at a time against 131 saved about 0.8 s in 14 s).
+CHUNK_ELEMENTS = 2**23
 
 
 def _p_log_ratio(a: torch.Tensor, log_a: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
@@ -263,16 +263,14 @@ def _trim_heap() -> None:
         libc.malloc_trim(0)
 
 
-def _cpu_buffers(policy, sft, chunk: int, vocab_size: int) -> list[torch.Tensor] | None:
-    """Two Float32[chunk, V] buffers, each model's logits, reused by every chunk when both heads
-    are on the CPU (the fused sweep needs nothing more).
+def _cpu_buffers(chunk: int, vocab_size: int) -> list[torch.Tensor]:
+    """Two Float32[chunk, V] buffers, each model's logits, reused by every chunk of a batch when
+    both heads are on the CPU (the fused sweep needs nothing more).
 
     Fresh [chunk, V] tensors per chunk made glibc's heap grow (RSS +1.5 GiB over 8k tokens in
-    bench/score.py); reusing two buffers keeps memory flat. None elsewhere (CUDA's allocator caches).
+    bench/score.py); two buffers per batch, and the heap trimmed around them, keep memory flat.
+    Not used elsewhere (CUDA's allocator caches).
     """
-    on_cpu = all(m.get_output_embeddings().weight.device.type == "cpu" for m in (policy, sft))
-    if not (on_cpu and HAVE_NUMBA):
-        return None
     return [torch.empty(chunk, vocab_size, dtype=torch.float32) for _ in range(2)]
 
 
@@ -307,7 +305,7 @@ def score_tensors(policy, sft, inputs: list[ScoreInput], *, top_k: int = 10, bat
     order = sorted(range(len(inputs)), key=lambda i: len(inputs[i].prompt_ids) + len(inputs[i].response_ids))
     pieces: dict[str, list[np.ndarray]] = {}
     chunk = max(1, CHUNK_ELEMENTS // vocab_size)
-    buffers = _cpu_buffers(policy, sft, chunk, vocab_size)
+    on_cpu = HAVE_NUMBA and all(m.get_output_embeddings().weight.device.type == "cpu" for m in (policy, sft))
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     for idx in tqdm(batches, desc="scoring", unit="batch", disable=not progress):
         batch = [inputs[i] for i in idx]
@@ -315,13 +313,18 @@ def score_tensors(policy, sft, inputs: list[ScoreInput], *, top_k: int = 10, bat
         h_pol = _response_hidden(pol_run, ids, mask, batch)  # (N, H)
         h_sft = _response_hidden(sft_run, ids.to(_input_device(sft)), mask.to(_input_device(sft)), batch)
         targets = torch.tensor([t for ex in batch for t in ex.response_ids], dtype=torch.long)
+        # Allocated after the decoders (whose freed memory goes back to the OS first) and freed before
+        # the next batch's: the two peaks never add up.
+        if on_cpu:
+            _trim_heap()
+        buffers = _cpu_buffers(min(chunk, targets.shape[0]), vocab_size) if on_cpu else None
         for s in range(0, targets.shape[0], chunk):
             stats = _chunk_stats(pol_head, sft_head, h_pol[s:s + chunk], h_sft[s:s + chunk],
                                  targets[s:s + chunk], top_k, buffers)
             for name, value in stats.items():
                 pieces.setdefault(name, []).append(value.cpu().numpy())
-        del h_pol, h_sft
-        if buffers is not None:
+        if on_cpu:
+            del h_pol, h_sft, buffers
             _trim_heap()
     return order, {name: np.concatenate(parts) for name, parts in pieces.items()}
 
