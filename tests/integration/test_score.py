@@ -12,6 +12,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (AutoModelForCausalLM, Gemma2Config, GPT2Config, LlamaConfig, MistralConfig,
                           PreTrainedTokenizerFast, Qwen2Config, Qwen3Config)
 
+from klviz import divergence
 from klviz.divergence import ScoreInput, score
 from klviz.heads import split_model
 from tests.helpers.brute import assert_row_close, brute_row
@@ -71,8 +72,11 @@ def brute_table(policy, sft, exs, top_k):
     return rows
 
 
+@pytest.mark.parametrize("path", ["fused", "torch"])
 @pytest.mark.parametrize("kind", list(CONFIGS))
-def test_score_matches_float64_forward(kind):
+def test_score_matches_float64_forward(kind, path, monkeypatch):
+    if path == "torch":  # the GPU code path (torch log-softmax, token_stats_torch), run on the CPU
+        monkeypatch.setattr(divergence, "HAVE_NUMBA", False)
     policy, sft = tiny_pair(kind)
     exs = inputs()
     df = score(policy, sft, tiny_tokenizer(), exs, top_k=5, batch_size=3)
@@ -89,8 +93,14 @@ def test_split_head_reproduces_model_logits(kind):
     mask = torch.ones_like(ids)
     run, head = split_model(policy)
     with torch.no_grad():
-        torch.testing.assert_close(head(run(ids, mask)), policy(ids, attention_mask=mask).logits,
-                                   rtol=1e-5, atol=1e-5)
+        want = policy(ids, attention_mask=mask).logits
+        torch.testing.assert_close(head(run(ids, mask)), want, rtol=1e-5, atol=1e-5)
+        h = run(ids, mask)
+        h = h.reshape(-1, h.shape[-1])
+        out = torch.full((h.shape[0], want.shape[-1]), float("nan"))  # the engine's reused CPU buffer
+        got = head(h, out=out)  # matmul and soft-cap into `out`
+        assert got.data_ptr() == out.data_ptr()
+        torch.testing.assert_close(got, want.reshape(-1, want.shape[-1]), rtol=1e-5, atol=1e-5)
 
 
 def test_padding_and_batching_match_one_at_a_time():
