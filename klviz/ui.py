@@ -292,7 +292,7 @@ def sidebar() -> Current:
     """Draw the shared sidebar; returns (and stores for the pages) the pair and settings chosen.
 
     The pair loads here, unless the page can start from the shipped table of the default view:
-    then it loads after the page is drawn (`ensure_pair`, called by app.py) or when the page asks.
+    then it loads once the page has reached the browser (`_load_pair_soon`), or when a page asks.
     """
     cur = Current()
     with st.sidebar:
