@@ -253,7 +253,8 @@ def _libc():
 
 
 def _trim_heap() -> None:
-    """Hand freed heap memory back to the OS (glibc's malloc_trim), once per batch.
+    """Hand freed heap memory back to the OS (glibc's malloc_trim): after a batch's decoders, and
+    again after its chunks.
 
     Each batch's decoder activations are freed into glibc's heap, which then grew batch after batch
     (bench/score.py: +130 MiB over 8k tokens). Trimming is a few page walks, not measurable in time.
