@@ -57,13 +57,9 @@ _EXP_MIN = -708.0  # below this 2^k leaves float64's normal range; exp(x) < 3.3e
 _INV_FACT = tuple(1.0 / math.factorial(i) for i in range(14))
 
 
-def _f64_from_bits(bits):  # pragma: no cover - replaced by the numba intrinsic below
-    return np.int64(bits).view(np.float64)
-
-
 if HAVE_NUMBA:
     @intrinsic
-    def _f64_from_bits(typingctx, bits):  # noqa: F811 - the compiled version of the above
+    def _f64_from_bits(typingctx, bits):
         """Reinterpret an int64 as a float64 (how 2^k is built without a libm call)."""
         def codegen(context, builder, signature, args):
             return builder.bitcast(args[0], ir.DoubleType())

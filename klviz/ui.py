@@ -33,7 +33,7 @@ import streamlit as st
 from klviz import warm
 from klviz.errors import KlvizError
 from klviz.io import atomic_path, write_table
-from klviz.warm import ANALYSIS_BATCH, DEFAULT_MAX_NEW_TOKENS, DEFAULT_PROMPTS, SamplingSettings  # noqa: F401
+from klviz.warm import SamplingSettings
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_PAIRS = {  # label -> (policy, sft), relative to the repository root
@@ -327,10 +327,11 @@ def _load_pair_soon() -> None:
         st.session_state[Keys.LOAD_SOON] = True
         st.caption("Loading the pair…")
         return
+    cur = current()
     try:
-        load_pair_cached(current().source, current().device, current().dtype)
+        load_pair_cached(cur.source, cur.device, cur.dtype)
     except Exception:  # shown, as one sentence, by the full run below (ensure_pair loads it again)
-        _TRIED.add(pair_key(current().source, current().device, current().dtype))
+        _TRIED.add(pair_key(cur.source, cur.device, cur.dtype))
     st.rerun()  # the whole app again: the sidebar and every page now have the pair
 
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from klviz.errors import KlvizError
+from klviz.ppo import PPOConfig, PPOTrainer
 
 RUNS: dict[str, tuple[str, str]] = {
     "policy": ("reward", "k1"),
@@ -33,28 +33,29 @@ METRICS_KEPT = ("reward_mean", "kl_reverse")
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    """Settings shared by both PPO runs (fields of klviz.ppo.PPOConfig)."""
+    """Settings shared by both PPO runs: fields of klviz.ppo.PPOConfig, with its defaults unless noted."""
 
-    reward: str = "sentiment"
+    reward: str = PPOConfig.reward
     """Reward name in klviz.rewards."""
-    steps: int = 60
+    steps: int = PPOConfig.steps
     """PPO steps (each: one batch of rollouts, then ppo_epochs of minibatch updates)."""
-    batch_size: int = 64
+    batch_size: int = PPOConfig.batch_size
     """Rollouts per step."""
-    max_new_tokens: int = 16
+    max_new_tokens: int = PPOConfig.max_new_tokens
     """Response length cap."""
-    ppo_epochs: int = 4
+    ppo_epochs: int = PPOConfig.ppo_epochs
     """Passes over each batch of rollouts."""
-    minibatches: int = 4
+    minibatches: int = PPOConfig.minibatches
     """Minibatches per pass."""
-    kl_coef: float = 0.05
+    kl_coef: float = PPOConfig.kl_coef
     """beta: weight of the KL to the SFT model, the same in both runs."""
-    lr: float = 3e-4
-    """AdamW learning rate of the policy (PPOConfig's default)."""
-    seed: int = 0
+    lr: float = PPOConfig.lr
+    """AdamW learning rate of the policy."""
+    seed: int = PPOConfig.seed
     """Seeds sampling and minibatch order."""
     device: str = "cpu"
-    """Where PPO runs: the models are tiny, and CPU keeps the files the same on machines with a GPU."""
+    """Where PPO runs (not PPOConfig's "auto"): the models are tiny, and CPU keeps the files the same
+    on machines with a GPU."""
 
     @classmethod
     def quick(cls) -> "PolicyConfig":
@@ -62,18 +63,9 @@ class PolicyConfig:
         return cls(steps=2, batch_size=16, ppo_epochs=1, minibatches=2)
 
 
-def _ppo_classes():
-    try:
-        from klviz.ppo import PPOConfig, PPOTrainer
-    except ImportError as e:
-        raise KlvizError(f"The sample policies need klviz.ppo, which could not be imported ({e}).") from None
-    return PPOConfig, PPOTrainer
-
-
 def train_one(sft_model, tokenizer, prompts: list[str], folder: Path, cfg: PolicyConfig,
               placement: str, estimator: str, log: Callable[[str], None]) -> dict:
     """One PPO run from `sft_model` (left untouched); saves the policy and tokenizer to `folder`."""
-    PPOConfig, PPOTrainer = _ppo_classes()
     # Every PolicyConfig field is a PPOConfig field of the same name; only the KL term differs per run.
     ppo_cfg = PPOConfig(**asdict(cfg), kl_placement=placement, kl_estimator=estimator)
     trainer = PPOTrainer(sft_model, tokenizer, prompts, ppo_cfg)  # trains its own copy

@@ -21,7 +21,7 @@ import torch
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
-from klviz import ui
+from klviz import ui, warm
 from klviz.errors import KlvizError
 from tests.helpers.tiny import make_tiny_model, make_tokenizer, save_model, save_pair
 
@@ -106,8 +106,8 @@ def test_every_page_renders_on_the_sample_pair():
     assert "Sample: policy_k3_loss vs SFT" in pair.options
     assert {ui.LOCAL, ui.UPLOAD} <= set(pair.options)
     assert any("Running on cpu · float32" in c.value for c in at.sidebar.caption)
-    assert at.text_input(key=K.PROMPTS).value == ui.DEFAULT_PROMPTS
-    assert at.number_input(key=K.MAX_NEW_TOKENS).value == ui.DEFAULT_MAX_NEW_TOKENS
+    assert at.text_input(key=K.PROMPTS).value == warm.DEFAULT_PROMPTS
+    assert at.number_input(key=K.MAX_NEW_TOKENS).value == warm.DEFAULT_MAX_NEW_TOKENS
     assert at.number_input(key=K.SAMPLES).value == 4 and at.number_input(key=K.SEED).value == 0
     assert at.slider(key=K.TEMPERATURE).value == 1.0
     assert at.button_group(key=K.SAMPLE_FROM).value == "policy"
@@ -138,8 +138,6 @@ def test_every_page_renders_on_the_sample_pair():
 
 
 def test_the_default_view_starts_from_the_shipped_table_and_still_loads_the_pair(monkeypatch):
-    from klviz import warm
-
     computed = []
     real = warm.default_table
     monkeypatch.setattr(warm, "default_table", lambda *a: computed.append(a) or real(*a))
