@@ -305,7 +305,7 @@ def sidebar() -> Current:
         st.subheader("Sampling")
         cur.settings = _sampling_settings()
     st.session_state[Keys.CURRENT] = cur
-    if cur.source is None or pair_key(cur.source, cur.device, cur.dtype) in _TRIED or _warm_table(cur) is None:
+    if cur.source is None or _warm_table(cur) is None or pair_key(cur.source, cur.device, cur.dtype) in _TRIED:
         ensure_pair()
     else:
         with cur.status.container():
