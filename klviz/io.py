@@ -1,4 +1,7 @@
-"""Files in and out: JSONL reading with line-numbered errors, atomic writes, token tables."""
+"""Files in and out: JSONL reading with line-numbered errors, atomic writes, token tables.
+
+pandas and pyarrow load on first use: the dashboard's first view imports this module without them.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +10,12 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
-
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, Iterator
 
 from klviz.errors import KlvizError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 METADATA_PREFIX = "klviz."
 
@@ -65,6 +67,9 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
 def write_table(df: pd.DataFrame, path: str | Path, metadata: dict[str, str]) -> None:
     """Write a token table as parquet, atomically, with `metadata` in the file's key-value metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     table = pa.Table.from_pandas(df, preserve_index=False)
     meta = dict(table.schema.metadata or {})
     meta.update({(METADATA_PREFIX + k).encode(): str(v).encode() for k, v in metadata.items()})
@@ -75,6 +80,8 @@ def write_table(df: pd.DataFrame, path: str | Path, metadata: dict[str, str]) ->
 
 def read_metadata(path: str | Path) -> dict[str, str]:
     """The klviz key-value metadata of a parquet token table (prefix stripped)."""
+    import pyarrow.parquet as pq
+
     raw = pq.read_schema(path).metadata or {}
     n = len(METADATA_PREFIX)
     return {k.decode()[n:]: v.decode() for k, v in raw.items() if k.decode().startswith(METADATA_PREFIX)}

@@ -1,4 +1,5 @@
-"""klviz.tables frames -> plotly figures. No streamlit.
+"""klviz.tables frames -> plotly figures. No streamlit, and no pandas import (the band figures also
+take plain {column: list} mappings, which the dashboard's first view draws before pandas loads).
 
 Every KL label states its direction: KL(policy || SFT) = sum_v p log(p/q) (InstructGPT's penalty),
 KL(SFT || policy) = sum_v q log(q/p). Token text is html-escaped before it reaches any text, hover
@@ -8,13 +9,18 @@ or label, since plotly renders a subset of HTML in them.
 from __future__ import annotations
 
 import html
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
-import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from klviz.columns import BAND_LABELS
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+Bands = Mapping[str, Sequence]  # tables.band_totals' frame, or its columns as lists (klviz.warm)
 
 GAINED_COLOR = "#d6604d"  # mass the policy gained (p > q); punished by KL(policy || SFT)
 LOST_COLOR = "#4393c3"  # mass the policy lost (q > p); punished by KL(SFT || policy)
@@ -55,18 +61,19 @@ def _log10(x) -> np.ndarray:
         return np.maximum(np.log10(x), LOG10_FLOOR)
 
 
-def mass_moved_figure(bands: pd.DataFrame) -> go.Figure:
+def mass_moved_figure(bands: Bands) -> go.Figure:
     """The headline: per SFT-probability band, mass gained (right) against mass lost (left)."""
     y = [esc(s) for s in bands["label"]]
+    gained = np.asarray(bands["mass_gained"], dtype=np.float64)
+    lost = np.asarray(bands["mass_lost"], dtype=np.float64)
     fig = go.Figure()
-    fig.add_bar(y=y, x=bands["mass_gained"], orientation="h", marker_color=GAINED_COLOR,
+    fig.add_bar(y=y, x=gained, orientation="h", marker_color=GAINED_COLOR,
                 name=f"mass gained (p > q): what {KL_REVERSE} punishes where q is small",
                 hovertemplate="q band %{y}<br>gained %{x:.4g} per token<extra></extra>")
-    fig.add_bar(y=y, x=-bands["mass_lost"], orientation="h", marker_color=LOST_COLOR,
-                customdata=bands["mass_lost"],
+    fig.add_bar(y=y, x=-lost, orientation="h", marker_color=LOST_COLOR, customdata=lost,
                 name=f"mass lost (q > p): what {KL_FORWARD} punishes where p became small",
                 hovertemplate="q band %{y}<br>lost %{customdata:.4g} per token<extra></extra>")
-    top = float(max(bands["mass_gained"].max(), bands["mass_lost"].max(), 1e-12)) if len(bands) else 1.0
+    top = float(max(gained.max(), lost.max(), 1e-12)) if len(y) else 1.0
     fig.add_vline(x=0, line_color="black", line_width=1)
     fig.update_layout(
         barmode="relative",
@@ -82,12 +89,14 @@ def mass_moved_figure(bands: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def kl_by_band_figure(bands: pd.DataFrame) -> go.Figure:
+def kl_by_band_figure(bands: Bands) -> go.Figure:
     """Each band's share of KL(policy || SFT) and of KL(SFT || policy), per token."""
     x = [esc(s) for s in bands["label"]]
     fig = go.Figure()
-    fig.add_bar(x=x, y=bands["kl_reverse"], name=KL_REVERSE, marker_color=KL_REVERSE_COLOR)
-    fig.add_bar(x=x, y=bands["kl_forward"], name=KL_FORWARD, marker_color=KL_FORWARD_COLOR)
+    fig.add_bar(x=x, y=np.asarray(bands["kl_reverse"], dtype=np.float64), name=KL_REVERSE,
+                marker_color=KL_REVERSE_COLOR)
+    fig.add_bar(x=x, y=np.asarray(bands["kl_forward"], dtype=np.float64), name=KL_FORWARD,
+                marker_color=KL_FORWARD_COLOR)
     fig.update_layout(barmode="group", title="KL contributions per SFT-probability band",
                       xaxis_title="SFT probability band of q(v)",
                       yaxis_title=f"nats per token ({KL_REVERSE} and {KL_FORWARD})")

@@ -8,11 +8,13 @@ KL's direction: KL(policy || SFT) = sum_v p log(p/q), KL(SFT || policy) = sum_v 
 from __future__ import annotations
 
 import html
-from typing import Iterable, Mapping
+from typing import TYPE_CHECKING, Iterable, Mapping
 
-import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 REPORT_TABLE_ROWS = 200  # a report is for reading; the full token table is its own download
 FIGURE_CONFIG = {"displaylogo": False, "responsive": True}

@@ -9,7 +9,8 @@ trains a copy), an analysis table an `st.cache_data` (keyed by the pair's key an
 The default view (sample pair, default settings, CPU float32) starts from the table shipped with the
 sample data (klviz.warm), and its pair loads after the page is drawn.
 A live PPO run lives in a session-scoped resource, so it stops when its browser tab goes away.
-torch is imported only when something needs it, so a warm default view draws without it.
+torch and pandas are imported only when something needs them, so the default view's chart is sent
+without either.
 """
 
 from __future__ import annotations
@@ -25,15 +26,17 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator, Mapping
 
-import pandas as pd
 import streamlit as st
 
 from klviz import warm
 from klviz.errors import KlvizError
 from klviz.io import atomic_path, write_table
 from klviz.warm import SamplingSettings
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_PAIRS = {  # label -> (policy, sft), relative to the repository root
@@ -74,6 +77,8 @@ class Keys:
     PPO_FLASH = "ppo.flash"  # a message to show once on the next run (after "Save policy")
     SESSION = "app.session"  # this browser session's id, for the server-wide job registry
     LOAD_SOON = "pair.load_soon"  # the default view's pair loads on the next run of its fragment
+    HEADLINE_ONLY = "app.headline_only"  # this run draws only the default view's headline (start_warm)
+    REST_SOON = "app.rest_soon"  # the rest of the default view follows on the next run of its fragment
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -228,7 +233,7 @@ class Current:
     settings: SamplingSettings = field(default_factory=SamplingSettings)
     error: str | None = None
     status: object | None = None  # the sidebar's placeholder for the pair's device line or error
-    warm: tuple | None = None  # (the shipped default-view table or None,), once looked up this run
+    warm: tuple | None = None  # (the shipped default view's key or None,), once worked out this run
 
 
 def _pair_options() -> dict[str, PairSource | None]:
@@ -305,7 +310,7 @@ def sidebar() -> Current:
         st.subheader("Sampling")
         cur.settings = _sampling_settings()
     st.session_state[Keys.CURRENT] = cur
-    if cur.source is None or _warm_table(cur) is None or pair_key(cur.source, cur.device, cur.dtype) in _TRIED:
+    if cur.source is None or _warm_view(cur) is None or pair_key(cur.source, cur.device, cur.dtype) in _TRIED:
         ensure_pair()
     else:
         with cur.status.container():
@@ -315,6 +320,16 @@ def sidebar() -> Current:
 
 _TRIED: set[str] = set()  # keys of pairs this server has loaded (st.cache_resource holds them) or failed to
 LOAD_SOON_S = 1.5  # the default view's pair loads this long after its page reached the browser
+REST_SOON_S = 1.5  # the rest of a new session's first view follows its headline this long after
+
+
+def _timed_run(key: str) -> bool:
+    """For a fragment with run_every: False when the run that draws it calls it (and noted under
+    `key`), True on the fragment's own next run, which the browser asks for after the interval."""
+    if st.session_state.pop(key, False):
+        return True
+    st.session_state[key] = True
+    return False
 
 
 @st.fragment(run_every=LOAD_SOON_S)
@@ -323,8 +338,7 @@ def _load_pair_soon() -> None:
     next run, which the browser asks for once the page has arrived. Loading it in the same run
     (importing torch and transformers holds the interpreter for seconds) kept the finished page
     from being sent: the first chart showed after 4-5 s instead of 2-3 s on 2 cores."""
-    if not st.session_state.pop(Keys.LOAD_SOON, False):
-        st.session_state[Keys.LOAD_SOON] = True
+    if not _timed_run(Keys.LOAD_SOON):
         st.caption("Loading the pair…")
         return
     cur = current()
@@ -337,11 +351,11 @@ def _load_pair_soon() -> None:
 
 def start_warm(default_page: bool) -> bool:
     """True, after storing the default view as this run's Current, when a new browser session opens
-    on the default page (the Overview) and the shipped table of the default view applies (klviz.warm).
+    on the default page (the Overview) and the shipped default view applies (klviz.warm).
 
     Then app.py runs the page before drawing the sidebar (whose widgets hold their defaults on a
-    session's first run anyway), so the chart reaches the browser first and plotly.js, the
-    largest part of the frontend, starts loading about half a second sooner.
+    session's first run anyway), and the page ends the run after its headline (`headline_only`),
+    so the chart reaches the browser first and is drawn alone.
     """
     sidebar_keys = (Keys.PAIR, Keys.DEVICE, Keys.DTYPE, Keys.PROMPTS, Keys.N_PROMPTS, Keys.SAMPLES,
                     Keys.MAX_NEW_TOKENS, Keys.TEMPERATURE, Keys.SEED, Keys.SAMPLE_FROM, Keys.PENDING_PAIR)
@@ -349,10 +363,30 @@ def start_warm(default_page: bool) -> bool:
         return False
     label = next(iter(SHIPPED_PAIRS))
     cur = Current(source=PairSource(label, *SHIPPED_PAIRS[label]))
-    if _warm_table(cur) is None:
+    if _warm_view(cur) is None:
         return False
     st.session_state[Keys.CURRENT] = cur
+    st.session_state[Keys.HEADLINE_ONLY] = True
     return True
+
+
+def headline_only() -> None:
+    """End a new session's first run here, after the default view's headline, when `start_warm` began it.
+
+    The browser then draws the title, the figures and the chart alone. Whatever arrived with them
+    (the sidebar's widgets, the page's controls) was rendered while plotly.js (4.7 MB) was being
+    evaluated, and delayed the first chart by about 0.6 s on 2 cores. The sidebar and the rest of
+    the page follow in a full run REST_SOON_S later (`_rest_soon`); the pair loads after that.
+    """
+    if st.session_state.pop(Keys.HEADLINE_ONLY, False):
+        _rest_soon()
+        st.stop()
+
+
+@st.fragment(run_every=REST_SOON_S)
+def _rest_soon() -> None:
+    if _timed_run(Keys.REST_SOON):
+        st.rerun()  # the whole app: the sidebar, then the page with its controls
 
 
 def ensure_pair():
@@ -436,14 +470,19 @@ def _read_warm(path: str, key: str) -> pd.DataFrame | None:
     return warm.read_warm_table(path, key)
 
 
-def _warm_table(cur: Current) -> pd.DataFrame | None:
-    """The shipped table of the default view when `cur` is that view (see klviz.warm), else None."""
+@st.cache_data(max_entries=2, show_spinner=False)
+def _read_warm_view(path: str, key: str) -> dict | None:
+    return warm.read_warm_view(path, key)
+
+
+def _warm_key(cur: Current) -> str | None:
+    """The key of the shipped default view when `cur` is that view (see klviz.warm), else None."""
     if cur.warm is None:
-        cur.warm = (_find_warm_table(cur),)
+        cur.warm = (_find_warm_key(cur),)
     return cur.warm[0]
 
 
-def _find_warm_table(cur: Current) -> pd.DataFrame | None:
+def _find_warm_key(cur: Current) -> str | None:
     sample = Path(_resolve(SAMPLE_DIR))
     policy, sft = (str(sample / name) for name in warm.WARM_PAIR)
     if (cur.source is None or cur.source.policy_base or cur.settings != SamplingSettings()
@@ -452,7 +491,51 @@ def _find_warm_table(cur: Current) -> pd.DataFrame | None:
         return None
     prompts = _resolve(cur.settings.prompts)
     hashes = lambda p: _content_hash(p, fingerprint(p))  # noqa: E731
-    return _read_warm(str(sample / warm.WARM_TABLE), warm.warm_key(policy, sft, prompts, cur.settings, hashes))
+    return warm.warm_key(policy, sft, prompts, cur.settings, hashes)
+
+
+def _warm_view(cur: Current) -> dict | None:
+    """The Overview's figures of the shipped default view (klviz.warm) when `cur` is that view and they
+    were stored under its key, else None. Read without pandas."""
+    key = _warm_key(cur)
+    return None if key is None else _read_warm_view(_resolve(f"{SAMPLE_DIR}/{warm.WARM_VIEW}"), key)
+
+
+def _warm_table(cur: Current) -> pd.DataFrame | None:
+    """The shipped token table of the default view when `cur` is that view, else None."""
+    key = _warm_key(cur) if _warm_view(cur) is not None else None
+    return None if key is None else _read_warm(_resolve(f"{SAMPLE_DIR}/{warm.WARM_TABLE}"), key)
+
+
+def table_later() -> Callable[[], pd.DataFrame]:
+    """The current token table, as a callable for downloads built on click.
+
+    On the default view it reads the shipped table only when called: the run that sends the first
+    chart stays light, because this same Python process is serving plotly.js (4.7 MB) to the browser
+    meanwhile, and a busy script thread (importing pandas, reading parquet) held that download back
+    by about half a second. Otherwise the table is loaded (cached) now.
+    """
+    cur = current()
+    key = _warm_key(cur) if _warm_view(cur) is not None else None
+    if key is not None:
+        return functools.partial(warm.read_warm_table, _resolve(f"{SAMPLE_DIR}/{warm.WARM_TABLE}"), key)
+    df = require_table()
+    return lambda: df
+
+
+def overview() -> tuple[dict, Mapping]:
+    """The Overview's headline figures (`tables.headline`) and band totals (`tables.band_totals`).
+
+    On the default view they come from the shipped view (klviz.warm), so its chart is sent before
+    pandas has loaded; otherwise from the token table.
+    """
+    view = _warm_view(current())
+    if view is not None:
+        return view["headline"], view["bands"]
+    from klviz import tables
+
+    df = require_table()
+    return tables.headline(df), tables.band_totals(df)
 
 
 def require_table() -> pd.DataFrame:
@@ -502,6 +585,12 @@ def _csv_bytes(df: pd.DataFrame) -> bytes:
     return buf.getvalue().encode()
 
 
+def _report_bytes(title: str, figures, info: dict) -> bytes:
+    from klviz.report import report_html
+
+    return report_html(title, figures(), info).encode()
+
+
 def meta() -> dict[str, str]:
     """What the current view shows: the pair and the sampling settings (for reports and files)."""
     cur = current()
@@ -509,27 +598,27 @@ def meta() -> dict[str, str]:
            "sft": cur.source.sft if cur.source else ""}
     if cur.pair is not None:
         out.update(device=str(cur.pair.device), dtype=str(cur.pair.dtype))
-    elif _warm_table(cur) is not None:  # the shipped default table, computed on the CPU in float32
+    elif _warm_view(cur) is not None:  # the shipped default table, computed on the CPU in float32
         out.update(device="cpu", dtype="torch.float32")
     out.update({k: str(v) for k, v in asdict(cur.settings).items()})
     return out
 
 
-def downloads(df: pd.DataFrame, title: str, figures) -> None:
+def downloads(table: pd.DataFrame | Callable[[], pd.DataFrame], title: str, figures) -> None:
     """Download buttons: the token table (parquet, CSV) and an HTML report of `figures`.
 
-    `figures` is a callable returning [(name, figure)]; every file is built only when clicked.
+    `table` is the token table or a callable returning it (`table_later`); `figures` is a callable
+    returning [(name, figure)]. Every file is built only when clicked.
     """
-    from klviz.report import report_html
-
+    df = table if callable(table) else (lambda: table)
     info = meta()
     cols = st.columns(3)
-    cols[0].download_button("Token table (parquet)", lambda: _parquet_bytes(df, info),
+    cols[0].download_button("Token table (parquet)", lambda: _parquet_bytes(df(), info),
                             file_name="klviz_tokens.parquet", mime="application/octet-stream",
                             on_click="ignore", icon=":material/download:")
-    cols[1].download_button("Token table (CSV)", lambda: _csv_bytes(df), file_name="klviz_tokens.csv",
+    cols[1].download_button("Token table (CSV)", lambda: _csv_bytes(df()), file_name="klviz_tokens.csv",
                             mime="text/csv", on_click="ignore", icon=":material/download:")
-    cols[2].download_button("HTML report", lambda: report_html(title, figures(), info).encode(),
+    cols[2].download_button("HTML report", lambda: _report_bytes(title, figures, info),
                             file_name="klviz_report.html", mime="text/html", on_click="ignore",
                             icon=":material/download:")
 

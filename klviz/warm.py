@@ -11,7 +11,12 @@ loads the pair after the page is drawn); anything else is computed. `python -m k
 writes it with the rest of the sample data; tests/integration/test_warm_table.py computes it again
 and compares, and checks its rows against a float64 brute force, so it cannot go stale unnoticed.
 
-No torch here: the dashboard reads this before torch has loaded.
+Beside it, sample_data/dashboard_view.json holds what the Overview draws of that table (the
+headline figures and the band totals, as `klviz.tables` computes them) under the same key, so the
+first chart is sent before pandas has loaded; the table itself is read after it (downloads, other
+pages).
+
+No torch and no pandas at import: the dashboard reads this before either has loaded.
 """
 
 from __future__ import annotations
@@ -22,11 +27,13 @@ import json
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from klviz import __version__
-from klviz.io import read_metadata, write_table
+from klviz.io import atomic_path, read_metadata, write_table
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULT_PROMPTS = "sample_data/prompts.jsonl"
 # 24 new tokens: the sample reviews are 10-40 tokens, and at 24 a live analysis of the sample pair
@@ -37,6 +44,8 @@ DEFAULT_MAX_NEW_TOKENS = 24
 ANALYSIS_BATCH = 64
 TOP_K = 10  # top-k gained and lost tokens per position in the dashboard's tables
 WARM_TABLE = "dashboard_table.parquet"  # in the sample folder, beside the checkpoints
+WARM_VIEW = "dashboard_view.json"  # the Overview's figures of that table, read without pandas
+VIEW_BAND_COLUMNS = ("label", "mass_gained", "mass_lost", "kl_reverse", "kl_forward")
 WARM_PAIR = ("policy", "sft")  # the shipped pair it belongs to, as folders of the sample folder
 
 
@@ -98,7 +107,27 @@ def read_warm_table(path: str | Path, key: str) -> pd.DataFrame | None:
     path = Path(path)
     if not path.is_file() or read_metadata(path).get("warm_key") != key:
         return None
+    import pandas as pd
+
     return pd.read_parquet(path)
+
+
+def overview_view(df: pd.DataFrame) -> dict:
+    """What the Overview draws of a token table, as JSON types: {"headline": tables.headline(df),
+    "bands": {column: list} of tables.band_totals(df)} (per token; KL(policy || SFT) is kl_reverse)."""
+    from klviz import tables
+
+    bands = tables.band_totals(df)
+    return {"headline": tables.headline(df), "bands": {c: bands[c].tolist() for c in VIEW_BAND_COLUMNS}}
+
+
+def read_warm_view(path: str | Path, key: str) -> dict | None:
+    """The Overview's figures stored at `path` (see `overview_view`) if written under `key`, else None."""
+    try:
+        view = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return view if isinstance(view, dict) and view.get("warm_key") == key else None
 
 
 def default_table(pair, prompts: list, settings: SamplingSettings) -> pd.DataFrame:
@@ -112,7 +141,8 @@ def default_table(pair, prompts: list, settings: SamplingSettings) -> pd.DataFra
 
 
 def write_warm_table(sample_dir: str | Path) -> Path:
-    """Compute the default view's table of the sample pair in `sample_dir` (CPU, float32) and store it there."""
+    """Compute the default view's table of the sample pair in `sample_dir` (CPU, float32) and store it
+    there, with the Overview's figures of it beside it (WARM_VIEW)."""
     from klviz.models import load_pair
     from klviz.sampling import read_prompts
 
@@ -122,8 +152,12 @@ def write_warm_table(sample_dir: str | Path) -> Path:
     settings = SamplingSettings()
     pair = load_pair(str(policy), str(sft), device="cpu", dtype="float32")
     df = default_table(pair, read_prompts(str(prompts)), settings)
+    key = warm_key(policy, sft, prompts, settings)
     out = sample_dir / WARM_TABLE
-    write_table(df, out, {"warm_key": warm_key(policy, sft, prompts, settings),
-                          "settings": json.dumps(asdict(settings)), "version": __version__})
-    out.chmod(0o644)  # a shipped, readable file (the atomic write's temporary file starts private)
+    write_table(df, out, {"warm_key": key, "settings": json.dumps(asdict(settings)), "version": __version__})
+    view = sample_dir / WARM_VIEW
+    with atomic_path(view) as tmp:
+        tmp.write_text(json.dumps({"warm_key": key, **overview_view(df)}, indent=1) + "\n")
+    for path in (out, view):  # shipped, readable files (an atomic write's temporary file starts private)
+        path.chmod(0o644)
     return out

@@ -7,18 +7,16 @@ sum_v q log(q/p) the forward KL.
 
 import streamlit as st
 
-from klviz import plots, tables, ui
+from klviz import plots, ui
 from klviz.plots import KL_FORWARD, KL_REVERSE
 
 st.title("Overview")
-df = ui.require_table()
-head = tables.headline(df)
+head, bands = ui.overview()  # on the default view: from the shipped view, before pandas has loaded
 st.caption(ui.plain(f"{ui.current().source.label}: {head['n_sequences']} responses, "
                     f"{head['n_tokens']} tokens, sampled from {ui.current().settings.sample_from}."))
 
 figures, chart = st.container(), st.container()
 # The chart is sent first (it shows below the figures): the browser starts loading plotly.js sooner.
-bands = tables.band_totals(df)
 chart.plotly_chart(plots.mass_moved_figure(bands), key="overview.mass_moved")
 
 cols = figures.columns(5)
@@ -30,6 +28,7 @@ cols[2].metric(f"{KL_REVERSE} per sequence", f"{head['kl_reverse_per_sequence']:
 cols[3].metric(f"{KL_FORWARD} per sequence", f"{head['kl_forward_per_sequence']:.3f}")
 cols[4].metric("Total variation per token", f"{head['tv_per_token']:.4f}",
                help="Half the L1 distance: the mass gained, which equals the mass lost.")
+ui.headline_only()  # a new session's first run ends here; the sidebar and the rest follow at once
 
 reward_name = figures.selectbox("Reward", ["(none)", "sentiment", "length", "other…"],
                                key=ui.Keys.OVERVIEW_REWARD,
@@ -39,9 +38,9 @@ if reward_name == "other…":
                                      key=ui.Keys.OVERVIEW_REWARD_OTHER)
 if reward_name and reward_name != "(none)":
     with ui.user_errors():
-        rewards = ui.mean_rewards(df, reward_name)
+        rewards = ui.mean_rewards(ui.require_table(), reward_name)
         for col, (source, value) in zip(figures.columns(max(len(rewards), 1)), rewards.items()):
             col.metric(ui.plain(f"Mean reward ({reward_name}), {source} samples"), f"{value:.3f}")
 
-ui.downloads(df, "klviz overview", lambda: [("Mass moved", plots.mass_moved_figure(bands)),
+ui.downloads(ui.table_later(), "klviz overview", lambda: [("Mass moved", plots.mass_moved_figure(bands)),
                                             ("KL by band", plots.kl_by_band_figure(bands))])

@@ -29,6 +29,8 @@ def _files_section(out: Path, m: dict) -> str:
     rows.append("| `dashboard_table.parquet` | the dashboard's default view (policy vs SFT, default sampling "
                 "settings) sampled and scored in advance, so it opens fast; used only while everything "
                 "that made it is unchanged (`klviz/warm.py`) | | |")
+    rows.append("| `dashboard_view.json` | what the Overview draws of that table (headline figures, band "
+                "totals), under the same key, so its first chart needs no pandas | | |")
     rows.append("| `klviz_sample.json` | the manifest: every setting, per-step PPO metrics, timings | | |")
     return ("| file | what | parameters | size |\n|---|---|---|---|\n" + "\n".join(rows)
             + f"\n\nTotal: {folder_mb(out):.1f} MB. Every model folder is safetensors plus tokenizer files and "

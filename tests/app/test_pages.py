@@ -23,6 +23,7 @@ from streamlit.testing.v1 import AppTest
 
 from klviz import ui, warm
 from klviz.errors import KlvizError
+from klviz.plots import KL_FORWARD, KL_REVERSE
 from tests.helpers.tiny import make_tiny_model, make_tokenizer, save_model, save_pair
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,7 +101,9 @@ def metric(at: AppTest, label: str) -> str:
 # ---- every page on the sample pair ------------------------------------------------------------
 
 def test_every_page_renders_on_the_sample_pair():
-    at = clean(app().run().run())  # the second run: the pair, loaded after the first run's page
+    # Runs of a new session: the Overview's headline alone, then the sidebar and the rest (the
+    # browser's next fragment run; AppTest: the next run), then the pair, loaded after them.
+    at = clean(app().run().run().run())
     pair = at.selectbox(key=K.PAIR)
     assert pair.value == "Sample: policy vs SFT"
     assert "Sample: policy_k3_loss vs SFT" in pair.options
@@ -142,8 +145,14 @@ def test_the_default_view_starts_from_the_shipped_table_and_still_loads_the_pair
     real = warm.default_table
     monkeypatch.setattr(warm, "default_table", lambda *a: computed.append(a) or real(*a))
     at = clean(app().run())
-    assert computed == []  # drawn from sample_data/dashboard_table.parquet: nothing sampled
-    assert len(charts(at)) == 1
+    # The first run: the Overview's headline alone (title, figures, chart), from the shipped view.
+    assert computed == [] and len(charts(at)) == 1 and len(at.metric) == 5
+    assert not at.sidebar.selectbox and not at.download_button and not at.selectbox
+    view = warm.read_warm_view(ROOT / "sample_data" / warm.WARM_VIEW, ui._warm_key(current(at)))
+    assert metric(at, f"{KL_REVERSE} per token") == f"{view['headline']['kl_reverse_per_token']:.4f}"
+    assert metric(at, f"{KL_FORWARD} per sequence") == f"{view['headline']['kl_forward_per_sequence']:.3f}"
+    clean(at.run())  # its fragment's next run (AppTest: the next run): the sidebar and the rest of the page
+    assert at.selectbox(key=K.PAIR).value == "Sample: policy vs SFT" and len(at.download_button) == 3
     assert current(at).pair is None and "Loading the pair…" in [c.value for c in at.sidebar.caption]
     clean(at.run())  # the browser's next fragment run (AppTest: the next run) loads it, then reruns the app
     assert any("Running on cpu · float32" in c.value for c in at.sidebar.caption)

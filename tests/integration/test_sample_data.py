@@ -21,7 +21,7 @@ from klviz.sample.corpus import all_adjectives, check_lexicon, is_review, make_c
 from klviz.sample.make import MANIFEST, check_out, make_sample_data
 from klviz.sample.policies import POLICY_FOLDERS
 from klviz.sample.tokenizer import train_tokenizer
-from klviz.warm import WARM_TABLE
+from klviz.warm import WARM_TABLE, WARM_VIEW
 
 SHIPPED = Path(__file__).resolve().parents[2] / "sample_data"
 MODEL_FOLDERS = ("sft", *POLICY_FOLDERS)
@@ -93,7 +93,7 @@ def quick(tmp_path_factory) -> tuple[Path, dict]:
 def test_quick_run_writes_every_file(quick):
     out, manifest = quick
     names = {p.name for p in out.iterdir()}
-    assert names == {*MODEL_FOLDERS, "prompts.jsonl", "README.md", WARM_TABLE, MANIFEST}  # no temp leftovers
+    assert names == {*MODEL_FOLDERS, "prompts.jsonl", "README.md", WARM_TABLE, WARM_VIEW, MANIFEST}  # no temp leftovers
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]
     prompts = _prompts(out)
     assert len(prompts) >= MIN_PROMPTS and len({p["id"] for p in prompts}) == len(prompts)

@@ -100,9 +100,31 @@ def test_only_a_cpu_float32_choice_uses_it():
                                                         and not torch.backends.mps.is_available())
 
 
-def test_the_first_view_imports_no_torch():
-    # What app.py and the Overview import before the default view's chart is drawn.
-    code = ("import sys; import klviz.ui, klviz.plots, klviz.tables, klviz.warm, klviz.report; "
-            "print('torch' in sys.modules)")
+def test_the_first_view_imports_neither_torch_nor_pandas():
+    # What app.py and the Overview import before the default view's chart is sent (pandas and
+    # pyarrow load after it, for the token table; torch once the pair loads).
+    code = ("import sys; import klviz.ui, klviz.plots, klviz.warm, klviz.report; "
+            "print(sorted(m for m in ('torch', 'pandas', 'pyarrow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_shipped_view_is_what_the_overview_computes_from_the_table(shipped):
+    # The Overview draws sample_data/dashboard_view.json on the default view: it must be exactly
+    # tables.headline and tables.band_totals of the shipped table (checked above against a brute force).
+    key = warm.warm_key(POLICY, SFT, PROMPTS, warm.SamplingSettings())
+    view = warm.read_warm_view(SAMPLE / warm.WARM_VIEW, key)
+    assert view is not None, f"sample_data/{warm.WARM_VIEW} is missing or stale; {REGENERATE}"
+    from klviz import tables
+
+    assert view["headline"] == tables.headline(shipped)
+    bands = tables.band_totals(shipped)
+    assert view["bands"] == {c: bands[c].tolist() for c in warm.VIEW_BAND_COLUMNS}
+    assert warm.read_warm_view(SAMPLE / warm.WARM_VIEW, "not-the-key") is None
+
+
+def test_a_broken_view_file_is_ignored(tmp_path):
+    for text in ("{not json", "[1, 2]", '{"warm_key": "k"}'):
+        (tmp_path / "view.json").write_text(text)
+        assert warm.read_warm_view(tmp_path / "view.json", "other") is None
+    assert warm.read_warm_view(tmp_path / "missing.json", "k") is None
