@@ -346,6 +346,9 @@ def _load_pair_soon() -> None:
         load_pair_cached(cur.source, cur.device, cur.dtype)
     except Exception:  # shown, as one sentence, by the full run below (ensure_pair loads it again)
         _TRIED.add(pair_key(cur.source, cur.device, cur.dtype))
+    else:  # and what the next page needs, into the caches: the prompts (klviz.sampling, numba) and
+        _read_prompts(_resolve(cur.settings.prompts), fingerprint(_resolve(cur.settings.prompts)))
+        _warm_table(cur)  # the shipped token table (pandas): a first page visit took 1.3 s, not 0.6
     st.rerun()  # the whole app again: the sidebar and every page now have the pair
 
 

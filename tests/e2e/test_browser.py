@@ -161,6 +161,7 @@ def test_opens_on_the_sample_pair_with_a_chart(page, server):
     page.goto(server)  # a new session: the pair and the table come from the caches
     page.locator(CHART).first.wait_for()
     TIMINGS["first chart, opening again (cached pair and table)"] = f"{time.perf_counter() - start:.2f} s"
+    page.locator("[data-testid='stSidebar']").get_by_text("Running on cpu").wait_for()  # the rest follows
     settle(page, charts=1, title="Overview")
     no_exception(page)
     shot(page, "overview")
