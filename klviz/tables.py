@@ -28,6 +28,8 @@ BAND_FRAME_COLUMNS = ("band", "label", "mass_gained", "mass_lost", "kl_reverse",
 SHIFT_COLUMNS = ("token", "contrib", "count", "mean_p", "mean_q")
 POINT_COLUMNS = ("token", "p", "q", "kind", "contrib")
 DETAIL_COLUMNS = ("token_id", "token", "p", "q", "log_p", "log_q", "contrib")
+SCATTER_POINTS = 4000  # the Mass shift scatter's largest contributions; more only slows the browser
+TOP_TOKENS = 20  # tokens most gained and most lost, each
 
 
 def _with_source(df: pd.DataFrame) -> pd.DataFrame:
@@ -178,6 +180,16 @@ def top_token_points(df: pd.DataFrame, decode: Callable[[int], str],
     if len(pts) > max_points:
         pts = pts.sort_values("contrib", ascending=False, kind="stable").head(max_points)
     return pts.reset_index(drop=True)
+
+
+def mass_shift(df: pd.DataFrame, decode: Callable[[int], str], max_points: int = SCATTER_POINTS,
+               top: int = TOP_TOKENS) -> dict[str, pd.DataFrame]:
+    """Every frame the Mass shift page draws of `df`: "bands" (band_totals), "points"
+    (top_token_points, at most max_points), "gained" and "lost" (token_shift, `top` each),
+    "profile" (position_profile) and "per_sequence"."""
+    gained, lost = token_shift(df, decode, top)
+    return {"bands": band_totals(df), "points": top_token_points(df, decode, max_points=max_points),
+            "gained": gained, "lost": lost, "profile": position_profile(df), "per_sequence": per_sequence(df)}
 
 
 def position_profile(df: pd.DataFrame) -> pd.DataFrame:

@@ -7,35 +7,29 @@ top tokens, the tokens most gained and lost, the KL profile by position, and seq
 
 import streamlit as st
 
-from klviz import plots, tables, ui
+from klviz import plots, ui
 
-SCATTER_POINTS = 4000  # the largest contributions; more only slows the browser down
-TOP_TOKENS = 20
 LABELS = {"policy": "Policy samples", "sft": "SFT samples", "both": "Both"}
 
 st.title("Mass shift")
 df = ui.require_table()
-decode = ui.decoder(ui.require_pair())
-sources = ui.sources_of(df)
-options = sources + (["both"] if len(sources) > 1 else [])
+pair = ui.require_pair()
+options = ui.shift_choices(df)
 choice = st.segmented_control("Samples", options, default=options[-1] if options else None, required=True,
                               format_func=lambda s: LABELS.get(s, f"{s} samples"), key=ui.Keys.SHIFT_SOURCE)
-rows = df if choice in (None, "both") else df[df["source"] == choice]
-if len(sources) > 1:
+if len(options) > 1:
     st.caption("Policy samples show the contexts the policy writes (where it went); SFT samples show "
                "the SFT model's own contexts (what the policy left behind).")
-bands = tables.band_totals(rows)
-# Each figure is built just before it is drawn, so the headline shows first; the report rebuilds them.
+f = ui.mass_shift(df, choice, pair)  # klviz.tables.mass_shift, cached per table and choice
 figures = {
-    "Mass moved": lambda: plots.mass_moved_figure(bands),
-    "KL by band": lambda: plots.kl_by_band_figure(bands),
-    "SFT vs policy probability": lambda: plots.prob_scatter_figure(
-        tables.top_token_points(rows, decode, max_points=SCATTER_POINTS)),
-    "Tokens most gained and lost": lambda: plots.token_shift_figure(*tables.token_shift(rows, decode, TOP_TOKENS)),
-    "KL by position": lambda: plots.position_profile_figure(tables.position_profile(rows)),
-    "Sequence-level KL": lambda: plots.sequence_kl_figure(tables.per_sequence(rows)),
+    "Mass moved": lambda: plots.mass_moved_figure(f["bands"]),
+    "KL by band": lambda: plots.kl_by_band_figure(f["bands"]),
+    "SFT vs policy probability": lambda: plots.prob_scatter_figure(f["points"]),
+    "Tokens most gained and lost": lambda: plots.token_shift_figure(f["gained"], f["lost"]),
+    "KL by position": lambda: plots.position_profile_figure(f["profile"]),
+    "Sequence-level KL": lambda: plots.sequence_kl_figure(f["per_sequence"]),
 }
 places = [st.container(), *st.columns(2), st.container(), *st.columns(2)]
 for (name, build), place in zip(figures.items(), places):
     place.plotly_chart(build(), key=f"shift.{name}")
-ui.downloads(rows, "klviz mass shift", lambda: [(name, build()) for name, build in figures.items()])
+ui.downloads(ui.shift_rows(df, choice), "klviz mass shift", lambda: [(name, build()) for name, build in figures.items()])

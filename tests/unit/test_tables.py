@@ -153,6 +153,18 @@ def test_top_token_points(df):
     assert few["contrib"].min() == pytest.approx(np.sort(pts["contrib"].to_numpy())[-7])
 
 
+def test_mass_shift_is_the_page_s_frames(df):
+    got = tables.mass_shift(df, decode, max_points=7, top=3)
+    assert set(got) == {"bands", "points", "gained", "lost", "profile", "per_sequence"}
+    gained, lost = tables.token_shift(df, decode, top=3)
+    pd.testing.assert_frame_equal(got["bands"], tables.band_totals(df))
+    pd.testing.assert_frame_equal(got["points"], tables.top_token_points(df, decode, max_points=7))
+    pd.testing.assert_frame_equal(got["gained"], gained)
+    pd.testing.assert_frame_equal(got["lost"], lost)
+    pd.testing.assert_frame_equal(got["profile"], tables.position_profile(df))
+    pd.testing.assert_frame_equal(got["per_sequence"], tables.per_sequence(df))
+
+
 def test_position_profile(df):
     prof = tables.position_profile(df)
     assert list(prof["position"]) == list(range(max(r[3] for r in RESPONSES)))
