@@ -352,6 +352,7 @@ def _load_pair_soon() -> None:
             table = _warm_table(cur)  # pandas; and the Mass shift page's frames of its default choice
             if table is not None and len(table):
                 mass_shift(table, shift_choices(table)[-1], pair)
+        claim_verdicts()  # the KL lab's verdicts (0.2 s on a first visit)
     st.rerun()  # the whole app again: the sidebar and every page now have the pair
 
 
@@ -658,6 +659,14 @@ def downloads(table: pd.DataFrame | Callable[[], pd.DataFrame], title: str, figu
     cols[2].download_button("HTML report", lambda: _report_bytes(title, figures, info),
                             file_name="klviz_report.html", mime="text/html", on_click="ignore",
                             icon=":material/download:")
+
+
+@st.cache_data(max_entries=2, show_spinner=False)
+def claim_verdicts(seed: int = 0) -> list:
+    """`klviz.claims.evaluate_claims(seed)`, cached: the KL lab's verdicts (seed 0: as `klviz claims`)."""
+    from klviz.claims import evaluate_claims
+
+    return evaluate_claims(seed)
 
 
 @st.cache_data(max_entries=16, show_spinner="Scoring rewards…")

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from klviz import claims, lab_plots, toy
+from klviz import claims, lab_plots, toy, ui
 from klviz.errors import KlvizError
 
 KEY_KIND = "kl_lab.kind"
@@ -20,6 +20,7 @@ KEY_TABLE = "kl_lab.table"  # one editor per kind: f"{KEY_TABLE}.{kind}"
 KEY_SAMPLES = "kl_lab.samples"
 KEY_SEED = "kl_lab.seed"
 KEY_BETA = "kl_lab.beta"
+KEY_EVIDENCE = "kl_lab.evidence"
 CLAIMS_SEED = 0  # the same seed as `klviz claims`, so the page and the CLI agree
 _PROBS = {"policy": [0.40, 0.30, 0.02, 0.18, 0.10], "sft": [0.05, 0.30, 0.40, 0.15, 0.10],
           "reward": [1.0, 0.5, 0.0, 0.2, -0.5]}
@@ -28,11 +29,6 @@ DEFAULTS = {
     "logits": pd.DataFrame({"policy": np.log(_PROBS["policy"]).round(3),
                             "sft": np.log(_PROBS["sft"]).round(3), "reward": _PROBS["reward"]}),
 }
-
-
-@st.cache_data(show_spinner=False)
-def _claims(seed: int) -> list[claims.Claim]:
-    return claims.evaluate_claims(seed)
 
 
 def _numbers(df: pd.DataFrame) -> dict:
@@ -87,13 +83,14 @@ def _optima(ref, reward) -> None:
 
 def _claims_section() -> None:
     st.subheader("Claims, settled now (same as `klviz claims`)")
-    found = _claims(CLAIMS_SEED)
+    found = ui.claim_verdicts(CLAIMS_SEED)
     st.dataframe(pd.DataFrame([{"id": c.id, "holds": c.holds, "statement": c.statement} for c in found]),
                  hide_index=True, column_config={"statement": st.column_config.TextColumn(width="large")})
-    for c in found:
-        with st.expander(f"`{c.id}`: {'holds' if c.holds else 'does not hold'}"):
-            st.text(c.statement)
-            st.json(c.evidence)
+    by_id = {c.id: c for c in found}
+    chosen = by_id[st.selectbox("Evidence for", list(by_id), key=KEY_EVIDENCE,
+                                format_func=lambda i: f"{i}: {'holds' if by_id[i].holds else 'does not hold'}")]
+    st.text(chosen.statement)
+    st.json(chosen.evidence)
     with st.expander("As printed by `klviz claims`"):
         st.text(claims.format_claims(found))  # plain text: no syntax highlighter to load
 

@@ -1,6 +1,7 @@
 """AppTest over pages/kl_lab.py: renders without exceptions, shows its widgets, charts and the claims,
 and answers a bad edit with one st.error sentence instead of a traceback."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,11 @@ def test_page_renders_widgets_charts_and_claims():
     assert list(shown["id"]) == [c.id for c in expected]
     assert list(shown["holds"]) == [c.holds for c in expected]
     assert claims.format_claims(expected) in [t.value for t in at.text]
+    box = at.selectbox(key="kl_lab.evidence")  # one claim's evidence at a time
+    assert box.value == expected[0].id and json.loads(at.json[0].value) == expected[0].evidence
+    box.set_value(expected[-1].id).run()
+    assert not at.exception and json.loads(at.json[0].value) == expected[-1].evidence
+    assert expected[-1].statement in [t.value for t in at.text]
 
 
 def test_logits_mode_renders():
