@@ -348,10 +348,11 @@ def _load_pair_soon() -> None:
         _TRIED.add(pair_key(cur.source, cur.device, cur.dtype))
     else:  # and what the next pages need, into the caches: a first page visit took 1.3 s, not 0.6.
         with contextlib.suppress(KlvizError, OSError):  # the page that needs it shows any error
-            _read_prompts(_resolve(cur.settings.prompts), fingerprint(_resolve(cur.settings.prompts)))
+            _all_prompts(cur.settings)
             table = _warm_table(cur)  # pandas; and the Mass shift page's frames of its default choice
             if table is not None and len(table):
-                mass_shift(table, shift_choices(table)[-1], pair)
+                choice = shift_choices(table)[-1]
+                mass_shift(shift_rows(table, choice), choice, pair)
         claim_verdicts()  # the KL lab's verdicts (0.2 s on a first visit)
     st.rerun()  # the whole app again: the sidebar and every page now have the pair
 
@@ -443,12 +444,17 @@ def _read_prompts(path: str, content: str) -> list:
     return read_prompts(path)
 
 
+def _all_prompts(settings: SamplingSettings) -> list:
+    """Every prompt of the settings' prompts file (cached by path and the file's fingerprint)."""
+    path = _resolve(settings.prompts)
+    return _read_prompts(path, fingerprint(path))
+
+
 def prompts() -> list:
     """The sidebar's prompts (the first n when a number is set); stops the run with st.error if unreadable."""
     s = current().settings
-    path = _resolve(s.prompts)
     with user_errors(stop=True):
-        found = _read_prompts(path, fingerprint(path))
+        found = _all_prompts(s)
         return found[: s.n_prompts] if s.n_prompts else found
 
 
@@ -489,9 +495,13 @@ def _warm_key(cur: Current) -> str | None:
     return cur.warm[0]
 
 
+def _sample_file(name: str) -> str:
+    """A file or folder of the shipped sample data, resolved."""
+    return _resolve(f"{SAMPLE_DIR}/{name}")
+
+
 def _find_warm_key(cur: Current) -> str | None:
-    sample = Path(_resolve(SAMPLE_DIR))
-    policy, sft = (str(sample / name) for name in warm.WARM_PAIR)
+    policy, sft = (_sample_file(name) for name in warm.WARM_PAIR)
     if (cur.source is None or cur.source.policy_base or cur.settings != SamplingSettings()
             or (_resolve(cur.source.policy), _resolve(cur.source.sft)) != (policy, sft)
             or not warm.runs_on_cpu_float32(cur.device, cur.dtype)):
@@ -505,7 +515,7 @@ def _warm_view(cur: Current) -> dict | None:
     """The Overview's figures of the shipped default view (klviz.warm) when `cur` is that view and they
     were stored under its key, else None. Read without pandas."""
     key = _warm_key(cur)
-    return None if key is None else _read_warm_view(_resolve(f"{SAMPLE_DIR}/{warm.WARM_VIEW}"), key)
+    return None if key is None else _read_warm_view(_sample_file(warm.WARM_VIEW), key)
 
 
 def _shipped_key(cur: Current) -> str | None:
@@ -516,7 +526,7 @@ def _shipped_key(cur: Current) -> str | None:
 def _warm_table(cur: Current) -> pd.DataFrame | None:
     """The shipped token table of the default view when `cur` is that view, else None."""
     key = _shipped_key(cur)
-    return None if key is None else _read_warm(_resolve(f"{SAMPLE_DIR}/{warm.WARM_TABLE}"), key)
+    return None if key is None else _read_warm(_sample_file(warm.WARM_TABLE), key)
 
 
 def table_later() -> Callable[[], pd.DataFrame]:
@@ -529,7 +539,7 @@ def table_later() -> Callable[[], pd.DataFrame]:
     """
     key = _shipped_key(current())
     if key is not None:
-        return functools.partial(warm.read_warm_table, _resolve(f"{SAMPLE_DIR}/{warm.WARM_TABLE}"), key)
+        return functools.partial(warm.read_warm_table, _sample_file(warm.WARM_TABLE), key)
     df = require_table()
     return lambda: df
 
@@ -602,9 +612,9 @@ def _mass_shift(table: str, choice: str | None, _rows: pd.DataFrame, _decode) ->
     return tables.mass_shift(_rows, _decode)
 
 
-def mass_shift(df: pd.DataFrame, choice: str | None, pair) -> dict[str, pd.DataFrame]:
-    """`tables.mass_shift` of the current table's rows for `choice` (a source or "both"), cached per table."""
-    return _mass_shift(table_key(), choice, shift_rows(df, choice), decoder(pair))
+def mass_shift(rows: pd.DataFrame, choice: str | None, pair) -> dict[str, pd.DataFrame]:
+    """`tables.mass_shift` of the current table's `rows` for `choice` (`shift_rows`), cached per table."""
+    return _mass_shift(table_key(), choice, rows, decoder(pair))
 
 
 # --- downloads ----------------------------------------------------------------------------------
@@ -674,7 +684,7 @@ def claim_verdicts(seed: int = 0) -> list:
 
 
 @st.cache_data(max_entries=16, show_spinner="Scoring rewards…")
-def _mean_rewards(key: str, settings_items: tuple, reward_name: str, _df, _tokenizer, _texts) -> dict:
+def _mean_rewards(table: str, reward_name: str, _df, _tokenizer, _texts) -> dict:
     from klviz import tables
     from klviz.rewards import get_reward
 
@@ -686,10 +696,9 @@ def _mean_rewards(key: str, settings_items: tuple, reward_name: str, _df, _token
 
 def mean_rewards(df: pd.DataFrame, reward_name: str) -> dict[str, float]:
     """Mean reward of the sampled responses (prompt + response), by source; cached per table."""
-    cur = current()
     texts = {str(p.id): prompt_text(p) for p in prompts()}
     pair = require_pair()
-    return _mean_rewards(cur.key, tuple(asdict(cur.settings).items()), reward_name, df, pair.tokenizer, texts)
+    return _mean_rewards(table_key(), reward_name, df, pair.tokenizer, texts)
 
 
 # --- live PPO runs ------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ choice = st.segmented_control("Samples", options, default=options[-1] if options
 if len(options) > 1:
     st.caption("Policy samples show the contexts the policy writes (where it went); SFT samples show "
                "the SFT model's own contexts (what the policy left behind).")
-f = ui.mass_shift(df, choice, pair)  # klviz.tables.mass_shift, cached per table and choice
+rows = ui.shift_rows(df, choice)
+f = ui.mass_shift(rows, choice, pair)  # klviz.tables.mass_shift, cached per table and choice
 figures = {
     "Mass moved": lambda: plots.mass_moved_figure(f["bands"]),
     "KL by band": lambda: plots.kl_by_band_figure(f["bands"]),
@@ -32,4 +33,4 @@ figures = {
 places = [st.container(), *st.columns(2), st.container(), *st.columns(2)]
 for (name, build), place in zip(figures.items(), places):
     place.plotly_chart(build(), key=f"shift.{name}")
-ui.downloads(ui.shift_rows(df, choice), "klviz mass shift", lambda: [(name, build()) for name, build in figures.items()])
+ui.downloads(rows, "klviz mass shift", lambda: [(name, build()) for name, build in figures.items()])
