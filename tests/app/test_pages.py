@@ -345,6 +345,8 @@ def test_plain_shows_markup_as_text():
 # ---- live PPO -----------------------------------------------------------------------------------
 
 def ppo_page(steps: int, batch: int = 4) -> AppTest:
+    """The Live PPO page with these settings; tests that stop a run ask for 2000 steps, the page's
+    most, so that no machine is fast enough to finish it first."""
     at = app(**FEW_PROMPTS, **{K.PPO_STEPS: steps, K.PPO_BATCH: batch})
     clean(at.run())
     return clean(at.switch_page("pages/live_ppo.py").run())
@@ -380,7 +382,7 @@ def test_live_ppo_run_advances_and_its_saved_policy_becomes_the_pair():
 
 
 def test_stop_ends_a_run_and_a_second_run_is_overlaid():
-    at = clean(click(ppo_page(steps=500), "Start"))
+    at = clean(click(ppo_page(steps=2000), "Start"))
     clean(click(at, "Stop"))
     wait_for_state(at, ("stopped",))
     clean(click(at, "Start"))
@@ -405,7 +407,7 @@ def test_the_run_book_keeps_the_newest_four_runs_and_never_drops_a_running_one()
 def test_closing_the_tab_stops_its_runs():
     from streamlit.runtime.caching import clear_session_resource_cache
 
-    at = clean(click(ppo_page(steps=500), "Start"))
+    at = clean(click(ppo_page(steps=2000), "Start"))
     job = ui.job_registry().get(at.session_state[K.SESSION])
     assert job is not None and job.running
     # What AppSession.clear_session_caches does when a browser tab disconnects ("test session id"

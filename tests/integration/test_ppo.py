@@ -259,6 +259,11 @@ def test_trainer_rejects_bad_inputs(sft, tok):
         PPOTrainer(sft, tok, PROMPTS, small_cfg(max_new_tokens=200))
 
 
+# Long enough that a fast CI box cannot finish the run while the test saves and reloads a snapshot
+# (500 steps once did, and the job ended 'done' instead of 'stopped').
+STEPS_NEVER_REACHED = 1_000_000
+
+
 def _wait(job, predicate, timeout=30.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -270,11 +275,11 @@ def _wait(job, predicate, timeout=30.0):
 
 
 def test_job_start_snapshot_save_stop(sft, tok, tmp_path):
-    job = PPOJob(sft, tok, PROMPTS, small_cfg(steps=500), num_threads=1)
+    job = PPOJob(sft, tok, PROMPTS, small_cfg(steps=STEPS_NEVER_REACHED), num_threads=1)
     assert job.snapshot().state == "idle" and job.policy is None
     job.start()
     snap = _wait(job, lambda s: s.step >= 2)
-    assert snap.state == "running" and snap.steps == 500 and snap.bands and snap.bands[0]["step"] == 1
+    assert snap.state == "running" and snap.steps == STEPS_NEVER_REACHED and snap.bands and snap.bands[0]["step"] == 1
     assert "mass_gained_by_sft_bin" not in snap.metrics[0]  # bands live in .bands only
     snap.metrics.append({"tampered": True})
     assert {"tampered": True} not in job.snapshot().metrics  # a snapshot is a copy
@@ -283,7 +288,7 @@ def test_job_start_snapshot_save_stop(sft, tok, tmp_path):
     job.stop()
     assert job.join(timeout=30)
     final = job.snapshot()
-    assert final.state == "stopped" and final.stop_reason == "stopped on request" and final.step < 500
+    assert final.state == "stopped" and final.stop_reason == "stopped on request" and final.step < STEPS_NEVER_REACHED
     with pytest.raises(KlvizError, match="already been started"):
         job.start()
 
