@@ -69,7 +69,7 @@ class Keys:
     OVERVIEW_REWARD, OVERVIEW_REWARD_OTHER = "overview.reward", "overview.reward_other"
     INSPECT_SOURCE, INSPECT_PROMPT = "inspect.source", "inspect.prompt"
     INSPECT_SAMPLE, INSPECT_QUANTITY, INSPECT_STRIP = "inspect.sample", "inspect.quantity", "inspect.strip"
-    SHIFT_SOURCE = "shift.source"
+    SHIFT_SOURCE, SHIFT_VIEW = "shift.source", "shift.view"
     PPO_REWARD, PPO_PLACEMENT, PPO_ESTIMATOR = "ppo.reward", "ppo.placement", "ppo.estimator"
     PPO_BETA, PPO_ADAPTIVE, PPO_TARGET = "ppo.beta", "ppo.adaptive", "ppo.target_kl"
     PPO_LR, PPO_STEPS, PPO_BATCH, PPO_FROM = "ppo.lr", "ppo.steps", "ppo.batch_size", "ppo.from"

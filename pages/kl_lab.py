@@ -1,5 +1,6 @@
 """KL lab: edit a policy and an SFT distribution over a few actions; see both KLs, the estimators,
-their gradients, the KL-regularized optima, and the verdicts of `klviz claims`.
+their gradients, the KL-regularized optima, and the verdicts of `klviz claims`: one tab at a time,
+and only the open tab runs.
 
 A thin page: widgets -> klviz.toy / klviz.claims -> klviz.lab_plots -> st.plotly_chart. Mounted by app.py
 as "KL lab"; it also runs on its own (`streamlit run pages/kl_lab.py`), so no st.set_page_config here.
@@ -21,6 +22,7 @@ KEY_SAMPLES = "kl_lab.samples"
 KEY_SEED = "kl_lab.seed"
 KEY_BETA = "kl_lab.beta"
 KEY_EVIDENCE = "kl_lab.evidence"
+KEY_SECTION = "kl_lab.section"  # the open tab
 CLAIMS_SEED = 0  # the same seed as `klviz claims`, so the page and the CLI agree
 _PROBS = {"policy": [0.40, 0.30, 0.02, 0.18, 0.10], "sft": [0.05, 0.30, 0.40, 0.15, 0.10],
           "reward": [1.0, 0.5, 0.0, 0.2, -0.5]}
@@ -104,9 +106,19 @@ try:
     policy, ref, reward = _read_table(table, kind)
 except KlvizError as err:
     st.error(str(err))
-else:
-    _distributions(policy, ref)
-    _estimators(policy, ref)
-    _gradients(policy, ref)
-    _optima(ref, reward)
-_claims_section()
+    policy = ref = reward = None
+SECTIONS = {
+    "Distributions": lambda: _distributions(policy, ref),
+    "Estimators": lambda: _estimators(policy, ref),
+    "Gradients": lambda: _gradients(policy, ref),
+    "Optima": lambda: _optima(ref, reward),
+    "Claims": _claims_section,
+}
+# One section at a time: only the open tab runs and draws (on_change="rerun" makes tab.open known).
+for name, tab in zip(SECTIONS, st.tabs(list(SECTIONS), key=KEY_SECTION, on_change="rerun")):
+    if tab.open:
+        with tab:
+            if policy is None and name != "Claims":
+                st.info("Fix the table above to see this section; the claims do not depend on it.")
+            else:
+                SECTIONS[name]()

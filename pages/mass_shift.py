@@ -3,6 +3,7 @@
 Mass gained (p > q) against mass lost (q > p) per SFT-probability band, each band's share of
 KL(policy || SFT) = sum_v p log(p/q) and KL(SFT || policy) = sum_v q log(q/p), p against q for the
 top tokens, the tokens most gained and lost, the KL profile by position, and sequence-level KL.
+The headline chart is always drawn; the other five are tabs, and only the open one is built and drawn.
 """
 
 import streamlit as st
@@ -10,6 +11,19 @@ import streamlit as st
 from klviz import plots, ui
 
 LABELS = {"policy": "Policy samples", "sft": "SFT samples", "both": "Both"}
+VIEW_CAPTIONS = {
+    "KL by band": "Each SFT-probability band's share of KL(policy || SFT) and of KL(SFT || policy), per token: "
+                  "the reverse KL is charged where the policy put mass on tokens with small q, the forward KL "
+                  "where it took mass from tokens with large q.",
+    "SFT vs policy probability": "log10 q(v) (SFT) against log10 p(v) (policy) for the top tokens of every position "
+                                 "(Scattergl): above the diagonal the policy gained mass, below it lost mass.",
+    "Tokens most gained and lost": "Summed over every position, by token text: p log(p/q) (the token's share of "
+                                   "KL(policy || SFT)) and q log(q/p) (its share of KL(SFT || policy)).",
+    "KL by position": "Mean exact KL per token both ways by response position, with the k1 and k3 estimates "
+                      "of KL(policy || SFT) from the sampled tokens.",
+    "Sequence-level KL": "Per response: the sum of exact per-token KL(policy || SFT) against the sums of k1 and k3. "
+                         "A k1 sum can be negative; KL never is.",
+}
 
 st.title("Mass shift")
 df = ui.require_table()
@@ -30,7 +44,12 @@ figures = {
     "KL by position": lambda: plots.position_profile_figure(f["profile"]),
     "Sequence-level KL": lambda: plots.sequence_kl_figure(f["per_sequence"]),
 }
-places = [st.container(), *st.columns(2), st.container(), *st.columns(2)]
-for (name, build), place in zip(figures.items(), places):
-    place.plotly_chart(build(), key=f"shift.{name}")
+headline, *views = figures
+st.plotly_chart(figures[headline](), key=f"shift.{headline}")
+# One view at a time: only the open tab's chart is built and drawn (on_change="rerun" makes
+# tab.open known), so the page shows in well under a second; the HTML report holds all six.
+for name, tab in zip(views, st.tabs(views, key=ui.Keys.SHIFT_VIEW, on_change="rerun")):
+    if tab.open:
+        tab.caption(VIEW_CAPTIONS[name])
+        tab.plotly_chart(figures[name](), key=f"shift.{name}")
 ui.downloads(rows, "klviz mass shift", lambda: [(name, build()) for name, build in figures.items()])

@@ -21,24 +21,54 @@ def _clear_caches():
     yield
 
 
-def _run(edit=None, kind="probabilities"):
+SECTIONS = ["Distributions", "Estimators", "Gradients", "Optima", "Claims"]
+
+
+def _run(edit=None, kind="probabilities", section=None):
     at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
     if edit is not None:
         at.session_state[f"kl_lab.table.{kind}"] = {"edited_rows": edit, "added_rows": [], "deleted_rows": []}
+    if section is not None:
+        at.session_state["kl_lab.section"] = section
     return at.run()
 
 
-def test_page_renders_widgets_charts_and_claims():
+def _open(at: AppTest, section: str) -> AppTest:
+    """Select a tab, as a click does (the tabs rerun the page: only the open one is drawn)."""
+    at.session_state["kl_lab.section"] = section
+    return at.run()
+
+
+def _charts(at: AppTest) -> list:
+    return at.get("plotly_chart")
+
+
+def test_page_opens_on_the_distributions_and_draws_only_the_open_section():
     at = _run()
-    assert not at.exception
-    assert not at.error
+    assert not at.exception and not at.error
     assert at.title[0].value == "KL lab"
+    assert [t.label for t in at.tabs] == SECTIONS
     assert at.radio(key="kl_lab.kind").value == "probabilities"
     assert at.data_editor(key="kl_lab.table.probabilities").value.shape == (5, 3)
-    assert at.select_slider(key="kl_lab.samples").value == 10_000
-    assert at.slider(key="kl_lab.beta").value == pytest.approx(0.2)
-    assert len(at.get("plotly_chart")) == 4
     assert [m.label for m in at.metric] == ["KL(pi||SFT), reverse", "KL(SFT||pi), forward"]
+    assert len(_charts(at)) == 1 and len(at.dataframe) == 1  # the editor; the other sections did not run
+
+
+def test_every_section_shows_its_widgets_and_chart():
+    at = _run()
+    _open(at, "Estimators")
+    assert not at.exception and at.select_slider(key="kl_lab.samples").value == 10_000
+    assert len(_charts(at)) == 1 and {"case", "estimator", "true KL"} <= set(at.dataframe[-1].value.columns)
+    _open(at, "Gradients")
+    assert not at.exception and len(_charts(at)) == 1 and len(at.dataframe) == 2  # the editor and the gradients
+    _open(at, "Optima")
+    assert not at.exception and at.slider(key="kl_lab.beta").value == pytest.approx(0.2)
+    assert len(_charts(at)) == 1 and not at.metric
+
+
+def test_claims_section_shows_the_verdicts_and_one_claims_evidence():
+    at = _open(_run(), "Claims")
+    assert not at.exception and not _charts(at)
     expected = claims.evaluate_claims(0)
     shown = [df.value for df in at.dataframe if "holds" in df.value.columns][0]
     assert list(shown["id"]) == [c.id for c in expected]
@@ -56,7 +86,8 @@ def test_logits_mode_renders():
     at.radio(key="kl_lab.kind").set_value("logits").run()
     assert not at.exception and not at.error
     assert at.data_editor(key="kl_lab.table.logits").value.shape == (5, 3)
-    assert len(at.get("plotly_chart")) == 4
+    for section in SECTIONS[:4]:
+        assert len(_charts(_open(at, section))) == 1, section
 
 
 @pytest.mark.parametrize("edit, words", [
@@ -69,5 +100,6 @@ def test_bad_edit_shows_one_sentence_error(edit, words):
     assert not at.exception
     assert len(at.error) == 1 and words in at.error[0].value
     assert at.error[0].value.count(". ") == 0
-    assert len(at.get("plotly_chart")) == 0  # nothing is drawn from a bad table
-    assert any("holds" in df.value.columns for df in at.dataframe)  # the claims still show
+    assert len(_charts(at)) == 0 and at.info[0].value.startswith("Fix the table above")  # nothing drawn from it
+    _open(at, "Claims")
+    assert not at.exception and any("holds" in df.value.columns for df in at.dataframe)  # the claims still show

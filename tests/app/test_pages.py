@@ -123,7 +123,7 @@ def test_every_page_renders_on_the_sample_pair():
     assert len(charts(at)) == 1
     assert [d.label for d in at.download_button] == ["Token table (parquet)", "Token table (CSV)", "HTML report"]
 
-    expected = {"pages/token_inspector.py": ("Token inspector", 3), "pages/mass_shift.py": ("Mass shift", 6),
+    expected = {"pages/token_inspector.py": ("Token inspector", 3), "pages/mass_shift.py": ("Mass shift", 2),
                 "pages/live_ppo.py": ("Live PPO", 0), "pages/kl_lab.py": ("KL lab", None)}
     for page in PAGES:
         title, n_charts = expected[page]
@@ -171,7 +171,32 @@ def test_second_shipped_pair_and_both_sources_on_mass_shift():
     assert control.options == ["Policy samples", "SFT samples", "Both"]
     for choice in ("policy", "sft", "both"):
         clean(at.button_group(key=K.SHIFT_SOURCE).set_value(choice).run())
-        assert len(charts(at)) == 6
+        assert len(charts(at)) == 2
+
+
+SHIFT_VIEWS = ["KL by band", "SFT vs policy probability", "Tokens most gained and lost", "KL by position",
+               "Sequence-level KL"]
+
+
+def shift_views(at: AppTest):
+    """Open each Mass shift tab in turn (as a click does: the page reruns with that tab open)."""
+    for view in SHIFT_VIEWS:
+        at.session_state[K.SHIFT_VIEW] = view
+        yield view, clean(at.run())
+
+
+def test_mass_shift_draws_the_headline_and_the_open_view_only():
+    at = clean(app(**FEW_PROMPTS).run())
+    clean(at.switch_page("pages/mass_shift.py").run())
+    assert [t.label for t in at.tabs] == SHIFT_VIEWS
+    headline = charts(at)[0].proto.spec
+    specs = {}
+    for view, at in shift_views(at):
+        drawn = charts(at)
+        assert len(drawn) == 2 and drawn[0].proto.spec == headline, view
+        specs[view] = drawn[1].proto.spec
+    assert len(set(specs.values())) == len(SHIFT_VIEWS)  # each tab its own chart
+    assert [view for view, spec in specs.items() if "scattergl" in spec] == ["SFT vs policy probability"]
 
 
 def test_overview_shows_the_mean_reward_of_each_source():
@@ -217,7 +242,8 @@ def test_token_text_is_escaped(monkeypatch):
     strip = charts(at)[0].proto.spec
     assert "&lt;script&gt;" in strip and evil not in strip
     clean(at.switch_page("pages/mass_shift.py").run())
-    assert all(evil not in c.proto.spec for c in charts(at))
+    for view, at in shift_views(at):
+        assert all(evil not in c.proto.spec for c in charts(at)), view
 
 
 # ---- uploads ----------------------------------------------------------------------------------
@@ -255,7 +281,7 @@ def test_zipped_tiny_pair_uploads_loads_and_is_analyzed(tiny):
     assert cur.pair is not None and cur.pair.policy_info.kind.startswith("zip")
     assert len(at.metric) >= 5 and len(charts(at)) == 1
     clean(at.switch_page("pages/mass_shift.py").run())
-    assert len(charts(at)) == 6
+    assert len(charts(at)) == 2
 
 
 def test_incompatible_upload_shows_the_library_sentence_and_the_app_stays_usable(tiny):

@@ -2,11 +2,12 @@
 Playwright through Debian's /usr/bin/chromium (never a downloaded browser).
 
 In order (the tests share one server and one browser tab): open on the sample pair and wait for
-the first chart; visit every page with no exception shown; start a live PPO run and see the Step
-metric advance, then save its policy and find it in the sidebar's pair picker; upload a pair of
-zipped tiny models through the two uploaders. Screenshots go to tests/e2e/screenshots/ (the Mass
-shift and Live PPO ones are copied to docs/screenshots/ for the README) and the timings (first
-chart, page switch, live refresh rate) to bench/RESULTS_dashboard.md.
+the first chart; visit every page, and every tab of Mass shift and the KL lab, with no exception
+shown; start a live PPO run and see the Step metric advance, then save its policy and find it in
+the sidebar's pair picker; upload a pair of zipped tiny models through the two uploaders.
+Screenshots go to tests/e2e/screenshots/ (the Mass shift and Live PPO ones are copied to
+docs/screenshots/ for the README) and the timings (first chart, page and tab switches, live
+refresh rate) to bench/RESULTS_dashboard.md.
 """
 
 from __future__ import annotations
@@ -42,7 +43,12 @@ IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
 RUNNING = "[data-testid='stApp'][data-test-script-state='running']"
 CHART = "[data-testid='stPlotlyChart'] .main-svg"
 EXCEPTION = "[data-testid='stException']"
-PAGES = {"Token inspector": 3, "Mass shift": 6, "Live PPO": 0, "KL lab": 1, "Overview": 1}  # charts at least
+# Charts on each page's first view: Mass shift draws its headline and the open tab's chart, the KL
+# lab its open section (Distributions); the other tabs are drawn when opened (TABS).
+PAGES = {"Token inspector": 3, "Mass shift": 2, "Live PPO": 0, "KL lab": 1, "Overview": 1}
+TABS = {"Mass shift": ["SFT vs policy probability", "Tokens most gained and lost", "KL by position",
+                       "Sequence-level KL", "KL by band"],
+        "KL lab": ["Estimators", "Gradients", "Optima", "Claims", "Distributions"]}
 TIMINGS: dict[str, str] = {}
 
 
@@ -100,14 +106,32 @@ def page(server, tmp_path_factory):
         context.close()
 
 
+# Checked on every animation frame: Playwright's own waits poll at growing intervals (up to 500 ms),
+# which would add up to half a second to a timing.
+DRAWN = """([title, charts, inPanel, text, idle]) => {
+  const app = document.querySelector("[data-testid='stApp']");
+  if (idle && (!app || app.getAttribute("data-test-script-state") !== "notRunning")) return false;
+  if (title && ![...document.querySelectorAll("h1")].some(h => h.textContent.includes(title))) return false;
+  let scope = document;
+  if (inPanel) {  // the open tab's panel
+    scope = [...document.querySelectorAll("[role='tabpanel']")].find(p => p.offsetParent !== null);
+    if (!scope) return false;
+  }
+  if (text && !scope.textContent.includes(text)) return false;
+  return scope.querySelectorAll("[data-testid='stPlotlyChart'] .main-svg").length >= charts;
+}"""
+
+
+def drawn(tab, charts: int = 0, title: str | None = None, in_panel: bool = False, text: str | None = None,
+          idle: bool = True) -> None:
+    """Wait until `charts` charts are drawn (in the open tab's panel if `in_panel`), with `title`
+    and `text` shown and, if `idle`, the script finished."""
+    tab.wait_for_function(DRAWN, arg=[title, charts, in_panel, text, idle], polling="raf")
+
+
 def settle(tab, charts: int = 0, title: str | None = None) -> None:
     """Wait until the script is idle, the page's title is shown and `charts` charts are drawn."""
-    if title:
-        tab.locator("h1", has_text=title).first.wait_for()
-    tab.locator(IDLE).wait_for()
-    if charts:
-        tab.locator(CHART).nth(charts - 1).wait_for()
-    tab.locator(IDLE).wait_for()
+    drawn(tab, charts, title)
 
 
 def no_exception(tab) -> None:
@@ -150,7 +174,7 @@ def choose(tab, label: str, option: str) -> None:
 def test_opens_on_the_sample_pair_with_a_chart(page, server):
     start = time.perf_counter()
     page.goto(server)
-    page.locator(CHART).first.wait_for()  # on screen: the default view's shipped table (klviz.warm)
+    drawn(page, charts=1, idle=False)  # on screen: the default view's shipped table (klviz.warm)
     TIMINGS["first chart, fresh server"] = f"{time.perf_counter() - start:.2f} s"
     # The pair loads after the page is drawn (klviz.ui._load_pair_soon), then the sidebar shows it.
     page.locator("[data-testid='stSidebar']").get_by_text("Running on cpu").wait_for()
@@ -159,7 +183,7 @@ def test_opens_on_the_sample_pair_with_a_chart(page, server):
     no_exception(page)
     start = time.perf_counter()
     page.goto(server)  # a new session: the pair and the table come from the caches
-    page.locator(CHART).first.wait_for()
+    drawn(page, charts=1, idle=False)
     TIMINGS["first chart, opening again (cached pair and table)"] = f"{time.perf_counter() - start:.2f} s"
     page.locator("[data-testid='stSidebar']").get_by_text("Running on cpu").wait_for()  # the rest follows
     settle(page, charts=1, title="Overview")
@@ -185,6 +209,24 @@ def test_every_page_shows_without_exception(page):
         shot(page, name.lower().replace(" ", "_"), readme=name == "Mass shift")
     for name, seconds in switches:
         TIMINGS[f"page switch to {name}"] = f"{seconds:.2f} s"
+
+
+def test_every_tab_shows_without_exception(page):
+    """Mass shift and KL lab draw one tab at a time: a click reruns the page with that tab open."""
+    for name, tabs in TABS.items():
+        nav(page, name).click()
+        settle(page, charts=PAGES[name], title=name)
+        for tab in tabs:
+            start = time.perf_counter()
+            page.get_by_role("tab", name=tab, exact=True).click()
+            if tab == "Claims":  # a table, no chart
+                drawn(page, title=name, in_panel=True, text="Claims, settled now")
+            else:
+                drawn(page, charts=1, title=name, in_panel=True)
+            TIMINGS[f"tab switch: {name}, {tab}"] = f"{time.perf_counter() - start:.2f} s"
+            no_exception(page)
+            if tab == "SFT vs policy probability":
+                shot(page, "mass_shift_scatter")
 
 
 def test_clicking_a_token_inspects_its_position(page):
@@ -295,7 +337,10 @@ def _write_results():
         "- *opening again*: a new browser session on a running server; the pair (st.cache_resource) and\n"
         "  the token table (st.cache_data) come from the caches.\n"
         "- *new settings*: the seed changed in the sidebar, so the responses are sampled and scored again.\n"
-        "- *page switch*: click in the sidebar until the page is idle with all its charts drawn.\n"
+        "- *page switch*: click in the sidebar until the page is idle with all its charts drawn. Mass shift\n"
+        "  draws its headline and the open tab's chart; the KL lab its open section.\n"
+        "- *tab switch*: click on a tab of Mass shift or the KL lab until its chart (the Claims: its table)\n"
+        "  is drawn and the page is idle; only the open tab is built and drawn (st.tabs, on_change=\"rerun\").\n"
         "- *live refresh*: live-panel refreshes per second (st.fragment polling every 0.4 s) while a PPO job\n"
         "  (batch 8) trains in the same server process.\n")
     print("\n" + RESULTS.read_text())
