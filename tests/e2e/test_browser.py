@@ -292,6 +292,8 @@ def zipped(folder: Path, out: Path) -> Path:
 
 
 def test_upload_a_zipped_pair(page, tmp_path):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     from tests.helpers.tiny import save_pair
 
     policy, sft = save_pair(tmp_path / "tiny", kind="gpt2")
@@ -301,8 +303,14 @@ def test_upload_a_zipped_pair(page, tmp_path):
     for label, path in files.items():
         box = page.locator("[data-testid='stFileUploader']", has_text=label).first
         box.locator("input[type='file']").set_input_files(str(path))
-        page.locator(IDLE).wait_for()
-    page.get_by_text("policy.zip vs sft.zip").wait_for(timeout=120_000)
+        box.get_by_text(path.name).wait_for()  # uploaded: the uploader lists the file
+        drawn(page)
+    try:
+        page.get_by_text("policy.zip vs sft.zip").wait_for(timeout=120_000)
+    except PlaywrightTimeout:
+        shot(page, "upload_failed")
+        sidebar = page.locator("[data-testid='stSidebar']").inner_text().replace("\n", " | ")
+        raise AssertionError(f"the uploaded pair did not load; the sidebar shows: {sidebar}") from None
     settle(page, charts=1, title="Overview")
     no_exception(page)
     assert page.locator("[data-testid='stAlertContentError']").count() == 0
