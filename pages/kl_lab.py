@@ -114,11 +114,9 @@ SECTIONS = {
     "Optima": lambda: _optima(ref, reward),
     "Claims": _claims_section,
 }
-# One section at a time: only the open tab runs and draws (on_change="rerun" makes tab.open known).
-for name, tab in zip(SECTIONS, st.tabs(list(SECTIONS), key=KEY_SECTION, on_change="rerun")):
-    if tab.open:
-        with tab:
-            if policy is None and name != "Claims":
-                st.info("Fix the table above to see this section; the claims do not depend on it.")
-            else:
-                SECTIONS[name]()
+name, tab = ui.open_tab(list(SECTIONS), KEY_SECTION)  # one section at a time: only the open tab runs
+with tab:
+    if policy is None and name != "Claims":
+        st.info("Fix the table above to see this section; the claims do not depend on it.")
+    else:
+        SECTIONS[name]()

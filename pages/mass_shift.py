@@ -46,10 +46,9 @@ figures = {
 }
 headline, *views = figures
 st.plotly_chart(figures[headline](), key=f"shift.{headline}")
-# One view at a time: only the open tab's chart is built and drawn (on_change="rerun" makes
-# tab.open known), so the page shows in well under a second; the HTML report holds all six.
-for name, tab in zip(views, st.tabs(views, key=ui.Keys.SHIFT_VIEW, on_change="rerun")):
-    if tab.open:
-        tab.caption(VIEW_CAPTIONS[name])
-        tab.plotly_chart(figures[name](), key=f"shift.{name}")
+# One view at a time: only the open tab's chart is built and drawn, so the page shows in well
+# under a second; the HTML report holds all six.
+name, tab = ui.open_tab(views, ui.Keys.SHIFT_VIEW)
+tab.caption(VIEW_CAPTIONS[name])
+tab.plotly_chart(figures[name](), key=f"shift.{name}")
 ui.downloads(rows, "klviz mass shift", lambda: [(name, build()) for name, build in figures.items()])
