@@ -468,9 +468,9 @@ def prompt_text(prompt) -> str:
 
 
 @st.cache_data(max_entries=16, show_spinner="Sampling and scoring…")
-def _analysis(key: str, settings_items: tuple, prompts_content: str, _pair, _prompts) -> pd.DataFrame:
-    """The token table; `key` (the pair's), the settings and the prompts' content key the cache."""
-    return warm.default_table(_pair, _prompts, SamplingSettings(**dict(settings_items)))
+def _analysis(table: str, _settings: SamplingSettings, _pair, _prompts) -> pd.DataFrame:
+    """The token table; `table` (`table_key`: the pair's key, the prompts' content, the settings) keys the cache."""
+    return warm.default_table(_pair, _prompts, _settings)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -567,8 +567,7 @@ def require_table() -> pd.DataFrame:
         return table
     pair, found = require_pair(), prompts()
     with user_errors(stop=True):
-        content = fingerprint(_resolve(cur.settings.prompts))
-        return _analysis(cur.key, tuple(asdict(cur.settings).items()), content, pair, found)
+        return _analysis(table_key(), cur.settings, pair, found)
 
 
 def decoder(pair):
