@@ -41,7 +41,6 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
 RUNNING = "[data-testid='stApp'][data-test-script-state='running']"
-CHART = "[data-testid='stPlotlyChart'] .main-svg"
 EXCEPTION = "[data-testid='stException']"
 # Charts on each page's first view: Mass shift draws its headline and the open tab's chart, the KL
 # lab its open section (Distributions); the other tabs are drawn when opened (TABS).
@@ -118,7 +117,9 @@ DRAWN = """([title, charts, inPanel, text, idle]) => {
     if (!scope) return false;
   }
   if (text && !scope.textContent.includes(text)) return false;
-  return scope.querySelectorAll("[data-testid='stPlotlyChart'] .main-svg").length >= charts;
+  // A chart is drawn once plotly has built its SVG layers (it makes three .main-svg per chart).
+  const drawn = [...scope.querySelectorAll("[data-testid='stPlotlyChart']")].filter(c => c.querySelector(".main-svg"));
+  return drawn.length >= charts;
 }"""
 
 
