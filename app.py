@@ -14,7 +14,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import streamlit as st  # noqa: E402
 
-from klviz import ui  # noqa: E402
+from klviz.app import ui  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 

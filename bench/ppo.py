@@ -63,7 +63,7 @@ def ensure_model(sft: str | None, workdir: Path) -> tuple[Path, str]:
 
 
 def sentiment_reward(prompts, completions, **kwargs) -> list[float]:
-    from klviz.lexicon import sentiment_score
+    from klviz.ppo.lexicon import sentiment_score
 
     return [sentiment_score(p + c) for p, c in zip(prompts, completions)]
 
@@ -71,7 +71,9 @@ def sentiment_reward(prompts, completions, **kwargs) -> list[float]:
 def child_klviz(folder: Path, steps: int, warmup: int, exact: bool) -> list[float]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from klviz.ppo import PPOConfig, PPOTrainer
+    from klviz.ppo.config import PPOConfig
+
+    from klviz.ppo.trainer import PPOTrainer
 
     model = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True).eval()
     tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)

@@ -4,7 +4,7 @@
          the way TRL does it (logits_to_keep for the response span, then log_softmax+gather in float32)
   naive  exact KL the obvious way: full [batch, response, vocab] log-softmax tensors for both models,
          then the same columns as klviz from them
-  klviz  klviz.divergence.score: decoder to hidden states, head on chunks of response positions
+  klviz  klviz.engine.divergence.score: decoder to hidden states, head on chunks of response positions
 
 Wide vocabulary (32k) and 8k+ response tokens by default. Each method runs in its own subprocess so
 peak memory is its own: peak RSS above the process's RSS once the models are built (sampled every
@@ -62,7 +62,7 @@ def run_bare(policy, sft, ids, P, batch_size):
 
 @torch.no_grad()
 def run_naive(policy, sft, ids, P, batch_size):
-    from klviz.divergence import token_stats
+    from klviz.engine.divergence import token_stats
 
     out = []
     for s in range(0, ids.shape[0], batch_size):
@@ -77,7 +77,7 @@ def run_naive(policy, sft, ids, P, batch_size):
 
 
 def run_klviz(policy, sft, ids, P, batch_size):
-    from klviz.divergence import ScoreInput, score_tensors
+    from klviz.engine.divergence import ScoreInput, score_tensors
 
     inputs = [ScoreInput(row[:P].tolist(), row[P:].tolist()) for row in ids]
     return score_tensors(policy, sft, inputs, top_k=10, batch_size=batch_size)

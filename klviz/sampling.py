@@ -1,4 +1,4 @@
-"""Prompts and responses: read a prompts file, sample from either model, score what was sampled.
+"""Sample from either model and score what was sampled (prompts: klviz.prompts).
 
 Prompt tokenization follows `klviz score`: a text prompt is encoded with the tokenizer's special
 tokens (e.g. BOS) and the response without, its ids appended to the prompt's. A chat prompt
@@ -17,16 +17,15 @@ import hashlib
 import sys
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig
 
-from klviz.divergence import ScoreInput, score
+from klviz.engine.divergence import ScoreInput, score
 from klviz.errors import KlvizError
-from klviz.io import read_jsonl
+from klviz.prompts import Prompt
 
 SOURCES = ("policy", "sft", "both")
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length")
@@ -34,87 +33,6 @@ CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence
 # and klviz cannot switch them off without mutating the (shared) model, so it says so.
 FORCING_KEYS = ("forced_bos_token_id", "forced_eos_token_id", "bad_words_ids", "suppress_tokens",
                 "begin_suppress_tokens", "sequence_bias")
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """One prompt: plain `text`, or a chat as `messages`.
-
-    `messages` is a sequence of {"role": ..., "content": ...} mappings; read_prompts stores each as a
-    tuple of (key, value) pairs so a Prompt is hashable (the dashboard caches on it).
-    """
-
-    id: str
-    text: str | None = None
-    messages: tuple | None = None
-    origin: str = ""
-    """Where it came from, for error messages: "prompts.jsonl, line 3"."""
-
-    def token_ids(self, tokenizer) -> list[int]:
-        """The prompt's ids: text with special tokens; a chat via the tokenizer's template."""
-        if self.messages is None:
-            return list(tokenizer(self.text).input_ids)
-        if not getattr(tokenizer, "chat_template", None):
-            raise KlvizError(f"{self.origin or self.id}: the prompt is a chat (messages) but the tokenizer "
-                             "has no chat template, so give a plain `prompt` instead.")
-        rendered = tokenizer.apply_chat_template([dict(m) for m in self.messages], tokenize=False,
-                                                 add_generation_prompt=True)
-        return list(tokenizer(rendered, add_special_tokens=False).input_ids)
-
-
-def read_prompts(path) -> list[Prompt]:
-    """Prompts from JSONL (`prompt` or `messages`, optional `id`) or .txt (one prompt per line)."""
-    path = Path(path)
-    try:
-        prompts = _read_txt(path) if path.suffix.lower() == ".txt" else _read_jsonl_prompts(path)
-    except UnicodeDecodeError:
-        raise KlvizError(f"{path} is not UTF-8 text.") from None
-    seen: dict[str, str] = {}
-    for p in prompts:
-        if p.id in seen:
-            raise KlvizError(f"{p.origin}: id {p.id!r} was already used at {seen[p.id]}; ids must be unique.")
-        seen[p.id] = p.origin
-    return prompts
-
-
-def _read_txt(path: Path) -> list[Prompt]:
-    if not path.is_file():
-        raise KlvizError(f"{path}: no such file." if not path.exists() else f"{path} is not a file.")
-    lines = path.read_text(encoding="utf-8").splitlines()
-    prompts = [Prompt(id=str(n), text=line, origin=f"{path}, line {n}")
-               for n, line in enumerate(lines, start=1) if line.strip()]
-    if not prompts:
-        raise KlvizError(f"{path} is empty: it needs at least one prompt, one per line.")
-    return prompts
-
-
-def _read_jsonl_prompts(path: Path) -> list[Prompt]:
-    prompts = []
-    for row in read_jsonl(path):
-        where = f"{path}, line {row['_line']}"
-        has_text, has_chat = "prompt" in row, "messages" in row
-        if has_text == has_chat:
-            raise KlvizError(f"{where}: give either `prompt` (text) or `messages` (a chat), "
-                             f"not {'both' if has_text else 'neither'}.")
-        raw_id = row.get("id", row["_line"])
-        if isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)):
-            raise KlvizError(f"{where}: `id` must be a string or an integer.")
-        if has_text:
-            if not isinstance(row["prompt"], str) or not row["prompt"]:
-                raise KlvizError(f"{where}: `prompt` must be a non-empty string.")
-            prompts.append(Prompt(id=str(raw_id), text=row["prompt"], origin=where))
-        else:
-            prompts.append(Prompt(id=str(raw_id), messages=_messages(row["messages"], where), origin=where))
-    return prompts
-
-
-def _messages(raw, where: str) -> tuple:
-    ok = isinstance(raw, list) and raw and all(
-        isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str) for m in raw)
-    if not ok:
-        raise KlvizError(f"{where}: `messages` must be a non-empty list of "
-                         '{"role": "...", "content": "..."} objects.')
-    return tuple((("role", m["role"]), ("content", m["content"])) for m in raw)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 their gradients, the KL-regularized optima, and the verdicts of `klviz claims`: one tab at a time,
 and only the open tab runs.
 
-A thin page: widgets -> klviz.toy / klviz.claims -> klviz.lab_plots -> st.plotly_chart. Mounted by app.py
+A thin page: widgets -> klviz.lab.toy / klviz.lab.claims -> klviz.views.lab_plots -> st.plotly_chart. Mounted by app.py
 as "KL lab"; it also runs on its own (`streamlit run pages/kl_lab.py`), so no st.set_page_config here.
 KL(pi||SFT) = sum pi log(pi/SFT) is the reverse KL (InstructGPT's penalty); KL(SFT||pi) the forward KL.
 """
@@ -13,7 +13,11 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from klviz import claims, lab_plots, toy, ui
+from klviz.lab import claims, toy
+
+from klviz.views import lab_plots
+
+from klviz.app import ui
 from klviz.errors import KlvizError
 
 KEY_KIND = "kl_lab.kind"

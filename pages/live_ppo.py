@@ -7,8 +7,11 @@ a fragment that only polls the job's snapshots while it runs. Up to four runs ar
 
 import streamlit as st
 
-from klviz import plots, ui
-from klviz.ppo import PPOConfig
+from klviz.views import plots
+
+from klviz.app import ui
+from klviz.ppo.config import PPOConfig
+from klviz.ppo.losses import ESTIMATOR_METRIC
 
 K = ui.Keys
 PLACEMENTS = {"reward": "in the reward (InstructGPT)", "loss": "in the loss (GRPO)", "none": "none"}
@@ -27,7 +30,7 @@ with st.container(border=True):
                             accept_new_options=True,
                             help="sentiment, length, keyword:WORD, module:function or a folder")
     placement = c[1].selectbox("KL placement", list(PLACEMENTS), format_func=PLACEMENTS.get, key=K.PPO_PLACEMENT)
-    estimator = c[2].selectbox("KL estimator", list(ui.ESTIMATOR_METRIC), key=K.PPO_ESTIMATOR)
+    estimator = c[2].selectbox("KL estimator", list(ESTIMATOR_METRIC), key=K.PPO_ESTIMATOR)
     beta = c[3].number_input("beta (KL coefficient)", 0.0, 10.0, 0.05, 0.01, format="%.3f", key=K.PPO_BETA)
     c = st.columns(4)
     lr = c[0].number_input("Learning rate", 1e-6, 1e-1, 3e-4, format="%.0e", key=K.PPO_LR)

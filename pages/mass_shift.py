@@ -8,7 +8,9 @@ The headline chart is always drawn; the other five are tabs, and only the open o
 
 import streamlit as st
 
-from klviz import plots, ui
+from klviz.views import plots
+
+from klviz.app import ui
 
 LABELS = {"policy": "Policy samples", "sft": "SFT samples", "both": "Both"}
 VIEW_CAPTIONS = {
@@ -35,7 +37,7 @@ if len(options) > 1:
     st.caption("Policy samples show the contexts the policy writes (where it went); SFT samples show "
                "the SFT model's own contexts (what the policy left behind).")
 rows = ui.shift_rows(df, choice)
-f = ui.mass_shift(rows, choice, pair)  # klviz.tables.mass_shift, cached per table and choice
+f = ui.mass_shift(rows, choice, pair)  # klviz.views.tables.mass_shift, cached per table and choice
 figures = {
     "Mass moved": lambda: plots.mass_moved_figure(f["bands"]),
     "KL by band": lambda: plots.kl_by_band_figure(f["bands"]),

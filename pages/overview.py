@@ -7,8 +7,10 @@ sum_v q log(q/p) the forward KL.
 
 import streamlit as st
 
-from klviz import plots, ui
-from klviz.plots import KL_FORWARD, KL_REVERSE
+from klviz.views import plots
+
+from klviz.app import ui
+from klviz.views.plots import KL_FORWARD, KL_REVERSE
 
 st.title("Overview")
 head, bands = ui.overview()  # on the default view: from the shipped view, before pandas has loaded
@@ -32,7 +34,7 @@ ui.headline_only()  # a new session's first run ends here; the sidebar and the r
 
 reward_name = figures.selectbox("Reward", ["(none)", "sentiment", "length", "other…"],
                                key=ui.Keys.OVERVIEW_REWARD,
-                               help="Score the sampled responses with a reward from klviz.rewards.")
+                               help="Score the sampled responses with a reward from klviz.ppo.rewards.")
 if reward_name == "other…":
     reward_name = figures.text_input("Reward name", placeholder="keyword:WORD, module:function or a folder",
                                      key=ui.Keys.OVERVIEW_REWARD_OTHER)

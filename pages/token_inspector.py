@@ -7,7 +7,10 @@ log_ratio = log p(y)/q(y) at the sampled token (p: policy, q: SFT); kl_reverse =
 
 import streamlit as st
 
-from klviz import plots, tables, ui
+from klviz.views import plots, tables
+
+from klviz.app import ui
+from klviz.prompts import prompt_text
 
 QUANTITIES = ["log_ratio", "kl_reverse", "kl_forward", "k1", "k3"]
 LABELS = {**plots.QUANTITY_LABELS, "logp_policy": "log p(y), policy", "logp_sft": "log q(y), SFT"}
@@ -15,7 +18,7 @@ LABELS = {**plots.QUANTITY_LABELS, "logp_policy": "log p(y), policy", "logp_sft"
 st.title("Token inspector")
 df = ui.require_table()
 pair = ui.require_pair()
-texts = {str(p.id): ui.prompt_text(p) for p in ui.prompts()}
+texts = {str(p.id): prompt_text(p) for p in ui.prompts()}
 
 sources = ui.sources_of(df)
 cols = st.columns([1, 3, 1, 2] if len(sources) > 1 else [3, 1, 2])

@@ -2,7 +2,7 @@
 
 A review is "Review:" and one to three clauses ("the room was very clean", "the staff were not
 friendly") joined by connectives, then an optional closing remark and a full stop. Adjectives come
-from `klviz.lexicon`, drawn so that most reviews are neutral or mixed: the `sentiment` reward then
+from `klviz.ppo.lexicon`, drawn so that most reviews are neutral or mixed: the `sentiment` reward then
 has room to move a policy toward praise (more positive words, more intensifiers, fewer negations),
 which is the drift the sample data is meant to show.
 """
@@ -14,7 +14,7 @@ import random
 import re
 from dataclasses import dataclass
 
-from klviz.lexicon import INTENSIFIERS, NEGATIVE, NEUTRAL, POSITIVE
+from klviz.ppo.lexicon import INTENSIFIERS, NEGATIVE, NEUTRAL, POSITIVE
 
 PREFIX = "Review:"
 """Every review and every prompt starts with this."""
@@ -149,7 +149,7 @@ def all_adjectives() -> frozenset[str]:
 
 
 def check_lexicon() -> None:
-    """Raise if an adjective pool disagrees with klviz.lexicon (a word in the wrong polarity)."""
+    """Raise if an adjective pool disagrees with klviz.ppo.lexicon (a word in the wrong polarity)."""
     lists = {"positive": POSITIVE, "negative": NEGATIVE, "neutral": NEUTRAL}
     for kind, pools in ADJECTIVES.items():
         for polarity, words in pools.items():

@@ -22,10 +22,10 @@ from klviz.sample.corpus import GrammarConfig, make_corpus
 from klviz.sample.policies import POLICY_FOLDERS, PolicyConfig, train_policies
 from klviz.sample.prompts import sample_prompts, write_prompts
 from klviz.sample.readme import render
-from klviz.sample.report import MeasureSettings, measure
+from klviz.sample.measure import MeasureSettings, measure
 from klviz.sample.tokenizer import DEFAULT_VOCAB_SIZE, save_tokenizer, train_tokenizer
 from klviz.sample.train_sft import SFTConfig, build_model, encode, perplexity, torch_threads, train_sft
-from klviz.warm import write_warm_table
+from klviz.shipped_view import write_warm_table
 
 MANIFEST = "klviz_sample.json"
 """Written last into every sample folder; its presence marks a folder klviz may replace."""
@@ -170,15 +170,6 @@ def write_report(folder: Path, manifest: dict, log: Callable[[str], None]) -> di
             tmp.write_text(text, encoding="utf-8")
             tmp.chmod(FILE_MODE)  # mkstemp makes it private; these are shipped, readable files
     return manifest
-
-
-def refresh_report(out: Path, progress: bool = True) -> dict:
-    """Re-measure an existing sample folder and rewrite its README.md and figures (no training)."""
-    out = Path(out)
-    if not (out / MANIFEST).exists():
-        raise KlvizError(f"{out} is not a klviz sample folder (no {MANIFEST}): run `klviz make-sample-data` first.")
-    manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
-    return write_report(out, manifest, _logger(progress))
 
 
 def make_sample_data(out: Path, quick: bool = False, progress: bool = True) -> dict:

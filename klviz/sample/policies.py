@@ -15,7 +15,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from klviz.ppo import PPOConfig, PPOTrainer
+from klviz.ppo.config import PPOConfig
+
+from klviz.ppo.trainer import PPOTrainer
 
 RUNS: dict[str, tuple[str, str]] = {
     "policy": ("reward", "k1"),
@@ -33,10 +35,10 @@ METRICS_KEPT = ("reward_mean", "kl_reverse")
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    """Settings shared by both PPO runs: fields of klviz.ppo.PPOConfig, with its defaults unless noted."""
+    """Settings shared by both PPO runs: fields of klviz.ppo.trainer.PPOConfig, with its defaults unless noted."""
 
     reward: str = PPOConfig.reward
-    """Reward name in klviz.rewards."""
+    """Reward name in klviz.ppo.rewards."""
     steps: int = PPOConfig.steps
     """PPO steps (each: one batch of rollouts, then ppo_epochs of minibatch updates)."""
     batch_size: int = PPOConfig.batch_size

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from klviz.sample.policies import RUNS
-from klviz.sample.report import MeasureSettings
+from klviz.sample.measure import MeasureSettings
 
 BYTES_PER_MB = 1_000_000
 
@@ -28,7 +28,7 @@ def _files_section(out: Path, m: dict) -> str:
                     f"| {folder_mb(out / folder):.1f} MB |")
     rows.append("| `dashboard_table.parquet` | the dashboard's default view (policy vs SFT, default sampling "
                 "settings) sampled and scored in advance, so it opens fast; used only while everything "
-                "that made it is unchanged (`klviz/warm.py`) | | |")
+                "that made it is unchanged (`klviz/shipped_view.py`) | | |")
     rows.append("| `dashboard_view.json` | what the Overview draws of that table (headline figures, band "
                 "totals), under the same key, so its first chart needs no pandas | | |")
     rows.append("| `klviz_sample.json` | the manifest: every setting, per-step PPO metrics, timings | | |")
@@ -45,7 +45,7 @@ def _made_section(m: dict) -> str:
 {sft['train_tokens']:,} tokens with BOS/EOS) from a seeded grammar (seed {c['corpus_seed']}): "Review:", one to
 {c['grammar']['max_clauses']} clauses (subject, verb, optional negation, one or two adjectives with optional
 intensifiers) joined by connectives, an optional closing remark, a full stop. Subjects are food, people or
-places, each with its own adjectives from `klviz/lexicon.py`; {c['grammar']['p_neutral']:.0%} of adjectives are
+places, each with its own adjectives from `klviz/ppo/lexicon.py`; {c['grammar']['p_neutral']:.0%} of adjectives are
 neutral, {c['grammar']['p_positive']:.0%} positive, the rest negative, so most reviews are neutral or mixed.
 Held-out: {sft['heldout_reviews']:,} reviews, an independent draw (seed {c['heldout_seed']}).
 
@@ -58,7 +58,7 @@ encoded text; EOS ends every training review.
 {s['warmup_steps']} warmup steps then cosine decay to {s['min_lr_ratio']} x lr, seed {s['seed']}, {s['threads']} CPU threads,
 {sft['train']['seconds']:.0f} s. **Held-out perplexity {sft['heldout_perplexity']:.3f}** per token (EOS included).
 
-**PPO** (`klviz/sample/policies.py`, `klviz/ppo.py`): reward `{p['reward']}` (`klviz.lexicon.sentiment_score`
+**PPO** (`klviz/sample/policies.py`, `klviz/ppo/trainer.py`): reward `{p['reward']}` (`klviz.ppo.lexicon.sentiment_score`
 of prompt + response), {p['steps']} steps of {p['batch_size']} responses of at most {p['max_new_tokens']} tokens,
 {p['ppo_epochs']} epoch(s) x {p['minibatches']} minibatches, beta (kl_coef) {p['kl_coef']}, lr {p['lr']}, seed
 {p['seed']}, over the prompts of `prompts.jsonl`. The two runs differ only in the KL term: `policy/` subtracts

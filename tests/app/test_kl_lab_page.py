@@ -8,7 +8,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from klviz import claims
+from klviz.lab import claims
 
 PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "kl_lab.py")
 TIMEOUT = 60  # the first run imports plotly and evaluates the claims

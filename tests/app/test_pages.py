@@ -21,9 +21,11 @@ import torch
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
-from klviz import ui, warm
+from klviz.app import ui
+
+from klviz import shipped_view
 from klviz.errors import KlvizError
-from klviz.plots import KL_FORWARD, KL_REVERSE
+from klviz.views.plots import KL_FORWARD, KL_REVERSE
 from tests.helpers.tiny import make_tiny_model, make_tokenizer, save_model, save_pair
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,8 +111,8 @@ def test_every_page_renders_on_the_sample_pair():
     assert "Sample: policy_k3_loss vs SFT" in pair.options
     assert {ui.LOCAL, ui.UPLOAD} <= set(pair.options)
     assert any("Running on cpu · float32" in c.value for c in at.sidebar.caption)
-    assert at.text_input(key=K.PROMPTS).value == warm.DEFAULT_PROMPTS
-    assert at.number_input(key=K.MAX_NEW_TOKENS).value == warm.DEFAULT_MAX_NEW_TOKENS
+    assert at.text_input(key=K.PROMPTS).value == shipped_view.DEFAULT_PROMPTS
+    assert at.number_input(key=K.MAX_NEW_TOKENS).value == shipped_view.DEFAULT_MAX_NEW_TOKENS
     assert at.number_input(key=K.SAMPLES).value == 4 and at.number_input(key=K.SEED).value == 0
     assert at.slider(key=K.TEMPERATURE).value == 1.0
     assert at.button_group(key=K.SAMPLE_FROM).value == "policy"
@@ -142,13 +144,13 @@ def test_every_page_renders_on_the_sample_pair():
 
 def test_the_default_view_starts_from_the_shipped_table_and_still_loads_the_pair(monkeypatch):
     computed = []
-    real = warm.default_table
-    monkeypatch.setattr(warm, "default_table", lambda *a: computed.append(a) or real(*a))
+    real = shipped_view.default_table
+    monkeypatch.setattr(shipped_view, "default_table", lambda *a: computed.append(a) or real(*a))
     at = clean(app().run())
     # The first run: the Overview's headline alone (title, figures, chart), from the shipped view.
     assert computed == [] and len(charts(at)) == 1 and len(at.metric) == 5
     assert not at.sidebar.selectbox and not at.download_button and not at.selectbox
-    view = warm.read_warm_view(ROOT / "sample_data" / warm.WARM_VIEW, ui._warm_key(current(at)))
+    view = shipped_view.read_warm_view(ROOT / "sample_data" / shipped_view.WARM_VIEW, ui._warm_key(current(at)))
     assert metric(at, f"{KL_REVERSE} per token") == f"{view['headline']['kl_reverse_per_token']:.4f}"
     assert metric(at, f"{KL_FORWARD} per sequence") == f"{view['headline']['kl_forward_per_sequence']:.3f}"
     clean(at.run())  # its fragment's next run (AppTest: the next run): the sidebar and the rest of the page
@@ -326,10 +328,11 @@ def test_out_of_memory_is_a_sentence_not_a_traceback(monkeypatch):
 
 
 def test_downloads_are_the_token_table_and_a_report(tiny_dirs):
-    from klviz import plots, tables
+    from klviz.views import plots, tables
     from klviz.models import load_pair
-    from klviz.report import report_html
-    from klviz.sampling import Prompt, SamplingConfig, analyze
+    from klviz.views.report import report_html
+    from klviz.prompts import Prompt
+    from klviz.sampling import SamplingConfig, analyze
 
     pair = load_pair(*tiny_dirs, device="cpu")
     df = analyze(pair, [Prompt(id="a", text="the food was")], SamplingConfig(samples_per_prompt=2, max_new_tokens=5),
@@ -443,7 +446,7 @@ def test_closing_the_tab_stops_its_runs():
 
 
 def test_the_server_wide_job_limit_is_a_clear_message(monkeypatch):
-    from klviz.ppo import PPOConfig
+    from klviz.ppo.config import PPOConfig
 
     monkeypatch.setattr(ui, "MAX_JOBS", 1)
     tok = make_tokenizer()

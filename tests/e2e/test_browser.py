@@ -175,9 +175,9 @@ def choose(tab, label: str, option: str) -> None:
 def test_opens_on_the_sample_pair_with_a_chart(page, server):
     start = time.perf_counter()
     page.goto(server)
-    drawn(page, charts=1, idle=False)  # on screen: the default view's shipped table (klviz.warm)
+    drawn(page, charts=1, idle=False)  # on screen: the default view's shipped table (klviz.shipped_view)
     TIMINGS["first chart, fresh server"] = f"{time.perf_counter() - start:.2f} s"
-    # The pair loads after the page is drawn (klviz.ui._load_pair_soon), then the sidebar shows it.
+    # The pair loads after the page is drawn (klviz.app.ui._load_pair_soon), then the sidebar shows it.
     page.locator("[data-testid='stSidebar']").get_by_text("Running on cpu").wait_for()
     settle(page, charts=1, title="Overview")
     TIMINGS["fresh server, pair loaded (sidebar complete)"] = f"{time.perf_counter() - start:.2f} s"
@@ -337,7 +337,7 @@ def _write_results():
         f"| measure | value |\n|---|---|\n{rows}\n\n"
         "- *first chart, fresh server*: the first page load after `streamlit run`, until the Overview's chart\n"
         "  is on screen (its headline figures arrive with it). The default view draws from what is shipped\n"
-        "  in sample_data/ (klviz/warm.py: used only while the checkpoints, prompts, settings, device and\n"
+        "  in sample_data/ (klviz/shipped_view.py: used only while the checkpoints, prompts, settings, device and\n"
         "  version that made it are unchanged), so neither torch nor pandas is imported yet, and that first\n"
         "  run sends the headline alone.\n"
         "- *pair loaded*: from the same page load until the sidebar shows the loaded pair: the sidebar and\n"

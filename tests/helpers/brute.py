@@ -1,6 +1,6 @@
 """Float64 brute force of every token-table column: plain Python loops over the whole vocabulary.
 
-Slow on purpose and written independently of klviz.divergence, so the engine's vectorised float32
+Slow on purpose and written independently of klviz.engine.divergence, so the engine's vectorised float32
 path has a twin to be checked against (STYLE.md: the fast path has a slow twin in the tests).
 """
 

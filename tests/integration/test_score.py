@@ -12,9 +12,9 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (AutoModelForCausalLM, Gemma2Config, GPT2Config, LlamaConfig, MistralConfig,
                           PreTrainedTokenizerFast, Qwen2Config, Qwen3Config)
 
-from klviz import divergence
-from klviz.divergence import ScoreInput, score
-from klviz.heads import split_model
+from klviz.engine import divergence
+from klviz.engine.divergence import ScoreInput, score
+from klviz.engine.heads import split_model
 from tests.helpers.brute import assert_row_close, brute_row
 
 V = 61
@@ -143,7 +143,7 @@ def test_fallback_forward_path_matches(monkeypatch):
     policy, sft = tiny_pair("llama", seed=2)
     exs = inputs(seed=4)
     split = score(policy, sft, tiny_tokenizer(), exs, top_k=3)
-    monkeypatch.setattr("klviz.heads.SPLIT_HEAD_TYPES", {})
+    monkeypatch.setattr("klviz.engine.heads.SPLIT_HEAD_TYPES", {})
     full = score(policy, sft, tiny_tokenizer(), exs, top_k=3)
     for col in ("kl_reverse", "kl_forward", "log_ratio", "tv"):
         torch.testing.assert_close(torch.tensor(full[col].values), torch.tensor(split[col].values),

@@ -1,4 +1,4 @@
-"""klviz.claims: every required id present with a computed bool verdict, the verdicts the math dictates,
+"""klviz.lab.claims: every required id present with a computed bool verdict, the verdicts the math dictates,
 plain JSON, and verdicts that follow the computation (a broken formula flips them)."""
 
 import json
@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from klviz import claims, toy
+from klviz.lab import claims, toy
 
 REQUIRED = {
     "k1_in_reward_grad_is_reverse_kl_grad", "k1_as_loss_grad_is_zero", "k2_as_loss_grad_is_reverse_kl_grad",
@@ -14,7 +14,7 @@ REQUIRED = {
     "k2_is_unbiased_for_reverse_kl", "article_bound_forward_to_reverse",
     "article_reverse_kl_penalizes_gained_low_prob_mass", "article_forward_kl_penalizes_lost_high_prob_mass",
 }
-# What exact computation says (derivations in klviz/toy.py's docstrings and tests/unit/test_toy.py).
+# What exact computation says (derivations in klviz/lab/toy.py's docstrings and tests/unit/test_toy.py).
 EXPECTED = {
     "k1_in_reward_grad_is_reverse_kl_grad": True,
     "k1_as_loss_grad_is_zero": True,

@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from klviz.divergence import BAND_EDGES, N_BANDS, kl_exact, token_stats_torch
-from klviz.fused_cpu import HAVE_NUMBA, fused_token_stats
+from klviz.engine.columns import BAND_EDGES, N_BANDS
+
+from klviz.engine.divergence import kl_exact, token_stats_torch
+from klviz.engine.fused_cpu import HAVE_NUMBA, fused_token_stats
 
 def _fused(logp, logq, ids, top_k=10):
     return fused_token_stats(logp, logq, ids, top_k, BAND_EDGES)
@@ -146,7 +148,7 @@ def test_fused_top_k_ties_go_to_the_earliest_ids():
 def test_fused_exp_against_numpy():
     import numba
 
-    from klviz.fused_cpu import _FASTMATH, _exp
+    from klviz.engine.fused_cpu import _FASTMATH, _exp
 
     @numba.njit(fastmath=_FASTMATH)  # as in the kernels: numba compiles _exp with its caller's flags
     def apply(xs, out):

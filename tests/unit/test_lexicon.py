@@ -1,11 +1,11 @@
-"""klviz.lexicon: the word lists and the lexicon sentiment score."""
+"""klviz.ppo.lexicon: the word lists and the lexicon sentiment score."""
 
 import math
 
 import pytest
 
-from klviz import lexicon
-from klviz.lexicon import raw_sentiment, sentiment_score
+from klviz.ppo import lexicon
+from klviz.ppo.lexicon import raw_sentiment, sentiment_score
 
 LISTS = {
     "POSITIVE": lexicon.POSITIVE,

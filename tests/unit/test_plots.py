@@ -7,8 +7,8 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from klviz import plots, tables
-from klviz.divergence import BAND_LABELS
+from klviz.views import plots, tables
+from klviz.engine.columns import BAND_LABELS
 from tests.unit.test_tables import SCRIPT, build_table, decode
 
 REV, FWD = "KL(policy || SFT)", "KL(SFT || policy)"

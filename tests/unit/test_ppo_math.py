@@ -1,7 +1,7 @@
 """The mini PPO's math, exactly: a categorical bandit enumerated over all actions, and hand computations.
 
 Every expectation here is a sum over the whole action set weighted by pi (no sampling), in float64,
-through the very functions PPOTrainer calls (klviz.ppo_losses), so the claims about KL estimators
+through the very functions PPOTrainer calls (klviz.ppo.losses), so the claims about KL estimators
 hold for the trainer, not for a re-implementation.
 """
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from klviz.errors import KlvizError
-from klviz.ppo_losses import (AdaptiveKLController, gae, kl_estimate, masked_mean, policy_loss_terms,
+from klviz.ppo.losses import (AdaptiveKLController, gae, kl_estimate, masked_mean, policy_loss_terms,
                               token_rewards, value_loss, whiten)
 
 K = 6  # actions of the bandit
@@ -227,7 +227,7 @@ def test_adaptive_controller_by_hand():
 
 
 def test_sample_categorical_draws_the_distribution():
-    from klviz.ppo_rollout import sample_categorical
+    from klviz.ppo.rollout import sample_categorical
 
     probs = torch.tensor([0.5, 0.0, 0.3, 0.2])
     logprobs = probs.log().expand(20_000, 4)  # log 0 = -inf: that token must never be drawn

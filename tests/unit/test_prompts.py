@@ -5,7 +5,8 @@ import json
 import pytest
 
 from klviz.errors import KlvizError
-from klviz.sampling import Prompt, SamplingConfig, read_prompts
+from klviz.prompts import Prompt, read_prompts
+from klviz.sampling import SamplingConfig
 
 
 def write_lines(path, lines):

@@ -6,7 +6,7 @@ import re
 import pandas as pd
 import plotly.graph_objects as go
 
-from klviz.report import REPORT_TABLE_ROWS, report_html
+from klviz.views.report import REPORT_TABLE_ROWS, report_html
 
 SCRIPT = "<script>alert(1)</script>"
 

@@ -1,4 +1,4 @@
-"""klviz.tables against float64 brute force: explicit loops over a token table built by token_stats."""
+"""klviz.views.tables against float64 brute force: explicit loops over a token table built by token_stats."""
 
 import math
 from collections import defaultdict
@@ -8,8 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
-from klviz import tables
-from klviz.divergence import BAND_COLUMNS, BAND_LABELS, N_BANDS, SCALAR_COLUMNS, TOP_COLUMNS, token_stats
+from klviz.views import tables
+from klviz.engine.columns import BAND_COLUMNS, BAND_LABELS, N_BANDS, SCALAR_COLUMNS, TOP_COLUMNS
+from klviz.engine.divergence import token_stats
 
 V, TOP_K = 200, 5
 SCRIPT = "<script>alert(1)</script>"

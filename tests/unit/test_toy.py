@@ -1,4 +1,4 @@
-"""klviz.toy against float64 brute force: autograd over an explicit enumeration of the actions, numerical
+"""klviz.lab.toy against float64 brute force: autograd over an explicit enumeration of the actions, numerical
 integration for Schulman's Gaussian table, and an optimiser for the KL-regularized optima.
 
 KL(pi||ref) = sum pi log(pi/ref) is the reverse KL, KL(ref||pi) = sum ref log(ref/pi) the forward KL.
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from klviz import toy
+from klviz.lab import toy
 from klviz.errors import KlvizError
 
 BETA = 0.3

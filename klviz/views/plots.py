@@ -1,4 +1,4 @@
-"""klviz.tables frames -> plotly figures. No streamlit, and no pandas import (the band figures also
+"""klviz.views.tables frames -> plotly figures. No streamlit, and no pandas import (the band figures also
 take plain {column: list} mappings, which the dashboard's first view draws before pandas loads).
 
 Every KL label states its direction: KL(policy || SFT) = sum_v p log(p/q) (InstructGPT's penalty),
@@ -15,12 +15,12 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from klviz.columns import BAND_LABELS
+from klviz.engine.columns import BAND_LABELS
 
 if TYPE_CHECKING:
     import pandas as pd
 
-Bands = Mapping[str, Sequence]  # tables.band_totals' frame, or its columns as lists (klviz.warm)
+Bands = Mapping[str, Sequence]  # tables.band_totals' frame, or its columns as lists (klviz.shipped_view)
 
 GAINED_COLOR = "#d6604d"  # mass the policy gained (p > q); punished by KL(policy || SFT)
 LOST_COLOR = "#4393c3"  # mass the policy lost (q > p); punished by KL(SFT || policy)

@@ -2,7 +2,7 @@
 
 The word lists feed two things that must agree: the grammar in `klviz.sample.corpus`, which writes
 the SFT model's training text, and `sentiment_score`, which the `sentiment` reward in
-`klviz.rewards` calls. Every adjective the grammar can emit is in exactly one of POSITIVE,
+`klviz.ppo.rewards` calls. Every adjective the grammar can emit is in exactly one of POSITIVE,
 NEGATIVE or NEUTRAL, so the reward sees every word the policy can learn to say.
 
 Scoring rule (`sentiment_score`), read left to right over lowercase words:

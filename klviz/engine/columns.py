@@ -1,5 +1,5 @@
 """The token table's columns and the SFT-probability bands: names only, no torch, so the
-dashboard can draw a stored table before torch has loaded. klviz.divergence computes them.
+dashboard can draw a stored table before torch has loaded. klviz.engine.divergence computes them.
 """
 
 # SFT-probability bands: band i holds edge_i <= q(v) < edge_{i+1}; the last band includes q = 1.
@@ -14,4 +14,3 @@ BAND_COLUMNS = ("mass_gained_by_sft_bin", "mass_lost_by_sft_bin",
                 "kl_reverse_by_sft_bin", "kl_forward_by_sft_bin")
 TOP_COLUMNS = ("gained_top_ids", "gained_top_contrib", "gained_top_p", "gained_top_q",
                "lost_top_ids", "lost_top_contrib", "lost_top_p", "lost_top_q")
-KEY_COLUMNS = ("prompt_id", "sample_id", "position", "token_id", "token")

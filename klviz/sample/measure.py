@@ -1,7 +1,7 @@
 """What the sample policies show, measured with klviz's own engine (the same path as `klviz analyze`).
 
 For each policy folder: sample responses from the policy and from the SFT model on the sample
-prompts (klviz.sampling.analyze, sample_from="both"), score them (klviz.divergence.score), then
+prompts (klviz.sampling.analyze, sample_from="both"), score them (klviz.engine.divergence.score), then
   - reward: the `sentiment` reward, sentiment_score(prompt + response), mean over responses;
   - kl_reverse per token: mean over the policy's own response tokens of the exact
     KL(policy || SFT) = sum_v pi(v|c_t) log(pi(v|c_t) / pi_sft(v|c_t));
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from klviz.lexicon import sentiment_score
+from klviz.ppo.lexicon import sentiment_score
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,8 @@ def summarize(table: pd.DataFrame, prompts: dict[str, str], tokenizer) -> dict:
 def measure(folder: Path, policy: str, settings: MeasureSettings = MEASURE_SETTINGS) -> dict:
     """Figures for folder/<policy> against folder/sft on folder/prompts.jsonl."""
     from klviz.models import load_pair
-    from klviz.sampling import SamplingConfig, analyze, read_prompts
+    from klviz.prompts import read_prompts
+    from klviz.sampling import SamplingConfig, analyze
 
     prompts = read_prompts(folder / "prompts.jsonl")
     pair = load_pair(folder / policy, folder / "sft", device="cpu", dtype="float32")

@@ -1,4 +1,4 @@
-"""Plotly figures for the KL lab page; no streamlit here, and no math beyond arranging klviz.toy's output.
+"""Plotly figures for the KL lab page; no streamlit here, and no math beyond arranging klviz.lab.toy's output.
 
 Directions as everywhere in klviz: KL(pi||SFT) = sum pi log(pi/SFT) is the reverse KL (InstructGPT's
 penalty), KL(SFT||pi) = sum SFT log(SFT/pi) the forward KL.
@@ -10,7 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from klviz import toy
+from klviz.lab import toy
 
 POLICY_COLOR, SFT_COLOR = "#1f77b4", "#7f7f7f"
 REVERSE_COLOR, FORWARD_COLOR = "#d62728", "#2ca02c"

@@ -17,7 +17,7 @@ output head's matmul. Here, per position, while its two rows of logits sit in th
 No [n, V] temporary is allocated: the caller's two logit buffers are all the memory it needs.
 A row where some probability is exactly 0 against a positive one (a logit of -inf) has an infinite
 KL; `_bands_one_by_one` sums its bands entry by entry so that no band becomes inf - inf.
-Same definitions and outputs as klviz.divergence.token_stats_torch; tests/unit/test_divergence_math.py
+Same definitions and outputs as klviz.engine.divergence.token_stats_torch; tests/unit/test_divergence_math.py
 checks both against a float64 brute force, and `_exp` against numpy's exp. Compiled once per
 machine by numba (cached next to this file).
 """

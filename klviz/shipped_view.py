@@ -12,7 +12,7 @@ writes it with the rest of the sample data; tests/integration/test_warm_table.py
 and compares, and checks its rows against a float64 brute force, so it cannot go stale unnoticed.
 
 Beside it, sample_data/dashboard_view.json holds what the Overview draws of that table (the
-headline figures and the band totals, as `klviz.tables` computes them) under the same key, so the
+headline figures and the band totals, as `klviz.views.tables` computes them) under the same key, so the
 first chart is sent before pandas has loaded; the table itself is read after it (downloads, other
 pages).
 
@@ -115,7 +115,7 @@ def read_warm_table(path: str | Path, key: str) -> pd.DataFrame | None:
 def overview_view(df: pd.DataFrame) -> dict:
     """What the Overview draws of a token table, as JSON types: {"headline": tables.headline(df),
     "bands": {column: list} of tables.band_totals(df)} (per token; KL(policy || SFT) is kl_reverse)."""
-    from klviz import tables
+    from klviz.views import tables
 
     bands = tables.band_totals(df)
     return {"headline": tables.headline(df), "bands": {c: bands[c].tolist() for c in VIEW_BAND_COLUMNS}}
@@ -144,7 +144,7 @@ def write_warm_table(sample_dir: str | Path) -> Path:
     """Compute the default view's table of the sample pair in `sample_dir` (CPU, float32) and store it
     there, with the Overview's figures of it beside it (WARM_VIEW)."""
     from klviz.models import load_pair
-    from klviz.sampling import read_prompts
+    from klviz.prompts import read_prompts
 
     sample_dir = Path(sample_dir)
     policy, sft = (sample_dir / name for name in WARM_PAIR)

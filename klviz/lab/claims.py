@@ -1,7 +1,7 @@
 """Statements about KL direction and estimators, each settled now by exact computation.
 
 `evaluate_claims` draws policy/SFT pairs from fixed-seed random logits over several vocabulary sizes K,
-enumerates every action exactly (klviz.toy), and returns one Claim per statement with the numbers that
+enumerates every action exactly (klviz.lab.toy), and returns one Claim per statement with the numbers that
 decided it. No verdict is written down in advance. Directions: KL(pi||ref) = sum pi log(pi/ref) is the
 reverse KL (InstructGPT's penalty), KL(ref||pi) = sum ref log(ref/pi) the forward KL. Estimators and
 placements: Schulman, "Approximating KL Divergence"; "A Comedy of Estimators" (2025); "Rethinking KL
@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from klviz import toy
+from klviz.lab import toy
 
 SIZES = (2, 3, 5, 8)  # vocabulary sizes K of the random draws
 DRAWS_PER_SIZE = 4

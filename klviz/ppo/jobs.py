@@ -29,13 +29,13 @@ from pathlib import Path
 
 import torch
 
+from klviz.engine.columns import BAND_COLUMNS
 from klviz.errors import KlvizError
-from klviz.ppo import PPOConfig, PPOTrainer
+from klviz.ppo.config import PPOConfig
+from klviz.ppo.trainer import PPOTrainer
 
-JOB_STATES = ("idle", "running", "done", "stopped", "error")
 DEFAULT_IDLE_TIMEOUT_S = 120.0
 """Seconds without a snapshot() after which a running job stops itself."""
-BAND_KEYS = ("mass_gained_by_sft_bin", "mass_lost_by_sft_bin", "kl_reverse_by_sft_bin", "kl_forward_by_sft_bin")
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,7 @@ class PPOJob:
         return False
 
     def _record(self, metrics: dict) -> None:
-        band = {k: metrics.pop(k) for k in BAND_KEYS if k in metrics}
+        band = {k: metrics.pop(k) for k in BAND_COLUMNS if k in metrics}
         with self._lock:
             self._metrics.append(metrics)
             if band:

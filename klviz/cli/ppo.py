@@ -9,6 +9,8 @@ at the end through a temporary folder, so it is never half-written.
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -16,34 +18,50 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from klviz.errors import KlvizError
-from klviz.ppo import PPOConfig, PPOTrainer
+from klviz.ppo.config import PPOConfig
+from klviz.ppo.trainer import PPOTrainer
 
-SAMPLE_PROMPTS = Path(__file__).resolve().parent.parent / "sample_data" / "prompts.jsonl"
+SAMPLE_PROMPTS = Path(__file__).resolve().parents[2] / "sample_data" / "prompts.jsonl"
 """The shipped prompts, used when --prompts is not given."""
-CONFIG_ARGS = ("reward", "steps", "batch_size", "max_new_tokens", "ppo_epochs", "minibatches",
-               "kl_placement", "kl_estimator", "kl_coef", "target_kl", "kl_horizon", "lr", "seed", "device")
-"""argparse dests that map one-to-one onto PPOConfig fields (None means: PPOConfig's default)."""
+CONFIG_ARGS = {  # PPOConfig field -> (type, help); each flag's default is the field's default
+    "reward": (str, "sentiment | length | keyword:WORD | module:function | reward-model folder"),
+    "steps": (int, None), "batch_size": (int, None), "max_new_tokens": (int, None), "ppo_epochs": (int, None),
+    "minibatches": (int, None), "kl_placement": (str, "reward (InstructGPT), loss (GRPO) or none"),
+    "kl_estimator": (str, "k1 | k2 | k3 | exact-reverse | exact-forward"), "kl_coef": (float, "beta"),
+    "target_kl": (float, "with --kl-horizon: adaptive beta (Ziegler et al. 2019)"), "kl_horizon": (int, None),
+    "lr": (float, "learning rate"), "seed": (int, None), "device": (str, None),
+}
+"""The flags that map one-to-one onto PPOConfig fields."""
+REQUIRED = ("reward", "steps")  # a run says what it optimises and for how long
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sft", required=True, help="SFT checkpoint (the frozen reference)")
+    p.add_argument("--policy-init", default=None, help="start the policy from this checkpoint instead of the SFT model")
+    defaults = {f.name: f.default for f in dataclasses.fields(PPOConfig)}
+    for name, (type_, help_) in CONFIG_ARGS.items():
+        shown = "required" if name in REQUIRED else f"default: {defaults[name]}"
+        p.add_argument("--" + name.replace("_", "-"), type=type_, default=defaults[name], required=name in REQUIRED,
+                       help=f"{help_} ({shown})" if help_ else shown)
+    p.add_argument("--prompts", default=None, help="prompts file (default: the shipped sample prompts)")
+    p.add_argument("--out", required=True, help="folder for metrics.jsonl and policy/")
 
 
 def config_from_args(args) -> PPOConfig:
-    """PPOConfig from parsed arguments; unset (None) ones keep their defaults."""
-    given = {name: getattr(args, name) for name in CONFIG_ARGS if getattr(args, name, None) is not None}
-    return PPOConfig(**given)
+    """PPOConfig from parsed arguments; a setting left as None keeps its field's default."""
+    return PPOConfig(**{name: getattr(args, name) for name in CONFIG_ARGS if getattr(args, name, None) is not None})
 
 
 def load_prompts(path: str | Path | None) -> list[str]:
-    """Plain-text prompts from a .txt or JSONL file (the shipped sample prompts by default)."""
-    from klviz.sampling import read_prompts
+    """The prompts of a .txt or JSONL file as text (the shipped sample prompts by default); a chat
+    prompt trains as its messages' text (`prompt_text`), as in the dashboard."""
+    from klviz.prompts import prompt_text, read_prompts
 
     path = Path(path) if path is not None else SAMPLE_PROMPTS
     if path == SAMPLE_PROMPTS and not path.exists():
         raise KlvizError(f"The sample prompts {path} are missing: pass --prompts FILE "
                          "or run `klviz make-sample-data` first.")
-    prompts = read_prompts(path)
-    chats = [p.origin for p in prompts if p.text is None]
-    if chats:
-        raise KlvizError(f"{chats[0]}: klviz ppo takes plain-text prompts, not chat messages.")
-    return [p.text for p in prompts]
+    return [prompt_text(p) for p in read_prompts(path)]
 
 
 def _json_value(value):
@@ -57,8 +75,10 @@ def _json_value(value):
 
 def run(args) -> int:
     """Entry point of `klviz ppo` (the parser lives in klviz.cli)."""
+    from klviz.cli.common import quiet_transformers
     from klviz.models import load_model
 
+    quiet_transformers()
     cfg = config_from_args(args)
     out = Path(args.out)
     if out.exists() and not out.is_dir():

@@ -1,13 +1,13 @@
 """Streamlit glue for the dashboard: session keys, cached loaders, the shared sidebar, errors, live runs.
 
 The only klviz module that imports streamlit. Pages stay thin: they read widgets, call the helpers
-here for the loaded pair and its token table, hand klviz.tables frames to klviz.plots, and draw.
+here for the loaded pair and its token table, hand klviz.views.tables frames to klviz.views.plots, and draw.
 
 Caching follows Streamlit's own advice: a loaded pair is an `st.cache_resource` (shared by every
 session, keyed by resolved path and a fingerprint of the files' sizes and mtimes, never mutated: PPO
 trains a copy), an analysis table an `st.cache_data` (keyed by the pair's key and the settings).
 The default view (sample pair, default settings, CPU float32) starts from the table shipped with the
-sample data (klviz.warm), and its pair loads after the page is drawn.
+sample data (klviz.shipped_view), and its pair loads after the page is drawn.
 A live PPO run lives in a session-scoped resource, so it stops when its browser tab goes away.
 torch and pandas are imported only when something needs them, so the default view's chart is sent
 without either.
@@ -30,15 +30,16 @@ from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator, Mapping
 
 import streamlit as st
 
-from klviz import warm
+from klviz import shipped_view
 from klviz.errors import KlvizError
 from klviz.io import atomic_path, write_table
-from klviz.warm import SamplingSettings
+from klviz.prompts import prompt_text
+from klviz.shipped_view import SamplingSettings
 
 if TYPE_CHECKING:
     import pandas as pd
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_PAIRS = {  # label -> (policy, sft), relative to the repository root
     "Sample: policy vs SFT": ("sample_data/policy", "sample_data/sft"),
     "Sample: policy_k3_loss vs SFT": ("sample_data/policy_k3_loss", "sample_data/sft"),
@@ -359,7 +360,7 @@ def _load_pair_soon() -> None:
 
 def start_warm(default_page: bool) -> bool:
     """True, after storing the default view as this run's Current, when a new browser session opens
-    on the default page (the Overview) and the shipped default view applies (klviz.warm).
+    on the default page (the Overview) and the shipped default view applies (klviz.shipped_view).
 
     Then app.py runs the page before drawing the sidebar (whose widgets hold their defaults on a
     session's first run anyway), and the page ends the run after its headline (`headline_only`),
@@ -439,7 +440,7 @@ def require_pair():
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def _read_prompts(path: str, content: str) -> list:
-    from klviz.sampling import read_prompts
+    from klviz.prompts import read_prompts
 
     return read_prompts(path)
 
@@ -458,38 +459,29 @@ def prompts() -> list:
         return found[: s.n_prompts] if s.n_prompts else found
 
 
-def prompt_text(prompt) -> str:
-    """A prompt's text for display and for PPO: its text, or its chat messages' contents."""
-    text = getattr(prompt, "text", None)
-    if text:
-        return str(text)
-    messages = getattr(prompt, "messages", None) or []
-    return "\n".join(f"{m.get('role', '')}: {m.get('content', '')}" for m in messages)
-
-
 @st.cache_data(max_entries=16, show_spinner="Sampling and scoring…")
 def _analysis(table: str, _settings: SamplingSettings, _pair, _prompts) -> pd.DataFrame:
     """The token table; `table` (`table_key`: the pair's key, the prompts' content, the settings) keys the cache."""
-    return warm.default_table(_pair, _prompts, _settings)
+    return shipped_view.default_table(_pair, _prompts, _settings)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def _content_hash(path: str, fingerprint_: str) -> str:
-    return warm.content_hash(path)
+    return shipped_view.content_hash(path)
 
 
 @st.cache_data(max_entries=2, show_spinner=False)
 def _read_warm(path: str, key: str) -> pd.DataFrame | None:
-    return warm.read_warm_table(path, key)
+    return shipped_view.read_warm_table(path, key)
 
 
 @st.cache_data(max_entries=2, show_spinner=False)
 def _read_warm_view(path: str, key: str) -> dict | None:
-    return warm.read_warm_view(path, key)
+    return shipped_view.read_warm_view(path, key)
 
 
 def _warm_key(cur: Current) -> str | None:
-    """The key of the shipped default view when `cur` is that view (see klviz.warm), else None."""
+    """The key of the shipped default view when `cur` is that view (see klviz.shipped_view), else None."""
     if cur.warm is None:
         cur.warm = (_find_warm_key(cur),)
     return cur.warm[0]
@@ -501,21 +493,21 @@ def _sample_file(name: str) -> str:
 
 
 def _find_warm_key(cur: Current) -> str | None:
-    policy, sft = (_sample_file(name) for name in warm.WARM_PAIR)
+    policy, sft = (_sample_file(name) for name in shipped_view.WARM_PAIR)
     if (cur.source is None or cur.source.policy_base or cur.settings != SamplingSettings()
             or (_resolve(cur.source.policy), _resolve(cur.source.sft)) != (policy, sft)
-            or not warm.runs_on_cpu_float32(cur.device, cur.dtype)):
+            or not shipped_view.runs_on_cpu_float32(cur.device, cur.dtype)):
         return None
     prompts = _resolve(cur.settings.prompts)
     hashes = lambda p: _content_hash(p, fingerprint(p))  # noqa: E731
-    return warm.warm_key(policy, sft, prompts, cur.settings, hashes)
+    return shipped_view.warm_key(policy, sft, prompts, cur.settings, hashes)
 
 
 def _warm_view(cur: Current) -> dict | None:
-    """The Overview's figures of the shipped default view (klviz.warm) when `cur` is that view and they
+    """The Overview's figures of the shipped default view (klviz.shipped_view) when `cur` is that view and they
     were stored under its key, else None. Read without pandas."""
     key = _warm_key(cur)
-    return None if key is None else _read_warm_view(_sample_file(warm.WARM_VIEW), key)
+    return None if key is None else _read_warm_view(_sample_file(shipped_view.WARM_VIEW), key)
 
 
 def _shipped_key(cur: Current) -> str | None:
@@ -526,7 +518,7 @@ def _shipped_key(cur: Current) -> str | None:
 def _warm_table(cur: Current) -> pd.DataFrame | None:
     """The shipped token table of the default view when `cur` is that view, else None."""
     key = _shipped_key(cur)
-    return None if key is None else _read_warm(_sample_file(warm.WARM_TABLE), key)
+    return None if key is None else _read_warm(_sample_file(shipped_view.WARM_TABLE), key)
 
 
 def table_later() -> Callable[[], pd.DataFrame]:
@@ -539,7 +531,7 @@ def table_later() -> Callable[[], pd.DataFrame]:
     """
     key = _shipped_key(current())
     if key is not None:
-        return functools.partial(warm.read_warm_table, _sample_file(warm.WARM_TABLE), key)
+        return functools.partial(shipped_view.read_warm_table, _sample_file(shipped_view.WARM_TABLE), key)
     df = require_table()
     return lambda: df
 
@@ -547,13 +539,13 @@ def table_later() -> Callable[[], pd.DataFrame]:
 def overview() -> tuple[dict, Mapping]:
     """The Overview's headline figures (`tables.headline`) and band totals (`tables.band_totals`).
 
-    On the default view they come from the shipped view (klviz.warm), so its chart is sent before
+    On the default view they come from the shipped view (klviz.shipped_view), so its chart is sent before
     pandas has loaded; otherwise from the token table.
     """
     view = _warm_view(current())
     if view is not None:
         return view["headline"], view["bands"]
-    from klviz import tables
+    from klviz.views import tables
 
     df = require_table()
     return tables.headline(df), tables.band_totals(df)
@@ -606,7 +598,7 @@ def table_key() -> str:
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def _mass_shift(table: str, choice: str | None, _rows: pd.DataFrame, _decode) -> dict[str, pd.DataFrame]:
-    from klviz import tables
+    from klviz.views import tables
 
     return tables.mass_shift(_rows, _decode)
 
@@ -637,7 +629,7 @@ def _csv_bytes(df: pd.DataFrame) -> bytes:
 
 
 def _report_bytes(title: str, figures, info: dict) -> bytes:
-    from klviz.report import report_html
+    from klviz.views.report import report_html
 
     return report_html(title, figures(), info).encode()
 
@@ -686,16 +678,16 @@ def downloads(table: pd.DataFrame | Callable[[], pd.DataFrame], title: str, figu
 
 @st.cache_data(max_entries=2, show_spinner=False)
 def claim_verdicts(seed: int = 0) -> list:
-    """`klviz.claims.evaluate_claims(seed)`, cached: the KL lab's verdicts (seed 0: as `klviz claims`)."""
-    from klviz.claims import evaluate_claims
+    """`klviz.lab.claims.evaluate_claims(seed)`, cached: the KL lab's verdicts (seed 0: as `klviz claims`)."""
+    from klviz.lab.claims import evaluate_claims
 
     return evaluate_claims(seed)
 
 
 @st.cache_data(max_entries=16, show_spinner="Scoring rewards…")
 def _mean_rewards(table: str, reward_name: str, _df, _tokenizer, _texts) -> dict:
-    from klviz import tables
-    from klviz.rewards import get_reward
+    from klviz.views import tables
+    from klviz.ppo.rewards import get_reward
 
     seq = tables.per_sequence(_df)
     scores = get_reward(reward_name, _tokenizer)([_texts.get(i, "") for i in seq["prompt_id"]],
@@ -712,10 +704,8 @@ def mean_rewards(df: pd.DataFrame, reward_name: str) -> dict[str, float]:
 
 # --- live PPO runs ------------------------------------------------------------------------------
 
-MAX_JOBS = 2  # PPO jobs running at once on one server: each takes a CPU core (klviz.jobs)
+MAX_JOBS = 2  # PPO jobs running at once on one server: each takes a CPU core (klviz.ppo.jobs)
 REFRESH_S = 0.4  # the live panel's polling interval while a job runs
-ESTIMATOR_METRIC = {"k1": "k1", "k2": "k2", "k3": "k3", "exact-reverse": "kl_reverse",
-                    "exact-forward": "kl_forward"}
 
 
 @dataclass
@@ -723,7 +713,7 @@ class Run:
     """One PPO run of this browser session."""
 
     name: str
-    job: object  # klviz.jobs.PPOJob
+    job: object  # klviz.ppo.jobs.PPOJob
     sft: str  # the SFT checkpoint it trains against, as the pair source gave it
     estimator: str  # the metric holding the chosen estimate, for the curves
 
@@ -768,7 +758,7 @@ def _release_runs(book: RunBook) -> None:
 @st.cache_resource(scope="session", on_release=_release_runs, show_spinner=False)
 def runbook() -> RunBook:
     """This browser session's runs; released (and every run stopped) when the session disconnects."""
-    from klviz.plots import MAX_RUNS
+    from klviz.views.plots import MAX_RUNS
 
     return RunBook(MAX_RUNS)
 
@@ -776,7 +766,7 @@ def runbook() -> RunBook:
 @st.cache_resource(show_spinner=False)
 def job_registry():
     """The server-wide cap on running PPO jobs (shared by every session)."""
-    from klviz.jobs import JobRegistry
+    from klviz.ppo.jobs import JobRegistry
 
     return JobRegistry(max_jobs=MAX_JOBS)
 
@@ -790,6 +780,8 @@ def session_id() -> str:
 def start_run(cfg, start_from_policy: bool = False) -> Run:
     """Start a PPO job on a copy of the current pair's SFT model (or its policy); KlvizError when the
     server is full or the settings are invalid. The cached models are only read (PPO trains a copy)."""
+    from klviz.ppo.losses import ESTIMATOR_METRIC
+
     pair, cur, book = require_pair(), current(), runbook()
     if book.any_running():
         raise KlvizError("A PPO run is already training in this tab: stop it before starting another.")
@@ -821,7 +813,7 @@ def ppo_bands(run: Run, snap) -> tuple[int, pd.DataFrame] | None:
     The job records band sums over the rollout's response tokens; their number is the step's
     mean response length (EOS included) times the batch size.
     """
-    from klviz import tables
+    from klviz.views import tables
 
     if not snap.bands:
         return None

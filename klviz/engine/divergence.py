@@ -28,11 +28,10 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from klviz.columns import (BAND_COLUMNS, BAND_EDGES, BAND_LABELS, KEY_COLUMNS, N_BANDS,  # noqa: F401
-                           RANK_COLUMNS, SCALAR_COLUMNS, TOP_COLUMNS)
+from klviz.engine.columns import BAND_COLUMNS, BAND_EDGES, N_BANDS, RANK_COLUMNS, SCALAR_COLUMNS, TOP_COLUMNS
 from klviz.errors import KlvizError
-from klviz.fused_cpu import HAVE_NUMBA, fused_token_stats
-from klviz.heads import split_model
+from klviz.engine.fused_cpu import HAVE_NUMBA, fused_token_stats
+from klviz.engine.heads import split_model
 
 # Elements of one [positions, vocab] float32 chunk: 2**23 is 32 MiB, so each model's logits buffer
 # stays at 32 MiB whatever the batch, length or vocabulary. Larger chunks make the head's matmul
@@ -73,7 +72,7 @@ def token_stats(logp: torch.Tensor, logq: torch.Tensor, token_ids: torch.Tensor,
 
     logp: Float[n, V] log pi_policy(.|c_t); logq: Float[n, V] log pi_SFT(.|c_t); token_ids: Long[n] y_t.
     Returns tensors of shape [n] (scalars), [n, 7] (bands) or [n, k] (top-k), k = min(top_k, V).
-    On the CPU this runs fused (klviz/fused_cpu.py: a few vectorised sweeps over V per position);
+    On the CPU this runs fused (klviz/engine/fused_cpu.py: a few vectorised sweeps over V per position);
     elsewhere vectorised in torch, where each [n, V] pass is counted: sums come from the band sums
     or row dot products rather than from more [n, V] temporaries.
     """

@@ -25,11 +25,14 @@ from dataclasses import dataclass
 
 import torch
 
-from klviz.divergence import kl_exact
+from klviz.engine.divergence import kl_exact
 from klviz.errors import KlvizError
 
 KL_ESTIMATORS = ("k1", "k2", "k3", "exact-reverse", "exact-forward")
 """Per-token KL terms: sampled-token estimators and the exact full-vocabulary sums."""
+
+ESTIMATOR_METRIC = {"k1": "k1", "k2": "k2", "k3": "k3", "exact-reverse": "kl_reverse", "exact-forward": "kl_forward"}
+"""The metric (token-table column and PPO metric) that holds each estimator's per-token values."""
 
 KL_PLACEMENTS = ("reward", "loss", "none")
 """Where the KL term goes: token rewards (InstructGPT), the policy loss (GRPO), or nowhere."""

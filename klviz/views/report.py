@@ -1,7 +1,7 @@
 """A self-contained HTML report of the current charts, for sharing after a review.
 
 plotly.js is inlined once (no CDN, no network); each figure is a div drawn by it. Every title, meta
-and table string is html-escaped. Figures from klviz.plots already escape token text and state each
+and table string is html-escaped. Figures from klviz.views.plots already escape token text and state each
 KL's direction: KL(policy || SFT) = sum_v p log(p/q), KL(SFT || policy) = sum_v q log(q/p).
 """
 

@@ -6,9 +6,16 @@ import argparse
 from pathlib import Path
 
 import klviz
-from klviz.divergence import BAND_EDGES, ScoreInput, score
+from klviz.engine.columns import BAND_EDGES
+from klviz.engine.divergence import ScoreInput, score
 from klviz.errors import KlvizError
+from klviz.cli.common import log, pair_arguments, quiet_transformers
 from klviz.io import read_jsonl, write_table
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", required=True, help='JSONL: {"prompt", "response"} or {"prompt_ids", "response_ids"} per line')
+    pair_arguments(p)
 
 
 def _ids(row: dict, key: str, path: Path) -> list[int]:
@@ -62,19 +69,15 @@ def table_metadata(pair, **extra) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     from klviz.models import load_pair
 
+    quiet_transformers()
     out = Path(args.out)
     rows = read_jsonl(args.input)  # malformed input fails before any model is loaded
     pair = load_pair(args.policy, args.sft, device=args.device, dtype=args.dtype,
-                     policy_base=args.policy_base, log=_stderr)
+                     policy_base=args.policy_base, log=log)
     inputs = read_score_inputs(args.input, pair.tokenizer, rows)
     df = score(pair.policy, pair.sft, pair.tokenizer, inputs, top_k=args.top_k,
                batch_size=args.batch_size, progress=True)
     write_table(df, out, table_metadata(pair, top_k=args.top_k))
-    _stderr(f"wrote {len(df)} token rows from {len(inputs)} responses to {out}")
+    log(f"wrote {len(df)} token rows from {len(inputs)} responses to {out}")
     return 0
 
-
-def _stderr(msg: str) -> None:
-    import sys
-
-    print(msg, file=sys.stderr)

@@ -1,7 +1,7 @@
 """The reward registry: a name -> a callable scoring (prompts, responses) -> Float[B].
 
 Names (REWARD_FORMS):
-  sentiment         klviz.lexicon.sentiment_score of prompt + response (the sample domain's reward;
+  sentiment         klviz.ppo.lexicon.sentiment_score of prompt + response (the sample domain's reward;
                     the prompt is included so "the staff were not" + " friendly" reads as negated)
   length            number of response tokens under the policy's tokenizer
   keyword:WORD      1.0 if WORD occurs in the response as a whole word (case-insensitive), else 0.0
@@ -59,7 +59,7 @@ class FunctionReward:
 
 
 def _sentiment(prompts: list[str], responses: list[str]) -> list[float]:
-    from klviz.lexicon import sentiment_score
+    from klviz.ppo.lexicon import sentiment_score
 
     return [sentiment_score(p + r) for p, r in zip(prompts, responses)]
 

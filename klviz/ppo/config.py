@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from klviz.device import DEVICES
 from klviz.errors import KlvizError
-from klviz.ppo_losses import KL_ESTIMATORS, KL_PLACEMENTS
+from klviz.ppo.losses import KL_ESTIMATORS, KL_PLACEMENTS
 
 
 @dataclass
@@ -18,7 +18,7 @@ class PPOConfig:
     """Settings of one PPO run. Invalid values raise KlvizError naming the setting."""
 
     reward: str = "sentiment"
-    """Reward name for klviz.rewards.get_reward: sentiment | length | keyword:WORD | module:function | folder."""
+    """Reward name for klviz.ppo.rewards.get_reward: sentiment | length | keyword:WORD | module:function | folder."""
     steps: int = 60
     """PPO iterations (each: one rollout batch, then ppo_epochs x minibatches updates)."""
     batch_size: int = 64

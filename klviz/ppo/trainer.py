@@ -2,7 +2,7 @@
 
 One `PPOTrainer.step()`:
   1. rollout: batch_size responses from prompts in a seeded order, one batched KV-cache sampling loop
-     that also keeps pi_old's log-softmax rows and the values (klviz.ppo_rollout);
+     that also keeps pi_old's log-softmax rows and the values (klviz.ppo.rollout);
   2. scoring: one forward pass of the frozen reference (the SFT model) over the batch; the exact KL
      metrics come from its rows and the rollout's, under no_grad (no extra model pass);
   3. rewards: the task score at the last token; with kl_placement="reward" a per-token penalty
@@ -17,7 +17,7 @@ under no_grad only (or copied, if it lives elsewhere or is in training mode).
 
 Speed (bench/ppo.py; about half of TRL RLOO's CPU step): the sampling loop's outputs stand in for
 a policy scoring pass; the reference and training passes run in length chunks that skip padding;
-the policy copy's GPT-2 activation is the fused kernel of the same function (klviz.ppo_rollout).
+the policy copy's GPT-2 activation is the fused kernel of the same function (klviz.ppo.rollout).
 """
 
 from __future__ import annotations
@@ -33,16 +33,17 @@ from pathlib import Path
 import torch
 
 from klviz.device import resolve_device
-from klviz.divergence import BAND_COLUMNS, kl_exact, token_stats
+from klviz.engine.columns import BAND_COLUMNS
+from klviz.engine.divergence import kl_exact, token_stats
 from klviz.errors import KlvizError
-from klviz.ppo_config import PPOConfig
-from klviz.ppo_losses import (AdaptiveKLController, PolicyLoss, gae, kl_estimate, policy_loss_terms,
+from klviz.ppo.config import PPOConfig
+from klviz.ppo.losses import (AdaptiveKLController, PolicyLoss, gae, kl_estimate, policy_loss_terms,
                               token_rewards, value_loss, whiten)
-from klviz.ppo_rollout import (Chunk, Rollout, fuse_activations, gather_tokens, left_pad, length_chunks,
+from klviz.ppo.rollout import (Chunk, Rollout, fuse_activations, gather_tokens, left_pad, length_chunks,
                                response_forward, sample, scale_logits)
-from klviz.rewards import get_reward
+from klviz.ppo.rewards import get_reward
 
-__all__ = ["PPOConfig", "PPOTrainer"]
+__all__ = ["PPOTrainer"]
 
 ADAM_EPS = 1e-5
 """AdamW epsilon ("The 37 implementation details of PPO", #3)."""
@@ -208,7 +209,7 @@ class PPOTrainer:
 
     def _chunk_loss(self, roll: Rollout, c: Chunk, ref_logprobs: torch.Tensor, advantages: torch.Tensor,
                     returns: torch.Tensor) -> tuple[PolicyLoss, torch.Tensor]:
-        """Policy and value losses of one length chunk (klviz.ppo_rollout.length_chunks)."""
+        """Policy and value losses of one length chunk (klviz.ppo.rollout.length_chunks)."""
         cfg, rows, t = self.cfg, c.rows, c.t
         logits, hidden = response_forward(self.policy, roll.query[rows, c.p0:], roll.query_mask[rows, c.p0:],
                                           roll.response[rows, :t], with_hidden=True)

@@ -1,27 +1,37 @@
 """`klviz analyze`: load a pair, sample responses, score them, write the token table.
 
-The argparse wiring lives in klviz/cli.py; this is the command's body. Inputs are checked before
+The argparse wiring lives in klviz/cli/__init__.py; this is the command's body. Inputs are checked before
 the (slow) model loading; the parquet is written atomically at the very end, so a failure at any
 point leaves no output file. Metadata records both model paths and every sampling setting.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
 from klviz import __version__
-from klviz.divergence import BAND_EDGES
+from klviz.engine.columns import BAND_EDGES
+from klviz.cli.common import log, pair_arguments, quiet_transformers
 from klviz.errors import KlvizError
 from klviz.io import write_table
 from klviz.models import load_pair
-from klviz.sampling import SamplingConfig, analyze, read_prompts
+from klviz.prompts import read_prompts
+from klviz.sampling import SamplingConfig, analyze
 
 
-def _log(message: str) -> None:
-    print(message, file=sys.stderr)
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = SamplingConfig()
+    p.add_argument("--prompts", required=True, help="JSONL with prompt or messages (optional id), or .txt, one prompt per line")
+    pair_arguments(p)
+    p.add_argument("--samples-per-prompt", type=int, default=d.samples_per_prompt)
+    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens)
+    p.add_argument("--temperature", type=float, default=d.temperature)
+    p.add_argument("--top-p", type=float, default=d.top_p)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--sample-from", choices=["policy", "sft", "both"], default=d.sample_from)
 
 
 def run(args) -> int:
@@ -33,21 +43,20 @@ def run(args) -> int:
     if out.is_dir():
         raise KlvizError(f"Cannot write {out}: it is a folder.")
     cfg = SamplingConfig(samples_per_prompt=args.samples_per_prompt, max_new_tokens=args.max_new_tokens,
-                         temperature=args.temperature, top_p=args.top_p,
-                         top_k=getattr(args, "sample_top_k", 0) or 0, seed=args.seed,
+                         temperature=args.temperature, top_p=args.top_p, seed=args.seed,
                          sample_from=args.sample_from, batch_size=args.batch_size)
     if args.top_k < 1:
         raise KlvizError(f"--top-k must be at least 1, got {args.top_k}.")
+    quiet_transformers()
     pair = load_pair(args.policy, args.sft, device=args.device, dtype=args.dtype,
-                     policy_base=getattr(args, "policy_base", None), sft_base=getattr(args, "sft_base", None),
-                     log=_log)
+                     policy_base=args.policy_base, log=log)
     df = analyze(pair, prompts, cfg, top_k=args.top_k, progress=True)
     metadata = {
         "version": __version__,
         "command": "analyze",
         "policy": str(args.policy),
         "sft": str(args.sft),
-        "policy_base": str(args.policy_base) if getattr(args, "policy_base", None) else "",
+        "policy_base": str(args.policy_base or ""),
         "prompts": str(args.prompts),
         "dtype": str(pair.dtype).removeprefix("torch."),
         "device": str(pair.device),
@@ -58,5 +67,5 @@ def run(args) -> int:
     }
     write_table(df, out, metadata)
     n_responses = df.groupby(["source", "prompt_id", "sample_id"]).ngroups if len(df) else 0
-    _log(f"wrote {len(df)} token rows from {n_responses} responses to {out}")
+    log(f"wrote {len(df)} token rows from {n_responses} responses to {out}")
     return 0

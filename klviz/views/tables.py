@@ -15,7 +15,7 @@ from typing import Callable, Mapping
 import numpy as np
 import pandas as pd
 
-from klviz.columns import BAND_LABELS, N_BANDS
+from klviz.engine.columns import BAND_LABELS, N_BANDS
 
 DEFAULT_SOURCE = "scored"
 """`source` given to rows of a table that has no `source` column (responses scored as given)."""
@@ -24,7 +24,6 @@ SEQUENCE_KEYS = ("source", "prompt_id", "sample_id")
 # "underflowed", and the log stays finite for plotting.
 PROB_FLOOR = 1.4e-45
 SEQUENCE_SUMS = ("kl_reverse", "kl_forward", "k1", "k2", "k3")
-BAND_FRAME_COLUMNS = ("band", "label", "mass_gained", "mass_lost", "kl_reverse", "kl_forward")
 SHIFT_COLUMNS = ("token", "contrib", "count", "mean_p", "mean_q")
 POINT_COLUMNS = ("token", "p", "q", "kind", "contrib")
 DETAIL_COLUMNS = ("token_id", "token", "p", "q", "log_p", "log_q", "contrib")

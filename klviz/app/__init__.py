@@ -1,0 +1,1 @@
+"""The dashboard's Streamlit glue: the only klviz code that imports streamlit."""

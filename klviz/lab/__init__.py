@@ -1,0 +1,1 @@
+"""Exact categorical math (toy) and the verdicts of `klviz claims`."""

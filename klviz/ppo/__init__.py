@@ -1,0 +1,1 @@
+"""The mini PPO: config, losses, rollout, trainer, background jobs, rewards and the sample domain's lexicon."""
