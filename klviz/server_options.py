@@ -55,5 +55,6 @@ def parse(argv: list[str]) -> ServerOptions:
 
 @functools.cache
 def current() -> ServerOptions:
-    """This server's options, parsed once from sys.argv (Streamlit leaves the script's own arguments there)."""
-    return parse(sys.argv[1:])
+    """This server's options, parsed once from sys.argv, where `streamlit run app.py -- ...` leaves the
+    script's own arguments. Any other process (AppTest under pytest, say) gets the defaults."""
+    return parse(sys.argv[1:]) if Path(sys.argv[0]).name == "app.py" else ServerOptions()
