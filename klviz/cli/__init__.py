@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from klviz.cli import analyze, claims, ppo, sample, score, summary, trajectory
+from klviz.cli import analyze, claims, dashboard, ppo, sample, score, summary, trajectory
 from klviz.errors import KlvizError
 
 EXIT_USAGE = 2
@@ -20,6 +20,7 @@ COMMANDS = {  # name -> (module with add_arguments and run, one-line help)
     "ppo": (ppo, "train a policy from the SFT model with the mini PPO"),
     "claims": (claims, "verdicts, computed now, on statements about KL direction and estimators"),
     "trajectory": (trajectory, "the same responses scored under every checkpoint of a run (SFT side once)"),
+    "dashboard": (dashboard, "start the dashboard on loopback, opening on the given tables or pair"),
     "summary": (summary, "headline figures of a token table (--json for pipelines)"),
     "make-sample-data": (sample, "regenerate the shipped sample models and prompts"),
 }
