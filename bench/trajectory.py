@@ -30,18 +30,25 @@ SHAPE = dict(vocab_size=32000, hidden_size=512, num_hidden_layers=8, num_attenti
 
 
 def build_run(root: Path, k: int) -> tuple[Path, Path]:
-    """root/sft and root/out/checkpoint-<step> x k: a random Llama and k perturbed copies of it."""
+    """root/sft and root/out/checkpoint-<step> x k: a random Llama and k perturbed copies of it, each with
+    the tests' tiny tokenizer (the inputs are token ids; a folder needs a tokenizer to load)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
+    sys.path.insert(0, str(ROOT))
+    from tests.helpers.tiny import make_tokenizer
+
+    tok = make_tokenizer()
     torch.manual_seed(0)
     sft = LlamaForCausalLM(LlamaConfig(**SHAPE)).eval()
     sft.save_pretrained(root / "sft")
+    tok.save_pretrained(root / "sft")
     for i in range(k):
         g = torch.Generator().manual_seed(i + 1)
         with torch.no_grad():
             for p in sft.parameters():
                 p.add_(torch.randn(p.shape, generator=g) * 0.002)  # drift a little more each checkpoint
         sft.save_pretrained(root / "out" / f"checkpoint-{(i + 1) * 100}")
+        tok.save_pretrained(root / "out" / f"checkpoint-{(i + 1) * 100}")
     return root / "sft", root / "out"
 
 
@@ -56,7 +63,9 @@ def write_inputs(path: Path, n_seq: int, prompt_len: int, response_len: int) -> 
 def timed(cmd: list[str]) -> float:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode:
+        sys.exit(f"{' '.join(cmd[2:4])} failed: {done.stderr[-2000:]}")
     return time.perf_counter() - t0
 
 

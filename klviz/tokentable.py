@@ -71,3 +71,43 @@ def decoder_from_metadata(meta: Mapping[str, str]) -> Callable[[int], str] | Non
     if vocab is None:
         return None
     return lambda t: vocab.get(int(t), f"<id {int(t)}>")
+
+
+REQUIRED = ("prompt_id", "sample_id", "position", "token_id", "token", "kl_reverse", "kl_forward", "tv",
+            "entropy_policy", "entropy_sft", "logp_policy", "logp_sft", "mass_gained_by_sft_bin",
+            "mass_lost_by_sft_bin", "kl_reverse_by_sft_bin", "kl_forward_by_sft_bin")
+"""Columns a parquet must have for the dashboard to open it as a token table."""
+
+
+def read_token_table(path, shown: str | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
+    """(table, klviz metadata) of a parquet token table; one sentence naming `shown` (default: the path)
+    when it is not one. pandas and pyarrow only, no torch."""
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    from klviz.errors import KlvizError
+    from klviz.io import read_metadata
+
+    path, shown = Path(path), shown or str(path)
+    if not path.is_file():
+        raise KlvizError(f"{shown}: no such file." if not path.exists() else f"{shown} is not a file.")
+    try:
+        names = pq.read_schema(path).names
+    except Exception:
+        raise KlvizError(f"{shown} is not a parquet file.") from None
+    missing = [c for c in REQUIRED if c not in names]
+    if missing:
+        raise KlvizError(f"{shown} is not a klviz token table: it has no {', '.join(missing[:3])} column"
+                         f"{'s' if len(missing) > 1 else ''}.")
+    return pq.read_table(path).to_pandas(), read_metadata(path)
+
+
+def table_decoder(df: pd.DataFrame, meta: Mapping[str, str]) -> Callable[[int], str]:
+    """decode(token id) -> text for a table without a tokenizer: its vocabulary map, or (for a table
+    written before tables carried one) the text of its own response tokens; "<id N>" for any other id."""
+    decode = decoder_from_metadata(meta)
+    if decode is not None:
+        return decode
+    known = dict(zip(df["token_id"].astype(int), df["token"].astype(str))) if len(df) else {}
+    return lambda t: known.get(int(t), f"<id {int(t)}>")
