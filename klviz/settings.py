@@ -5,7 +5,7 @@ view reads these before either has loaded (tests/integration/test_warm_table.py)
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, is_dataclass
+from dataclasses import asdict, dataclass, fields
 
 from klviz.errors import KlvizError
 
@@ -48,11 +48,10 @@ class SamplingConfig:
 
     @classmethod
     def from_settings(cls, settings, **overrides) -> SamplingConfig:
-        """The config named by `settings` (a dataclass or an argparse Namespace): each of its values
-        whose name is a field here, then `overrides`; the other fields keep their defaults."""
-        values = asdict(settings) if is_dataclass(settings) else vars(settings)
+        """The config named by the dataclass `settings`: each of its fields that is a field here (by
+        name, so a settings class declares only what it changes), then `overrides`; the rest default."""
         names = {f.name for f in fields(cls)}
-        return cls(**{**{k: v for k, v in values.items() if k in names}, **overrides})
+        return cls(**{**{k: v for k, v in asdict(settings).items() if k in names}, **overrides})
 
 
 DEFAULT_PROMPTS = "sample_data/prompts.jsonl"
