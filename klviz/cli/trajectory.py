@@ -19,7 +19,7 @@ from klviz.cli.common import log, quiet_transformers
 from klviz.cli.score import INPUT_HELP, check_out
 from klviz.errors import KlvizError
 from klviz.io import write_table
-from klviz.sampling import SamplingConfig
+from klviz.settings import SamplingConfig
 from klviz.trajectory import find_checkpoints
 
 
