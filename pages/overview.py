@@ -14,8 +14,7 @@ from klviz.views.plots import KL_FORWARD, KL_REVERSE
 
 st.title("Overview")
 head, bands = ui.overview()  # on the default view: from the shipped view, before pandas has loaded
-st.caption(ui.plain(f"{ui.current().source.label}: {head['n_sequences']} responses, "
-                    f"{head['n_tokens']} tokens, sampled from {ui.current().settings.sample_from}."))
+st.caption(ui.plain(ui.view_caption(head)))
 
 figures, chart = st.container(), st.container()
 # The chart is sent first (it shows below the figures): the browser starts loading plotly.js sooner.

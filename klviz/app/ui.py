@@ -30,7 +30,9 @@ from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator, Mapping
 
 import streamlit as st
 
-from klviz import shipped_view
+from klviz import server_options, shipped_view
+from klviz.app import opened
+from klviz.app.opened import TableSource
 from klviz.errors import KlvizError
 from klviz.io import atomic_path, write_table
 from klviz.prompts import prompt_text
@@ -80,6 +82,10 @@ class Keys:
     LOAD_SOON = "pair.load_soon"  # the default view's pair loads on the next run of its fragment
     HEADLINE_ONLY = "app.headline_only"  # this run draws only the default view's headline (start_warm)
     REST_SOON = "app.rest_soon"  # the rest of the default view follows on the next run of its fragment
+    TABLE_PATH, TABLE_UPLOAD = "table.path", "table.upload"  # "Open a token table…": a typed path or an upload
+    TABLE_STEP = "table.step"  # the checkpoint step of a series the pages show
+    PENDING_STEP = "table.pending_step"  # a step to select on the next run (the Trajectory page's click)
+    TRAJ_PER, TRAJ_CHART = "trajectory.per", "trajectory.chart"
 
 
 # --- errors -----------------------------------------------------------------------------------
@@ -192,16 +198,17 @@ def load_pair_cached(source: PairSource, device: str = "auto", dtype: str = "aut
     return _load_pair(_resolve(source.policy), _resolve(source.sft), base, device, dtype, key), key
 
 
-def save_upload(name: str, data: bytes | BinaryIO, root: Path = UPLOAD_ROOT) -> Path:
+def save_upload(name: str, data: bytes | BinaryIO, root: Path = UPLOAD_ROOT, types: tuple = UPLOAD_TYPES) -> Path:
     """Write an uploaded checkpoint (.zip of an HF folder, or .gguf) under `root`; returns its path.
 
     The folder is named by the content's hash, so the same upload is written once and loads from
     the cache; the file name is reduced to safe characters.
     """
     suffix = Path(name).suffix.lower().lstrip(".")
-    if suffix not in UPLOAD_TYPES:
+    if suffix not in types:
         raise KlvizError(f"{name} is neither a .zip of a Hugging Face model folder nor a .gguf file: "
-                         "upload one of those.")
+                         "upload one of those." if types == UPLOAD_TYPES else
+                         f"{name} is not a .{' or .'.join(types)} file: upload one of those.")
     raw = data if isinstance(data, bytes) else data.read()
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name).name)[-120:]
     target = root / hashlib.sha256(raw).hexdigest()[:20] / safe
@@ -212,11 +219,11 @@ def save_upload(name: str, data: bytes | BinaryIO, root: Path = UPLOAD_ROOT) -> 
     return target
 
 
-def _uploaded_path(uploaded) -> Path:
+def _uploaded_path(uploaded, types: tuple = UPLOAD_TYPES) -> Path:
     """Save a st.file_uploader file once per upload (by its file_id)."""
     saved = st.session_state.setdefault(Keys.UPLOADED, {})
     if uploaded.file_id not in saved:
-        saved[uploaded.file_id] = save_upload(uploaded.name, uploaded.getvalue(), UPLOAD_ROOT)
+        saved[uploaded.file_id] = save_upload(uploaded.name, uploaded.getvalue(), UPLOAD_ROOT, types)
     return saved[uploaded.file_id]
 
 
@@ -235,18 +242,45 @@ class Current:
     error: str | None = None
     status: object | None = None  # the sidebar's placeholder for the pair's device line or error
     warm: tuple | None = None  # (the shipped default view's key or None,), once worked out this run
+    table: TableSource | None = None  # an opened token table (no pair): every page but Live PPO draws it
+    step: int | None = None  # the checkpoint step shown, when the table is a series
 
 
-def _pair_options() -> dict[str, PairSource | None]:
-    options: dict[str, PairSource | None] = {k: PairSource(k, *v) for k, v in SHIPPED_PAIRS.items()}
+def _given_pair() -> dict[str, PairSource]:
+    """The pair the server was started with (`klviz dashboard --policy P --sft S`), if any."""
+    opts = server_options.current()
+    if not (opts.policy and opts.sft):
+        return {}
+    label = f"Given: {Path(opts.policy).name} vs {Path(opts.sft).name}"
+    return {label: PairSource(label, opts.policy, opts.sft)}
+
+
+def _pair_options() -> dict[str, PairSource | TableSource | None]:
+    options: dict[str, PairSource | TableSource | None] = {**opened.given_tables(), **_given_pair()}
+    options.update({k: PairSource(k, *v) for k, v in SHIPPED_PAIRS.items()})
     for saved in st.session_state.get(Keys.SAVED, {}).values():
         options[saved.label] = PairSource(saved.label, saved.policy, saved.sft)
-    options[LOCAL], options[UPLOAD] = None, None
+    options[LOCAL], options[UPLOAD], options[opened.OPEN_TABLE] = None, None, None
     return options
 
 
-def _pair_picker() -> PairSource | None:
-    """The pair chooser: shipped pairs, saved PPO policies, local paths or two uploads."""
+def _table_picker() -> TableSource | None:
+    """"Open a token table…": a path (inside the allowed folders) or an uploaded .parquet."""
+    path = st.text_input("Token table path", key=Keys.TABLE_PATH, placeholder="table.parquet",
+                         help="A parquet written by klviz score, analyze or trajectory.")
+    upload = st.file_uploader("…or upload one", type=["parquet"], key=Keys.TABLE_UPLOAD)
+    with user_errors(stop=False):
+        if upload is not None:
+            saved = _uploaded_path(upload, ("parquet",))
+            return TableSource(f"{opened.TABLE_PREFIX}{upload.name}", str(saved), upload.name)
+        if path.strip():
+            return opened.resolve_typed(path.strip())
+        st.info("Enter a path or upload a table.")
+    return None
+
+
+def _pair_picker() -> PairSource | TableSource | None:
+    """The pair chooser: shipped pairs, saved PPO policies, local paths or two uploads; or a token table."""
     options = _pair_options()
     pending = st.session_state.pop(Keys.PENDING_PAIR, None)
     if pending in options:
@@ -262,6 +296,8 @@ def _pair_picker() -> PairSource | None:
             return None
         return PairSource(f"{Path(policy).name} vs {Path(sft).name}", policy.strip(), sft.strip(),
                           base.strip() or None)
+    if choice == opened.OPEN_TABLE:
+        return _table_picker()
     if choice == UPLOAD:
         files = [st.file_uploader(label, type=list(UPLOAD_TYPES), key=key,
                                   help="A .zip of a Hugging Face model folder, or a .gguf file.")
@@ -303,7 +339,13 @@ def sidebar() -> Current:
     cur = Current()
     with st.sidebar:
         st.subheader("Pair")
-        cur.source = _pair_picker()
+        chosen = _pair_picker()
+        if isinstance(chosen, TableSource):
+            cur.table = chosen
+            _table_sidebar(cur)
+            st.session_state[Keys.CURRENT] = cur
+            return cur
+        cur.source = chosen
         with st.expander("Device"):
             cur.device = st.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key=Keys.DEVICE)
             cur.dtype = st.selectbox("Weights dtype", ["auto", "float32", "bfloat16"], key=Keys.DTYPE)
@@ -317,6 +359,58 @@ def sidebar() -> Current:
         with cur.status.container():
             _load_pair_soon()
     return cur
+
+
+def _table_sidebar(cur: Current) -> None:
+    """An opened table: what made it, and the checkpoint step shown when it is a series."""
+    try:
+        df, meta = opened.read(cur.table)
+    except KlvizError as e:
+        cur.error = str(e)
+        show_error(cur.error)
+        return
+    for line in opened.describe(meta):
+        st.caption(plain(line))
+    steps = opened.series_steps(df)
+    if steps:
+        pending = st.session_state.pop(Keys.PENDING_STEP, None)
+        if pending in steps:
+            st.session_state[Keys.TABLE_STEP] = pending
+        cur.step = st.selectbox("Checkpoint step", steps, index=len(steps) - 1, key=Keys.TABLE_STEP,
+                                help="The other pages show this checkpoint's rows; the Trajectory page all.")
+
+
+def require_series() -> pd.DataFrame:
+    """The opened checkpoint series (every step), or a note in the page and the end of this run."""
+    cur = current()
+    if cur.table is None or cur.error:
+        st.info("This page draws a checkpoint series, a table written by `klviz trajectory`: open one in the "
+                "sidebar (Open a token table…) or start `klviz dashboard series.parquet`.")
+        st.stop()
+    with user_errors(stop=True):
+        df, _ = opened.read(cur.table)
+    if not opened.series_steps(df):
+        st.info("This table holds one checkpoint: `klviz trajectory` writes a series of several.")
+        st.stop()
+    return df
+
+
+@st.cache_data(max_entries=4, show_spinner="Summarising the series…")
+def _trajectory_frames(key: str, _df: pd.DataFrame) -> dict:
+    from klviz.views import trajectory
+
+    gained, lost = trajectory.band_by_step(_df)
+    return {"steps": trajectory.by_step(_df), "gained": gained, "lost": lost, "moved": trajectory.most_moved(_df)}
+
+
+def trajectory_frames(df: pd.DataFrame) -> dict:
+    """klviz.views.trajectory's frames of the opened series (cached per table file)."""
+    return _trajectory_frames(opened.table_key(current().table, None), df)
+
+
+def point_at_step(step: int) -> None:
+    """Show `step`'s rows on the other pages (the sidebar's Checkpoint step), from the next run on."""
+    st.session_state[Keys.PENDING_STEP] = int(step)
 
 
 _TRIED: set[str] = set()  # keys of pairs this server has loaded (st.cache_resource holds them) or failed to
@@ -369,6 +463,8 @@ def start_warm(default_page: bool) -> bool:
     sidebar_keys = (Keys.PAIR, Keys.DEVICE, Keys.DTYPE, Keys.PROMPTS, Keys.N_PROMPTS, Keys.SAMPLES,
                     Keys.MAX_NEW_TOKENS, Keys.TEMPERATURE, Keys.SEED, Keys.SAMPLE_FROM, Keys.PENDING_PAIR)
     if Keys.CURRENT in st.session_state or not default_page or any(k in st.session_state for k in sidebar_keys):
+        return False
+    if opened.given_tables() or _given_pair():  # the server opens on what it was given, not the sample
         return False
     label = next(iter(SHIPPED_PAIRS))
     cur = Current(source=PairSource(label, *SHIPPED_PAIRS[label]))
@@ -426,11 +522,23 @@ def current() -> Current:
     return st.session_state.get(Keys.CURRENT) or Current()
 
 
+def view_caption(head: Mapping) -> str:
+    """What the figures are of: the opened table (and step), or the pair and who sampled."""
+    cur = current()
+    counts = f"{head['n_sequences']} responses, {head['n_tokens']} tokens"
+    if cur.table is not None:
+        return f"{cur.table.shown}{'' if cur.step is None else f' at step {cur.step}'}: {counts}."
+    return f"{cur.source.label}: {counts}, sampled from {cur.settings.sample_from}."
+
+
 def require_pair():
     """The loaded Pair, or a note in the page and the end of this run."""
     pair = ensure_pair()
     if pair is None:
         cur = current()
+        if cur.table is not None:
+            st.info("This page needs a pair of models: a token table alone cannot run it. Choose a pair in the sidebar.")
+            st.stop()
         st.info("No pair is loaded: see the error in the sidebar." if cur.error else "Choose a pair in the sidebar.")
         st.stop()
     return pair
@@ -453,6 +561,8 @@ def _all_prompts(settings: SamplingSettings) -> list:
 
 def prompts() -> list:
     """The sidebar's prompts (the first n when a number is set); stops the run with st.error if unreadable."""
+    if current().table is not None:
+        return []  # a table stores responses, not the prompts' text
     s = current().settings
     with user_errors(stop=True):
         found = _all_prompts(s)
@@ -556,6 +666,12 @@ def overview() -> tuple[dict, Mapping]:
 def require_table() -> pd.DataFrame:
     """The token table of the current pair and settings (cached), or st.error and the end of this run."""
     cur = current()
+    if cur.table is not None:
+        if cur.error:
+            st.info("The token table could not be read: see the error in the sidebar.")
+            st.stop()
+        with user_errors(stop=True):
+            return opened.rows(cur.table, cur.step)
     table = _warm_table(cur)
     if table is not None:
         return table
@@ -564,8 +680,12 @@ def require_table() -> pd.DataFrame:
         return _analysis(table_key(), cur.settings, pair, found)
 
 
-def decoder(pair):
-    """token id -> text under the pair's tokenizer, memoized per pair."""
+def decoder(pair=None):
+    """token id -> text: from an opened table itself, else under the pair's tokenizer (memoized per pair)."""
+    cur = current()
+    if pair is None and cur.table is not None:
+        return opened.decoder(cur.table)
+    pair = pair if pair is not None else require_pair()
     return _decoders(id(pair.tokenizer), pair.tokenizer)
 
 
@@ -592,6 +712,8 @@ def shift_rows(df: pd.DataFrame, choice: str | None) -> pd.DataFrame:
 def table_key() -> str:
     """Names the current token table: the shipped default view's key, or the pair's with the settings."""
     cur = current()
+    if cur.table is not None:
+        return opened.table_key(cur.table, cur.step)
     if _warm_table(cur) is not None:
         return f"warm:{_warm_key(cur)}"
     prompts_content = fingerprint(_resolve(cur.settings.prompts))
@@ -605,7 +727,7 @@ def _mass_shift(table: str, choice: str | None, _rows: pd.DataFrame, _decode) ->
     return tables.mass_shift(_rows, _decode)
 
 
-def mass_shift(rows: pd.DataFrame, choice: str | None, pair) -> dict[str, pd.DataFrame]:
+def mass_shift(rows: pd.DataFrame, choice: str | None, pair=None) -> dict[str, pd.DataFrame]:
     """`tables.mass_shift` of the current table's `rows` for `choice` (`shift_rows`), cached per table."""
     return _mass_shift(table_key(), choice, rows, decoder(pair))
 
@@ -639,6 +761,10 @@ def _report_bytes(title: str, figures, info: dict) -> bytes:
 def meta() -> dict[str, str]:
     """What the current view shows: the pair and the sampling settings (for reports and files)."""
     cur = current()
+    if cur.table is not None:
+        with user_errors(stop=True):
+            info = {k: v for k, v in opened.read(cur.table)[1].items() if k != "vocab"}  # the report lists the rest
+            return {"table": cur.table.shown, "step": str(cur.step), **info}
     out = {"pair": cur.source.label if cur.source else "", "policy": cur.source.policy if cur.source else "",
            "sft": cur.source.sft if cur.source else ""}
     if cur.pair is not None:

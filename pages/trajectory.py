@@ -1,0 +1,33 @@
+"""Trajectory: a checkpoint series (`klviz trajectory`) against training step: exact KL both ways per token
+and per sequence, total variation, mass gained and lost per SFT-probability band (band x step), and the
+response tokens whose probability moved most between consecutive checkpoints. Click a step to show its
+rows on the other pages.
+
+kl_reverse = KL(policy || SFT) = sum_v p log(p/q); kl_forward = KL(SFT || policy) = sum_v q log(q/p).
+"""
+
+import streamlit as st
+
+from klviz.app import ui
+from klviz.views import trajectory
+
+st.title("Trajectory")
+df = ui.require_series()
+f = ui.trajectory_frames(df)
+per = st.segmented_control("KL", ["token", "sequence"], default="token", required=True, key=ui.Keys.TRAJ_PER,
+                           format_func=lambda p: f"per {p}")
+event = st.plotly_chart(trajectory.kl_by_step_figure(f["steps"], per), key=ui.Keys.TRAJ_CHART,
+                        on_select="rerun", selection_mode="points")
+points = event.selection.points if event else []
+if points:
+    step = int(points[0]["x"])
+    if step != ui.current().step:
+        ui.point_at_step(step)
+        st.rerun()
+st.caption(ui.plain(f"Showing step {ui.current().step} on the other pages: click a point, or choose "
+                    "the Checkpoint step in the sidebar."))
+st.plotly_chart(trajectory.band_heatmap_figure(f["gained"], f["lost"]), key="trajectory.bands")
+st.subheader("Tokens whose probability moved most between consecutive checkpoints", anchor=False)
+st.caption("p(y): the policy's probability of the response token at that position, at each checkpoint.")
+st.dataframe(f["moved"], hide_index=True, use_container_width=True)
+st.dataframe(f["steps"], hide_index=True, use_container_width=True)
