@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))  # tests.e2e.flow and tests.helpers, as under pyte
 
 import torch  # noqa: E402
 
-from tests.e2e import flow  # noqa: E402
+from tests.e2e import driver, flow  # noqa: E402
 
 RESULTS = ROOT / "bench" / "RESULTS_dashboard.md"
 README_SHOTS = ROOT / "docs" / "screenshots"
@@ -45,10 +45,10 @@ NOTES = """\
 """
 
 
-def run_flow(work: Path) -> flow.Record:
+def run_flow(work: Path) -> driver.Record:
     """Every step of the browser flow, in the test's order; returns the timings and screenshots."""
-    record = flow.Record(work / "screenshots")
-    with flow.serve(work / "streamlit.log") as url, flow.browser(work / "chromium-profile") as tab:
+    record = driver.Record(work / "screenshots")
+    with driver.serve(work / "streamlit.log") as url, driver.browser(work / "chromium-profile") as tab:
         flow.open_on_the_sample_pair(tab, url, record)
         flow.every_page(tab, record)
         flow.every_tab(tab, record)
@@ -59,7 +59,7 @@ def run_flow(work: Path) -> flow.Record:
     return record
 
 
-def results_markdown(record: flow.Record, load_before: float, load_after: float) -> str:
+def results_markdown(record: driver.Record, load_before: float, load_after: float) -> str:
     load = f"1-minute load average {load_before:.1f} before and {load_after:.1f} after the run"
     cpu = f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {platform.platform()}"
     rows = "\n".join(f"| {k} | {v} |" for k, v in record.timings.items())
@@ -72,8 +72,8 @@ def results_markdown(record: flow.Record, load_before: float, load_after: float)
 
 
 def main() -> None:
-    if not flow.CHROMIUM.exists():
-        sys.exit(f"{flow.CHROMIUM} is missing: install Debian's chromium package.")
+    if not driver.CHROMIUM.exists():
+        sys.exit(f"{driver.CHROMIUM} is missing: install Debian's chromium package.")
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="klviz-dashboard-") as d:
         record = run_flow(Path(d))

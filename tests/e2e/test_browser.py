@@ -1,5 +1,5 @@
-"""The dashboard in a real browser (tests/e2e/flow.py): `streamlit run app.py` on a free loopback port,
-driven by Playwright through Debian's /usr/bin/chromium (never a downloaded browser).
+"""The dashboard in a real browser: `streamlit run app.py` on a free loopback port, driven by Playwright
+through Debian's /usr/bin/chromium (never a downloaded browser). The steps are tests/e2e/flow.py.
 
 In order (the tests share one server and one browser tab): open on the sample pair and wait for
 the first chart; visit every page, and every tab of Mass shift and the KL lab, with no exception
@@ -13,28 +13,28 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e import flow
+from tests.e2e import driver, flow
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(
-    not flow.CHROMIUM.exists(), reason="Debian's chromium (/usr/bin/chromium) is not installed")]
+    not driver.CHROMIUM.exists(), reason="Debian's chromium (/usr/bin/chromium) is not installed")]
 
-SHOTS = flow.ROOT / "tests" / "e2e" / "screenshots"
+SHOTS = driver.ROOT / "tests" / "e2e" / "screenshots"
 
 
 @pytest.fixture(scope="module")
-def record() -> flow.Record:
-    return flow.Record(SHOTS)
+def record() -> driver.Record:
+    return driver.Record(SHOTS)
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with flow.serve(tmp_path_factory.mktemp("server") / "streamlit.log") as url:
+    with driver.serve(tmp_path_factory.mktemp("server") / "streamlit.log") as url:
         yield url
 
 
 @pytest.fixture(scope="module")
 def page(server, tmp_path_factory):
-    with flow.browser(tmp_path_factory.mktemp("chromium-profile")) as tab:
+    with driver.browser(tmp_path_factory.mktemp("chromium-profile")) as tab:
         yield tab
 
 
