@@ -51,8 +51,8 @@ figures = {
 }
 headline, *views = figures
 st.plotly_chart(figures[headline](), key=f"shift.{headline}")
-# One view at a time: only the open tab's chart is built and drawn, so the page shows in well
-# under a second; the HTML report holds all six.
+# One view at a time: only the open tab's chart is built and drawn (page switch times: bench/RESULTS.md);
+# the HTML report holds all six.
 name, tab = open_tab(views, Keys.SHIFT_VIEW)
 tab.caption(VIEW_CAPTIONS[name])
 tab.plotly_chart(figures[name](), key=f"shift.{name}")

@@ -34,7 +34,7 @@ cols[2].metric(f"{KL_REVERSE} per sequence", f"{head['kl_reverse_per_sequence']:
 cols[3].metric(f"{KL_FORWARD} per sequence", f"{head['kl_forward_per_sequence']:.3f}")
 cols[4].metric("Total variation per token", f"{head['tv_per_token']:.4f}",
                help="Half the L1 distance: the mass gained, which equals the mass lost.")
-first_view.headline_only()  # a new session's first run ends here; the sidebar and the rest follow 1.5 s later
+first_view.headline_only()  # a new session's first run ends here; the rest follows (klviz/app/first_view.py)
 
 reward_name = figures.selectbox("Reward", ["(none)", "sentiment", "length", "other…"],
                                key=Keys.OVERVIEW_REWARD,
