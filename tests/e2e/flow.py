@@ -142,6 +142,8 @@ def upload_a_zipped_pair(tab, rec: Record, tmp: Path) -> None:
     policy, sft = save_pair(tmp / "tiny", kind="gpt2")
     files = {"Policy checkpoint": zipped(policy, tmp / "policy.zip"),
              "SFT checkpoint": zipped(sft, tmp / "sft.zip")}
+    nav(tab, "Overview").click()  # where the loaded pair's label shows, whatever page the last step left open
+    settle(tab, title="Overview")
     choose(tab, "Pair", "Upload checkpoints…")
     for label, path in files.items():
         box = tab.locator("[data-testid='stFileUploader']", has_text=label).first
