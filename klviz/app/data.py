@@ -16,13 +16,12 @@ from typing import TYPE_CHECKING, Mapping
 
 import streamlit as st
 
-from klviz import shipped_view
 from klviz.app.feedback import OOM_SENTENCE, is_oom, plain, show_error, user_errors
 from klviz.app.view import View, current
 from klviz.errors import KlvizError
 from klviz.pairs import fingerprint, resolve
 from klviz.prompts import prompt_text
-from klviz.shipped_view import SamplingSettings
+from klviz.settings import SamplingSettings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -128,7 +127,9 @@ def prompts() -> list:
 @st.cache_data(max_entries=16, show_spinner="Sampling and scoring…")
 def _analysis(table: str, _settings: SamplingSettings, _pair, _prompts) -> pd.DataFrame:
     """The token table; `table` (View.table_key: the pair's key, the prompts' content, the settings) keys the cache."""
-    return shipped_view.default_table(_pair, _prompts, _settings)
+    from klviz import sampling  # torch: loaded with the pair, after the first view
+
+    return sampling.settings_table(_pair, _prompts, _settings)
 
 
 def require_table() -> pd.DataFrame:

@@ -12,7 +12,7 @@ from klviz.app.feedback import user_errors
 from klviz.app.keys import Keys
 from klviz.app.view import View, make_view
 from klviz.pairs import SHIPPED_PAIRS, UPLOAD_TYPES, PairSource
-from klviz.shipped_view import SamplingSettings
+from klviz.settings import SamplingSettings
 
 LOCAL, UPLOAD = "Local paths…", "Upload checkpoints…"
 

@@ -17,7 +17,7 @@ import streamlit as st
 from klviz import shipped_view
 from klviz.app.keys import Keys
 from klviz.pairs import PairSource, fingerprint, pair_key, resolve, sample_file
-from klviz.shipped_view import SamplingSettings
+from klviz.settings import SamplingSettings
 
 if TYPE_CHECKING:
     import pandas as pd

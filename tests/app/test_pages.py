@@ -20,7 +20,7 @@ import torch
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
-from klviz import pairs, shipped_view
+from klviz import pairs, sampling, settings, shipped_view
 from klviz.app import feedback, runs, sidebar
 from klviz.app.keys import Keys
 from klviz.app.view import View
@@ -110,8 +110,8 @@ def test_every_page_renders_on_the_sample_pair():
     assert "Sample: policy_k3_loss vs SFT" in pair.options
     assert {sidebar.LOCAL, sidebar.UPLOAD} <= set(pair.options)
     assert any("Running on cpu · float32" in c.value for c in at.sidebar.caption)
-    assert at.text_input(key=K.PROMPTS).value == shipped_view.DEFAULT_PROMPTS
-    assert at.number_input(key=K.MAX_NEW_TOKENS).value == shipped_view.DEFAULT_MAX_NEW_TOKENS
+    assert at.text_input(key=K.PROMPTS).value == settings.DEFAULT_PROMPTS
+    assert at.number_input(key=K.MAX_NEW_TOKENS).value == settings.DEFAULT_MAX_NEW_TOKENS
     assert at.number_input(key=K.SAMPLES).value == 4 and at.number_input(key=K.SEED).value == 0
     assert at.slider(key=K.TEMPERATURE).value == 1.0
     assert at.button_group(key=K.SAMPLE_FROM).value == "policy"
@@ -143,8 +143,8 @@ def test_every_page_renders_on_the_sample_pair():
 
 def test_the_default_view_starts_from_the_shipped_table_and_still_loads_the_pair(monkeypatch):
     computed = []
-    real = shipped_view.default_table
-    monkeypatch.setattr(shipped_view, "default_table", lambda *a: computed.append(a) or real(*a))
+    real = sampling.settings_table
+    monkeypatch.setattr(sampling, "settings_table", lambda *a: computed.append(a) or real(*a))
     at = clean(app().run())
     # The first run: the Overview's headline alone (title, figures, chart), from the shipped view.
     assert computed == [] and len(charts(at)) == 1 and len(at.metric) == 5
