@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e.test_browser import CHROMIUM, CHROMIUM_ARGS, DRAWN, free_port  # noqa: E402
+from tests.e2e.driver import CHROMIUM, CHROMIUM_ARGS, DRAWN, free_port  # noqa: E402
 
 
 def make_table(path: Path, rows: int) -> int:

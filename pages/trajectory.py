@@ -8,23 +8,26 @@ kl_reverse = KL(policy || SFT) = sum_v p log(p/q); kl_forward = KL(SFT || policy
 
 import streamlit as st
 
-from klviz.app import ui
+from klviz.app import data
+from klviz.app.feedback import plain
+from klviz.app.keys import Keys
+from klviz.app.view import current
 from klviz.views import trajectory
 
 st.title("Trajectory")
-df = ui.require_series()
-f = ui.trajectory_frames(df)
-per = st.segmented_control("KL", ["token", "sequence"], default="token", required=True, key=ui.Keys.TRAJ_PER,
+df = data.require_series()
+f = data.trajectory_frames(df)
+per = st.segmented_control("KL", ["token", "sequence"], default="token", required=True, key=Keys.TRAJ_PER,
                            format_func=lambda p: f"per {p}")
-event = st.plotly_chart(trajectory.kl_by_step_figure(f["steps"], per), key=ui.Keys.TRAJ_CHART,
+event = st.plotly_chart(trajectory.kl_by_step_figure(f["steps"], per), key=Keys.TRAJ_CHART,
                         on_select="rerun", selection_mode="points")
 points = event.selection.points if event else []
 if points:
     step = int(points[0]["x"])
-    if step != ui.current().step:
-        ui.point_at_step(step)
+    if step != current().step:
+        data.point_at_step(step)
         st.rerun()
-st.caption(ui.plain(f"Showing step {ui.current().step} on the other pages: click a point, or choose "
+st.caption(plain(f"Showing step {current().step} on the other pages: click a point, or choose "
                     "the Checkpoint step in the sidebar."))
 st.plotly_chart(trajectory.band_heatmap_figure(f["gained"], f["lost"]), key="trajectory.bands")
 st.subheader("Tokens whose probability moved most between consecutive checkpoints", anchor=False)
