@@ -4,13 +4,11 @@ The frame only: page config, the shared sidebar (which pair is loaded, the sampl
 st.navigation over the thin pages in pages/.
 """
 
-import os
 from pathlib import Path
 
-# Before torch loads: its OpenMP workers otherwise spin between parallel regions, and on a busy
-# 2-core machine (a PPO job, the browser, other processes) the spinning starves the threads doing
-# the work: the sample pair's analysis took 2-27 s instead of about 1 s. PASSIVE lets them sleep.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from klviz.threads import apply_thread_settings
+
+apply_thread_settings()  # before torch loads, as the CLI does (klviz.threads says why)
 
 import streamlit as st  # noqa: E402
 
