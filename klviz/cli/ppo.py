@@ -29,7 +29,9 @@ CONFIG_ARGS = {  # PPOConfig field -> (type, help); each flag's default is the f
     "minibatches": (int, None), "kl_placement": (str, "reward (InstructGPT), loss (GRPO) or none"),
     "kl_estimator": (str, "k1 | k2 | k3 | exact-reverse | exact-forward"), "kl_coef": (float, "beta"),
     "target_kl": (float, "with --kl-horizon: adaptive beta (Ziegler et al. 2019)"), "kl_horizon": (int, None),
-    "lr": (float, "learning rate"), "seed": (int, None), "device": (str, None),
+    "lr": (float, "learning rate; unset: 3e-4 x min(1, 1M / trainable parameters)"),
+    "max_approxkl": (float, "stop when a step's approx-KL to the rollout policy exceeds this"),
+    "seed": (int, None), "device": (str, None),
 }
 """The flags that map one-to-one onto PPOConfig fields."""
 REQUIRED = ("reward", "steps")  # a run says what it optimises and for how long

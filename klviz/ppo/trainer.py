@@ -36,7 +36,8 @@ from klviz.device import resolve_device
 from klviz.engine.columns import BAND_COLUMNS
 from klviz.engine.divergence import kl_exact, token_stats
 from klviz.errors import KlvizError
-from klviz.ppo.config import PPOConfig
+from klviz.models import strip_quantizer
+from klviz.ppo.config import PPOConfig, default_lr
 from klviz.ppo.losses import (AdaptiveKLController, PolicyLoss, gae, kl_estimate, policy_loss_terms,
                               token_rewards, value_loss, whiten)
 from klviz.ppo.rollout import (Chunk, Rollout, fuse_activations, gather_tokens, left_pad, length_chunks,
@@ -83,6 +84,8 @@ class PPOTrainer:
                              "start from a checkpoint fine-tuned from the same SFT model.")
         # eval(): dropout off, so the ratio pi/pi_old is 1 before the first update (TRL does the same).
         self.policy = copy.deepcopy(source).to(device=self.device, dtype=torch.float32).eval()
+        # Checked now, not after the run: a GGUF-born model must be plain to save (klviz.models).
+        strip_quantizer(self.policy, "The SFT model" if policy_init is None else "The policy-init model")
         self.policy.requires_grad_(True)
         fuse_activations(self.policy)  # same function, one kernel: ~10% of a CPU step
         hidden_size = self.policy.get_output_embeddings().weight.shape[1]
@@ -90,7 +93,8 @@ class PPOTrainer:
         torch.nn.init.zeros_(self.value_head.weight)  # V = 0 to start: deterministic, no seed needed
         torch.nn.init.zeros_(self.value_head.bias)
         params = list(self.policy.parameters()) + list(self.value_head.parameters())
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, eps=ADAM_EPS, weight_decay=0.0, foreach=True)
+        self.lr = cfg.lr if cfg.lr is not None else default_lr(sum(p.numel() for p in params))
+        self.optimizer = torch.optim.AdamW(params, lr=self.lr, eps=ADAM_EPS, weight_decay=0.0, foreach=True)
         self.kl_coef = cfg.kl_coef
         self.kl_ctl = (AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon)
                        if cfg.target_kl is not None else None)
@@ -267,12 +271,25 @@ class PPOTrainer:
                    **self._kl_metrics(roll, ref_logprobs, with_bands), "kl_coef": self.kl_coef}
         advantages, returns = self._advantages(roll, scores, ref_logprobs)
         metrics.update(self._update(roll, ref_logprobs, advantages, returns))
+        self._watch_approxkl(metrics["approxkl"])
         metrics["response_len"] = float(roll.mask.sum(1).mean())
         if self.kl_ctl is not None:
             measured = metrics["kl_forward" if self.cfg.kl_estimator == "exact-forward" else "kl_reverse"]
             self.kl_coef = self.kl_ctl.update(measured, self.cfg.batch_size)
         metrics["step_time_s"] = time.perf_counter() - start
         return metrics
+
+    def _watch_approxkl(self, approxkl: float) -> None:
+        """Stop with a sentence when an update moved the policy far from the one that sampled.
+
+        approx-KL (k3 of pi_old -> pi) stays near 0.01 in healthy PPO ("The 37 implementation
+        details of PPO" #12 log it for this); 3e-4 on SmolLM2-135M gave 5.8 in one step.
+        """
+        limit = self.cfg.max_approxkl
+        if limit is not None and not approxkl <= limit:  # NaN stops too
+            raise KlvizError(f"PPO step {self.step_count} moved the policy too far from the one that sampled "
+                             f"(approx-KL {approxkl:.3g} > {limit:g} nats per token, learning rate {self.lr:.2g}): "
+                             "the update blew up; lower the learning rate (--lr).")
 
     def save(self, path: str | Path) -> Path:
         """Write the policy (no value head) and tokenizer as an HF safetensors folder, atomically."""
