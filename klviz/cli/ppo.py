@@ -31,6 +31,7 @@ CONFIG_ARGS = {  # PPOConfig field -> (type, help); each flag's default is the f
     "target_kl": (float, "with --kl-horizon: adaptive beta (Ziegler et al. 2019)"), "kl_horizon": (int, None),
     "lr": (float, "learning rate; unset: 3e-4 x min(1, 1M / trainable parameters)"),
     "max_approxkl": (float, "stop when a step's approx-KL to the rollout policy exceeds this"),
+    "lora_rank": (int, "train a rank-r LoRA adapter (reference: the base, adapter off); 0: every weight"),
     "seed": (int, None), "device": (str, None),
 }
 """The flags that map one-to-one onto PPOConfig fields."""
@@ -89,7 +90,8 @@ def run(args) -> int:
     sft = load_model(args.sft, device=cfg.device, role="sft")
     init = load_model(args.policy_init, device=cfg.device, role="policy init") if args.policy_init else None
     trainer = PPOTrainer(sft.model, sft.tokenizer, prompts, cfg,
-                         policy_init=init.model if init is not None else None)
+                         policy_init=init.model if init is not None else None,
+                         share_sft=True)  # loaded for this run: LoRA goes on it, not on a copy
     out.mkdir(parents=True, exist_ok=True)
     with (out / "metrics.jsonl").open("w", encoding="utf-8") as f, \
             tqdm(total=cfg.steps, desc="ppo", unit="step") as bar:

@@ -60,6 +60,9 @@ class PPOConfig:
     lr: float | None = None
     """AdamW learning rate for the policy and value head; None: default_lr(trainable parameters),
     BASE_LR (3e-4) for the sample models, scaled down for larger ones."""
+    lora_rank: int = 0
+    """0: train every weight of a private copy of the SFT model. r > 0: train a rank-r LoRA adapter on
+    every linear layer but the head; the reference is the base with the adapter off (no second copy)."""
     max_approxkl: float | None = 1.0
     """Stop the run with a sentence when one step's approx-KL (pi_old to the updated policy, nats per
     token) exceeds this: the update blew the policy up (lower lr). None turns the watch off."""
@@ -114,6 +117,8 @@ class PPOConfig:
                 raise KlvizError(f"PPO setting {name} must lie in [0, 1], got {getattr(self, name)}.")
         if not self.vf_coef >= 0:
             raise KlvizError(f"PPO setting vf_coef must be >= 0, got {self.vf_coef}.")
+        if not isinstance(self.lora_rank, int) or self.lora_rank < 0:
+            raise KlvizError(f"lora_rank must be a whole number >= 0 (0: no LoRA), got {self.lora_rank!r}.")
         if not isinstance(self.bands_every, int) or self.bands_every < 0:
             raise KlvizError(f"bands_every must be a whole number >= 0, got {self.bands_every!r}.")
         if self.device not in DEVICES and not self.device.startswith("cuda:"):

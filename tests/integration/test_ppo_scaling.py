@@ -80,3 +80,54 @@ def test_a_policy_trained_from_a_gguf_saves(tok, tmp_path):
     reloaded = AutoModelForCausalLM.from_pretrained(str(saved))
     for (name, a), b in zip(trainer.policy.state_dict().items(), reloaded.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+
+
+# ---- LoRA -------------------------------------------------------------------------------------
+
+def test_lora_policy_starts_as_the_reference_and_trains_only_the_adapter(tok):
+    pytest.importorskip("peft")
+    sft = make_tiny_model("llama", len(tok), seed=0)
+    before = {k: v.clone() for k, v in sft.state_dict().items()}
+    trainer = PPOTrainer(sft, tok, PROMPTS, PPOConfig(**SMALL_RUN, lora_rank=2, lr=1e-2))
+    trained = {n for n, p in trainer.policy.named_parameters() if p.requires_grad}
+    assert trained and all("lora_" in n for n in trained)
+    roll = trainer.rollout()
+    ref = trainer.ref_logprobs(roll)  # the base with the adapter off
+    sel = roll.mask.bool()
+    torch.testing.assert_close(ref[sel], roll.logprobs[sel], rtol=1e-5, atol=1e-5)  # B = 0: policy == ref
+    metrics = trainer.step()
+    assert metrics["kl_reverse"] == pytest.approx(0.0, abs=1e-5)  # sampled before the first update
+    for k, v in sft.state_dict().items():  # the caller's SFT model is untouched (share_sft=False)
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+    roll = trainer.rollout()
+    ref_after = trainer.ref_logprobs(roll)
+    with torch.no_grad():  # the reference is still the SFT model: adapter off means base weights
+        from klviz.ppo.rollout import response_forward
+        logits, _ = response_forward(sft, roll.query, roll.query_mask, roll.response)
+    sel = roll.mask.bool()
+    torch.testing.assert_close(ref_after[sel], torch.log_softmax(logits.float(), -1)[sel], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(ref_after[sel], roll.logprobs[sel], atol=1e-4)  # and the policy moved
+
+
+def test_lora_run_saves_a_plain_merged_policy(tok, tmp_path):
+    pytest.importorskip("peft")
+    from transformers import AutoModelForCausalLM
+
+    trainer = PPOTrainer(make_tiny_model("llama", len(tok), seed=0), tok, PROMPTS,
+                         PPOConfig(**SMALL_RUN, lora_rank=2, lr=1e-2), share_sft=True)
+    trainer.step()
+    saved = AutoModelForCausalLM.from_pretrained(str(trainer.save(tmp_path / "policy")))
+    assert not any("lora_" in k for k in saved.state_dict())
+    roll = trainer.rollout()
+    with torch.no_grad():
+        from klviz.ppo.rollout import response_forward
+        want, _ = response_forward(trainer.policy, roll.query, roll.query_mask, roll.response)
+        got, _ = response_forward(saved, roll.query, roll.query_mask, roll.response)
+    sel = roll.mask.bool()
+    torch.testing.assert_close(got[sel], want[sel], rtol=1e-4, atol=1e-4)
+
+
+def test_lora_cannot_start_from_a_policy_init(tok):
+    sft = make_tiny_model("llama", len(tok), seed=0)
+    with pytest.raises(KlvizError, match="cannot start from a policy-init"):
+        PPOTrainer(sft, tok, PROMPTS, PPOConfig(**SMALL_RUN, lora_rank=2), policy_init=sft)
