@@ -18,14 +18,20 @@ LORA_ALPHA_PER_RANK = 2
 """lora_alpha = 2 x rank: the adapter's scale alpha/r is 2 whatever the rank (a common choice)."""
 
 
+def lora_config(rank: int):
+    """The peft LoraConfig klviz trains with (bench/ppo.py gives TRL the same one)."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=rank, lora_alpha=LORA_ALPHA_PER_RANK * rank, lora_dropout=0.0,
+                      target_modules="all-linear", init_lora_weights=True)
+
+
 def attach_lora(model, rank: int):
     """Inject a rank-`rank` LoRA adapter into `model` in place; returns the PeftModel around it."""
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
-    config = LoraConfig(r=rank, lora_alpha=LORA_ALPHA_PER_RANK * rank, lora_dropout=0.0,
-                        target_modules="all-linear", init_lora_weights=True)
     try:
-        return get_peft_model(model, config)
+        return get_peft_model(model, lora_config(rank))
     except (ValueError, TypeError) as e:
         raise KlvizError(f"LoRA cannot be applied to this {type(model).__name__} model ({e}): "
                          "train without --lora-rank.") from None
