@@ -8,11 +8,13 @@ from pathlib import Path
 
 from klviz.threads import apply_thread_settings
 
-apply_thread_settings()  # before torch loads, as the CLI does (klviz.threads says why)
+# Before torch loads: idle OpenMP workers sleep instead of spinning, which on a busy machine starved
+# the threads doing the work (bench/RESULTS.md); the CLI applies the same settings (klviz.threads).
+apply_thread_settings()
 
 import streamlit as st  # noqa: E402
 
-from klviz.app import ui  # noqa: E402
+from klviz.app import first_view  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -34,9 +36,4 @@ pages = [
             icon=":material/science:", url_path="kl_lab"),
 ]
 page = st.navigation(pages)
-if ui.start_warm(page is pages[0]):  # a new session on the default view: its page first, from the shipped table
-    page.run()
-    ui.sidebar()
-else:
-    ui.sidebar()
-    page.run()
+first_view.run(page, default_page=page is pages[0])  # the sidebar and the page, in the first view's order

@@ -4,9 +4,11 @@ AttributeError: 'tuple' object has no attribute 'get' in prompt_text)."""
 
 import json
 
-from klviz.app import ui
-from tests.app.test_pages import _fresh, app, clean, K, shown  # noqa: F401 (_fresh: autouse fixture)
+from klviz.app import sidebar
+from tests.app.test_pages import _fresh, app, clean, K, shown
 from tests.helpers.tiny import save_pair
+
+FIXTURES = (_fresh,)  # test_pages' autouse fixture (fresh caches, private folders) applies here too
 
 CHATS = [
     [{"role": "system", "content": "You review hotels."}, {"role": "user", "content": "the food was"}],
@@ -19,7 +21,7 @@ def test_chat_prompts_work_on_the_overview_reward_and_the_token_inspector(tmp_pa
     path = tmp_path / "chat.jsonl"
     path.write_text("".join(json.dumps({"id": f"c{i}", "messages": m}) + "\n" for i, m in enumerate(CHATS)),
                     encoding="utf-8")
-    at = clean(app(**{K.PAIR: ui.LOCAL, K.POLICY_PATH: str(policy), K.SFT_PATH: str(sft), K.PROMPTS: str(path),
+    at = clean(app(**{K.PAIR: sidebar.LOCAL, K.POLICY_PATH: str(policy), K.SFT_PATH: str(sft), K.PROMPTS: str(path),
                       K.N_PROMPTS: 0, K.OVERVIEW_REWARD: "length"}).run())
     labels = [shown(m.label) for m in at.metric]
     assert "Mean reward (length), policy samples" in labels
