@@ -92,6 +92,8 @@ def run(args) -> int:
     trainer = PPOTrainer(sft.model, sft.tokenizer, prompts, cfg,
                          policy_init=init.model if init is not None else None,
                          share_sft=True)  # loaded for this run: LoRA goes on it, not on a copy
+    if cfg.lr is None:
+        print(f"klviz ppo: learning rate {trainer.lr:.2g} (scaled to the trainable parameters; set --lr to override)")
     out.mkdir(parents=True, exist_ok=True)
     with (out / "metrics.jsonl").open("w", encoding="utf-8") as f, \
             tqdm(total=cfg.steps, desc="ppo", unit="step") as bar:
