@@ -131,3 +131,25 @@ def test_lora_cannot_start_from_a_policy_init(tok):
     sft = make_tiny_model("llama", len(tok), seed=0)
     with pytest.raises(KlvizError, match="cannot start from a policy-init"):
         PPOTrainer(sft, tok, PROMPTS, PPOConfig(**SMALL_RUN, lora_rank=2), policy_init=sft)
+
+
+# ---- the CLI ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("lora", [0, 2])
+def test_klviz_ppo_from_a_gguf_trains_and_saves(tok, tmp_path, monkeypatch, capsys, lora):
+    """The issue's run that lost 24 minutes: `klviz ppo --sft <a .gguf>` failed at the save."""
+    pytest.importorskip("gguf")
+    from klviz.cli import main as cli_main
+    from klviz.models import load_model
+
+    monkeypatch.setenv("KLVIZ_CACHE_DIR", str(tmp_path / "cache"))
+    gguf = write_gguf_llama(make_tiny_model("llama", len(tok), seed=0), tok, tmp_path / "sft.gguf")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(PROMPTS) + "\n", encoding="utf-8")
+    code = cli_main(["ppo", "--sft", str(gguf), "--reward", "length", "--steps", "1", "--batch-size", "4",
+                     "--max-new-tokens", "3", "--ppo-epochs", "1", "--minibatches", "1", "--device", "cpu",
+                     "--prompts", str(prompts), "--lora-rank", str(lora), "--out", str(tmp_path / "run")])
+    assert code == 0, capsys.readouterr().err
+    assert "learning rate" in capsys.readouterr().out  # the scaled default is said
+    saved = load_model(tmp_path / "run" / "policy", device="cpu")
+    assert saved.info.kind == "folder" and not any("lora_" in k for k in saved.model.state_dict())
