@@ -7,7 +7,8 @@ the 98 MB file, found here without importing it (its __init__ imports the `llm` 
 The pair: the SFT model is the GGUF, and the policy a LoRA adapter made here (peft, fixed seed) on the
 folder klviz dequantized the GGUF into. The first load in a clean environment dequantizes (about a
 minute on two cores); later runs read the model cache (klviz.model_cache), as users' loads do.
-Kept small: two prompts, a few tokens, one batch.
+Checked: GGUF vs folder, a LoRA pair's columns against float64, `klviz analyze`, and the dashboard
+(AppTest) on the pair. Kept small: two prompts, a few tokens, one batch.
 """
 
 import copy
@@ -120,3 +121,23 @@ def test_klviz_analyze_on_the_pair(dirs, tmp_path):
     df = pd.read_parquet(out)
     assert set(df["prompt_id"]) and 2 <= len(df) <= 8
     assert (df["kl_reverse"] >= 0).all() and (df["kl_forward"] >= 0).all()
+
+
+def test_the_dashboard_draws_the_pair(dirs, tmp_path, monkeypatch):
+    """AppTest: the SmolLM2 pair entered as local paths, a few responses, the Overview's chart."""
+    import streamlit as st
+
+    from klviz.app import sidebar
+    from tests.app.test_pages import K, app, charts, clean, current
+
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS), encoding="utf-8")
+    try:
+        at = clean(app(**{K.PAIR: sidebar.LOCAL, K.POLICY_PATH: str(dirs[0]), K.SFT_PATH: str(dirs[1]),
+                          K.PROMPTS: str(prompts), K.N_PROMPTS: 0, K.SAMPLES: 1, K.MAX_NEW_TOKENS: 4}).run(timeout=600))
+        assert current(at).source.label == "lora vs sft" and len(charts(at)) == 1
+    finally:
+        st.cache_resource.clear()
+        st.cache_data.clear()
