@@ -210,3 +210,25 @@ def test_empty_and_single_row(df, n_rows):
         assert sum(s["token_shift"].values()) == 1.0
         assert s["forking"]["share_kl_reverse"] == 1.0  # the one row is the top 20%
         assert acted.kl_spikes(small)["before"][0] == "" == acted.kl_spikes(small)["after"][0]
+
+
+def test_figures(df):
+    from klviz.views import acted_plots
+    prof = acted.token_shift_by_position(df)
+    fig = acted_plots.shift_by_position_figure(prof)
+    assert [list(t.y) for t in fig.data] == [list(prof[c]) for c in acted.SHIFT_CLASSES]
+    top = acted.most_shifted_tokens(df)
+    bars = acted_plots.most_shifted_figure(top)
+    assert list(bars.layout.yaxis.tickvals) == list(range(len(top))) and len(top) >= 3
+    assert "&lt;b&gt;" in " ".join(bars.data[0].hovertext) and "<b>" not in " ".join(bars.layout.yaxis.ticktext)
+    f = acted.forking(df)
+    assert list(acted_plots.forking_figure(f).data[0].y) == [f["token_share"], f["share_kl_reverse"],
+                                                             f["share_kl_forward"]]
+    e = acted.entropy_change(df)
+    sc = acted_plots.entropy_scatter_figure(e["exact"], e["first_order"], e["correlation"], list(df["token"]))
+    assert sorted(sc.data[0].y) == sorted(e["exact"]) and f"{e['correlation']:.3f}" in sc.layout.title.text
+    for small in (df.head(0), df.head(1)):
+        acted_plots.shift_by_position_figure(acted.token_shift_by_position(small))
+        acted_plots.most_shifted_figure(acted.most_shifted_tokens(small))
+        e = acted.entropy_change(small)
+        acted_plots.entropy_scatter_figure(e["exact"], e["first_order"], e["correlation"])
