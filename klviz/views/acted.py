@@ -58,12 +58,11 @@ def token_shift_by_position(df: pd.DataFrame) -> pd.DataFrame:
     cols = ["position", "n", *SHIFT_CLASSES]
     if len(rows) == 0:
         return pd.DataFrame({c: pd.Series(dtype=np.int64 if c in ("position", "n") else float) for c in cols})
-    d = pd.DataFrame({"position": rows["position"].to_numpy(), "cls": shift_class(rows["rank_sft"])})
-    out = pd.crosstab(d["position"], d["cls"]).reindex(columns=list(SHIFT_CLASSES), fill_value=0)
-    n = out.sum(axis=1)
-    frac = out.div(n, axis=0).astype(np.float64)
-    frac.insert(0, "n", n.astype(np.int64))
-    frac.columns.name = None
+    cls = shift_class(rows["rank_sft"])
+    d = pd.DataFrame({"position": rows["position"].to_numpy(), **{c: cls == c for c in SHIFT_CLASSES}})
+    g = d.groupby("position", sort=True)
+    frac = g[list(SHIFT_CLASSES)].mean().astype(np.float64)
+    frac.insert(0, "n", g.size().astype(np.int64))
     return frac.reset_index()[cols]
 
 
@@ -140,16 +139,13 @@ def kl_spikes(df: pd.DataFrame, n: int = SPIKES, context: int = CONTEXT_TOKENS) 
     kl_max = np.maximum(rev, fwd)
     pick = np.argsort(-kl_max, kind="stable")[:n]
     chosen = d.iloc[pick]
-    keys = set(map(tuple, chosen[list(SEQUENCE_KEYS)].to_numpy().tolist()))
-    seqs = {}
-    for key, g in d.groupby(list(SEQUENCE_KEYS), sort=False):
-        if tuple(key) in keys:
-            g = g.sort_values("position", kind="stable")
-            seqs[tuple(key)] = (g["position"].tolist(), g["token"].astype(str).tolist())
+    seq_id = d.groupby(list(SEQUENCE_KEYS), sort=False).ngroup().to_numpy()
+    position, text = d["position"].to_numpy(), d["token"].astype(str).to_numpy()
     before, after = [], []
-    for key, pos in zip(map(tuple, chosen[list(SEQUENCE_KEYS)].to_numpy().tolist()), chosen["position"]):
-        positions, tokens = seqs[key]
-        b, a = _context(tokens, positions.index(pos), context)
+    for i in pick:
+        rows = np.flatnonzero(seq_id == seq_id[i])
+        rows = rows[np.argsort(position[rows], kind="stable")]  # the response in position order
+        b, a = _context(text[rows].tolist(), int(np.flatnonzero(rows == i)[0]), context)
         before.append(b)
         after.append(a)
     out = chosen[[*SEQUENCE_KEYS, "position", "token", "kl_reverse", "kl_forward"]].copy()
@@ -196,3 +192,12 @@ def acted_summary(df: pd.DataFrame) -> dict:
     return {"token_shift": token_shift_fractions(df),
             "forking": {k: f[k] for k in ("entropy_sft_threshold", "share_kl_reverse", "share_kl_forward")},
             "entropy": {k: e[k] for k in ("exact_change_mean", "first_order_change_mean")}}
+
+
+def where_rl_acted(df: pd.DataFrame, spikes: int = SPIKES) -> dict:
+    """Everything the "Where RL acted" page shows of df: "token_shift" (token_shift_fractions),
+    "shift_by_position", "most_shifted", "forking", "spikes" (kl_spikes, `spikes` rows),
+    "razor" (rl_razor) and "entropy" (entropy_change)."""
+    return {"token_shift": token_shift_fractions(df), "shift_by_position": token_shift_by_position(df),
+            "most_shifted": most_shifted_tokens(df), "forking": forking(df), "spikes": kl_spikes(df, spikes),
+            "razor": rl_razor(df), "entropy": entropy_change(df)}

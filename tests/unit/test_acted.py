@@ -232,3 +232,13 @@ def test_figures(df):
         acted_plots.most_shifted_figure(acted.most_shifted_tokens(small))
         e = acted.entropy_change(small)
         acted_plots.entropy_scatter_figure(e["exact"], e["first_order"], e["correlation"])
+
+
+def test_where_rl_acted_is_the_page_s_frames(df):
+    got = acted.where_rl_acted(df, spikes=5)
+    assert got["token_shift"] == acted.token_shift_fractions(df) and got["forking"] == acted.forking(df)
+    pd.testing.assert_frame_equal(got["shift_by_position"], acted.token_shift_by_position(df))
+    pd.testing.assert_frame_equal(got["most_shifted"], acted.most_shifted_tokens(df))
+    pd.testing.assert_frame_equal(got["spikes"], acted.kl_spikes(df, 5))
+    assert got["razor"] == acted.rl_razor(df)
+    np.testing.assert_array_equal(got["entropy"]["exact"], acted.entropy_change(df)["exact"])
