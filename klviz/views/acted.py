@@ -194,10 +194,12 @@ def acted_summary(df: pd.DataFrame) -> dict:
             "entropy": {k: e[k] for k in ("exact_change_mean", "first_order_change_mean")}}
 
 
-def where_rl_acted(df: pd.DataFrame, spikes: int = SPIKES) -> dict:
-    """Everything the "Where RL acted" page shows of df: "token_shift" (token_shift_fractions),
-    "shift_by_position", "most_shifted", "forking", "spikes" (kl_spikes, `spikes` rows),
-    "razor" (rl_razor) and "entropy" (entropy_change)."""
-    return {"token_shift": token_shift_fractions(df), "shift_by_position": token_shift_by_position(df),
-            "most_shifted": most_shifted_tokens(df), "forking": forking(df), "spikes": kl_spikes(df, spikes),
-            "razor": rl_razor(df), "entropy": entropy_change(df)}
+def where_rl_acted(df: pd.DataFrame, source: str | None = None, spikes: int = SPIKES) -> dict:
+    """Everything the "Where RL acted" page shows: over the rows of `source` (all rows for None or
+    "both"), "token_shift" (token_shift_fractions), "shift_by_position", "most_shifted", "forking",
+    "spikes" (kl_spikes, `spikes` rows) and "entropy" (entropy_change); over the whole table,
+    "razor" (rl_razor: it reads the SFT samples whichever rows are shown)."""
+    rows = df if source in (None, "both") or "source" not in df.columns else df[df["source"] == source]
+    return {"token_shift": token_shift_fractions(rows), "shift_by_position": token_shift_by_position(rows),
+            "most_shifted": most_shifted_tokens(rows), "forking": forking(rows), "spikes": kl_spikes(rows, spikes),
+            "razor": rl_razor(df), "entropy": entropy_change(rows)}

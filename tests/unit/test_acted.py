@@ -242,3 +242,7 @@ def test_where_rl_acted_is_the_page_s_frames(df):
     pd.testing.assert_frame_equal(got["spikes"], acted.kl_spikes(df, 5))
     assert got["razor"] == acted.rl_razor(df)
     np.testing.assert_array_equal(got["entropy"]["exact"], acted.entropy_change(df)["exact"])
+    policy = acted.where_rl_acted(df, "policy")
+    rows = df[df["source"] == "policy"]
+    assert policy["forking"] == acted.forking(rows) and len(policy["entropy"]["exact"]) == len(rows)
+    assert policy["razor"] == acted.rl_razor(df)  # RL's Razor reads the SFT samples whatever is shown
