@@ -23,18 +23,6 @@ def decode(i: int) -> str:
     return {0: " ", 1: "\n", 2: "<b>"}.get(j, f"w{j}")
 
 
-def _first_order_brute(logp: torch.Tensor, logq: torch.Tensor) -> np.ndarray:
-    """-Cov_{v~q}(log q, log p - log q) per row, by explicit loops in float64 (Cui et al. 2025)."""
-    out = []
-    for lp, lq in zip(logp.tolist(), logq.tolist()):
-        q = [math.exp(x) for x in lq]
-        d = [a - b for a, b in zip(lp, lq)]
-        e_logq = math.fsum(qi * x for qi, x in zip(q, lq))
-        e_d = math.fsum(qi * x for qi, x in zip(q, d))
-        out.append(-math.fsum(qi * (x - e_logq) * (y - e_d) for qi, x, y in zip(q, lq, d)))
-    return np.array(out)
-
-
 def build_table(responses=RESPONSES, seed: int = 0, scale: float = 2.0) -> pd.DataFrame:
     """A token table from token_stats: sampled tokens are the SFT model's first, second or a random
     choice in turn, so every token-shift class occurs."""
@@ -54,8 +42,6 @@ def build_table(responses=RESPONSES, seed: int = 0, scale: float = 2.0) -> pd.Da
             "token_id": y.tolist(), "token": [decode(i) for i in y.tolist()]}
     for name in SCALAR_COLUMNS + RANK_COLUMNS:
         data[name] = stats[name].numpy()
-    if acted.FIRST_ORDER not in data:
-        data[acted.FIRST_ORDER] = _first_order_brute(logp, logq)
     return pd.DataFrame(data).sample(frac=1.0, random_state=seed).reset_index(drop=True)
 
 

@@ -181,7 +181,6 @@ def test_ranked_bars_each_have_a_label(df):
 
 
 def _all_figures(df):
-    from klviz.lab import toy
     from klviz.views import lab_plots
     detail = tables.position_detail(df.iloc[0], decode)
     one = df[df["prompt_id"] == "b"].sort_values("position").reset_index(drop=True)
