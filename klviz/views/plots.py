@@ -34,7 +34,6 @@ MAX_RUNS = len(RUN_COLORS)
 KL_REVERSE = "KL(policy || SFT)"
 KL_FORWARD = "KL(SFT || policy)"
 LOG10_FLOOR = -45.0  # log10 of ~the smallest float32 subnormal: where a p or q of 0 is drawn
-STRIP_ROW_CHARS = 60  # the token inspector wraps its strip after about this many characters
 VISIBLE_WS = {" ": "·", "\n": "↵", "\t": "→", "\r": "␍"}
 QUANTITY_LABELS = {
     "log_ratio": "log p(y)/q(y)", "kl_reverse": KL_REVERSE, "kl_forward": KL_FORWARD,
@@ -235,63 +234,6 @@ def sequence_kl_figure(per_seq: pd.DataFrame) -> go.Figure:
     fig.add_annotation(text=SEQUENCE_NOTE, xref="paper", yref="paper", x=0, y=-0.18, showarrow=False,
                        yanchor="top",
                        xanchor="left", align="left", font=dict(size=11))
-    return fig
-
-
-def _strip_layout(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Wrap tokens into rows of ~STRIP_ROW_CHARS characters; a newline token ends its row.
-
-    Returns (row, start, width) per token, in character units.
-    """
-    row, start, width = np.zeros(len(texts), int), np.zeros(len(texts)), np.zeros(len(texts))
-    r, col = 0, 0.0
-    for i, t in enumerate(texts):
-        w = max(len(visible_token_text(t)), 1) + 0.6  # a little gap between neighbours
-        if col > 0 and col + w > STRIP_ROW_CHARS:
-            r, col = r + 1, 0.0
-        row[i], start[i], width[i] = r, col, w
-        col += w
-        if "\n" in t:
-            r, col = r + 1, 0.0
-    return row, start, width
-
-
-@readable
-def token_strip_figure(tokens: pd.DataFrame, quantity: str) -> go.Figure:
-    """One response as clickable token cells coloured by `quantity`, wrapped into rows.
-
-    tokens: rows of one response (columns token, position, `quantity`), drawn in the given order.
-    log_ratio and k1 (= log_ratio, signed) use a diverging scale centred at 0; kl_reverse =
-    KL(policy || SFT), kl_forward = KL(SFT || policy) and k3 (all >= 0) use a sequential one. For st.plotly_chart(on_select="rerun",
-    selection_mode="points"): a selected point's point_index and customdata[0] are the row's index
-    into `tokens` (iloc); customdata[1] is its position.
-    """
-    texts = [str(t) for t in tokens["token"]]
-    values = tokens[quantity].to_numpy(dtype=np.float64)
-    row, start, width = _strip_layout(texts)
-    diverging = quantity in ("log_ratio", "k1")
-    bound = float(np.nanmax(np.abs(values))) if len(values) else 1.0
-    marker = dict(color=values, colorscale="RdBu_r" if diverging else "Reds", showscale=True,
-                  colorbar=dict(title=esc(QUANTITY_LABELS.get(quantity, quantity)), exponentformat="e"),
-                  line=dict(color="white", width=1))
-    marker.update(dict(cmid=0.0) if diverging else dict(cmin=min(0.0, float(np.nanmin(values, initial=0))),
-                                                         cmax=max(bound, 1e-12)))
-    positions = tokens["position"].to_numpy() if "position" in tokens else np.arange(len(tokens))
-    fig = go.Figure(go.Bar(
-        x=width, base=start, y=row, orientation="h", width=0.85, marker=marker,
-        text=[_label(t) for t in texts], textposition="inside", insidetextanchor="middle",
-        textfont=dict(family="monospace"), constraintext="none",
-        customdata=np.stack([np.arange(len(tokens)), positions, values], -1) if len(tokens) else None,
-        hovertext=[esc(repr(t)) for t in texts],
-        hovertemplate="%{hovertext}<br>position %{customdata[1]}<br>"
-                      + esc(quantity) + " %{customdata[2]:.4g}<extra></extra>"))
-    n_rows = int(row.max()) + 1 if len(row) else 1
-    fig.update_layout(
-        title=f"Response tokens coloured by {esc(QUANTITY_LABELS.get(quantity, quantity))}",
-        height=120 + 34 * n_rows, uniformtext=dict(minsize=10, mode="show"), clickmode="event+select",
-        xaxis=dict(visible=False, range=[-0.5, STRIP_ROW_CHARS + 8]),
-        yaxis=dict(visible=False, autorange="reversed"), showlegend=False,
-        margin=dict(t=48, b=8, l=8, r=8))  # plotly's default 100 + 80 px would leave no room for one row
     return fig
 
 

@@ -92,31 +92,6 @@ def test_visible_token_text():
     assert plots.visible_token_text("") == "∅"
 
 
-@pytest.mark.parametrize("quantity", ["log_ratio", "kl_reverse", "kl_forward", "k1", "k3"])
-def test_token_strip_figure(df, quantity):
-    one = df[(df["source"] == "policy") & (df["prompt_id"] == "b")].sort_values("position")
-    one = one.assign(token=[SCRIPT, " ", "\n", *one["token"][3:]])
-    fig = plots.token_strip_figure(one.reset_index(drop=True), quantity)
-    (bar,) = fig.data
-    assert len(bar.x) == len(one)
-    assert [int(c[0]) for c in bar.customdata] == list(range(len(one)))  # index for the selection
-    assert [int(c[1]) for c in bar.customdata] == list(one["position"])
-    assert bar.y[3] == bar.y[2] + 1  # the newline token ends its row
-    assert bar.marker.cmid == (0.0 if quantity in ("log_ratio", "k1") else None)
-    _assert_escaped(fig)
-    if quantity.startswith("kl_"):
-        assert (REV if quantity == "kl_reverse" else FWD) in _text(fig)
-
-
-def test_token_strip_wraps_long_responses():
-    import pandas as pd
-    toks = pd.DataFrame({"token": ["word"] * 60, "position": range(60), "k3": np.linspace(0, 1, 60)})
-    fig = plots.token_strip_figure(toks, "k3")
-    row = np.asarray(fig.data[0].y)
-    assert row.max() >= 3 and (np.diff(row) >= 0).all()
-    assert (np.asarray(fig.data[0].base) + np.asarray(fig.data[0].x)).max() <= plots.STRIP_ROW_CHARS + 5
-
-
 def test_position_detail_figures(df):
     row = df.iloc[0].to_dict()
     row["gained_top_ids"] = np.array([2, *row["gained_top_ids"][1:]])  # decodes to the <script> token
@@ -155,7 +130,6 @@ def test_figures_on_empty_and_single_row(df):
         plots.token_shift_figure(*tables.token_shift(small, decode))
         plots.position_profile_figure(tables.position_profile(small))
         plots.sequence_kl_figure(tables.per_sequence(small))
-        plots.token_strip_figure(small, "log_ratio")
 
 
 def _axes(fig: go.Figure) -> list:
@@ -183,13 +157,12 @@ def test_ranked_bars_each_have_a_label(df):
 def _all_figures(df):
     from klviz.views import lab_plots
     detail = tables.position_detail(df.iloc[0], decode)
-    one = df[df["prompt_id"] == "b"].sort_values("position").reset_index(drop=True)
     p, q = np.array([0.7, 0.2, 0.1]), np.array([0.2, 0.3, 0.5])
     return [plots.mass_moved_figure(tables.band_totals(df)), plots.kl_by_band_figure(tables.band_totals(df)),
             plots.prob_scatter_figure(tables.top_token_points(df, decode)),
             plots.token_shift_figure(*tables.token_shift(df, decode)),
             plots.position_profile_figure(tables.position_profile(df)),
-            plots.sequence_kl_figure(tables.per_sequence(df)), plots.token_strip_figure(one, "kl_reverse"),
+            plots.sequence_kl_figure(tables.per_sequence(df)),
             plots.position_detail_figure(detail), plots.logq_vs_logp_figure(detail),
             plots.ppo_curves_figure({"a": _metrics(3, 0)}, "k3"),
             lab_plots.distributions_figure(p, q), lab_plots.convergence_figure(np.array([0.1, 0.2]), 0.15, 0.1),
@@ -201,10 +174,6 @@ def test_no_si_suffixes_on_any_axis(df):
     for fig in _all_figures(df):
         for axis in _axes(fig):
             assert axis.exponentformat == "e", fig.layout.title.text
-        for trace in fig.data:
-            bar = getattr(getattr(trace, "marker", None), "colorbar", None)
-            if bar is not None and trace.marker.showscale:
-                assert bar.exponentformat == "e"
 
 
 def test_subplot_titles_are_short_lines(df):

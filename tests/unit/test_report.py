@@ -60,3 +60,14 @@ def test_report_opens_with_headline_figures_and_units():
     assert "KL(policy || SFT) = sum_v p log(p/q), nats per token</th><td>1.25e-13<" in body
     assert "KL(SFT || policy), nats per sequence" in body and "<td>3</td>" in body
     assert "Headline figures" not in report_html("r", [], {})
+
+
+def test_report_bytes_headline_is_the_tables():
+    from klviz.views import tables
+    from klviz.views.export import report_bytes
+    from tests.unit.test_tables import build_table
+
+    df = build_table()
+    out = report_bytes("r", lambda: [], {"policy": "p"}, df).decode()
+    want = tables.headline(df)["kl_reverse_per_token"]
+    assert f"nats per token</th><td>{want:.6g}</td>" in out and out.index("Headline figures") < out.index("policy</th>")
