@@ -117,9 +117,9 @@ def test_every_page_renders_on_the_sample_pair():
     assert at.button_group(key=K.SAMPLE_FROM).value == "policy"
     assert at.title[0].value == "Overview"
     labels = [m.label for m in at.metric]
-    assert labels[:5] == ["KL(policy || SFT) per token", "KL(SFT || policy) per token",
-                          "KL(policy || SFT) per sequence", "KL(SFT || policy) per sequence",
-                          "Total variation per token"]
+    assert labels[:5] == ["KL(policy || SFT), nats per token", "KL(SFT || policy), nats per token",
+                          "KL(policy || SFT), nats per sequence", "KL(SFT || policy), nats per sequence",
+                          "Total variation per token (0 to 1)"]
     assert all(float(m.value) >= 0 for m in at.metric[:5])
     assert len(charts(at)) == 1
     assert [d.label for d in at.download_button] == ["Token table (parquet)", "Token table (CSV)", "HTML report"]
@@ -150,8 +150,8 @@ def test_the_default_view_starts_from_the_shipped_table_and_still_loads_the_pair
     assert computed == [] and len(charts(at)) == 1 and len(at.metric) == 5
     assert not at.sidebar.selectbox and not at.download_button and not at.selectbox
     view = shipped_view.read_warm_view(ROOT / "sample_data" / shipped_view.WARM_VIEW, current(at).shipped_key)
-    assert metric(at, f"{KL_REVERSE} per token") == f"{view['headline']['kl_reverse_per_token']:.4f}"
-    assert metric(at, f"{KL_FORWARD} per sequence") == f"{view['headline']['kl_forward_per_sequence']:.3f}"
+    assert metric(at, f"{KL_REVERSE}, nats per token") == f"{view['headline']['kl_reverse_per_token']:.4f}"
+    assert metric(at, f"{KL_FORWARD}, nats per sequence") == f"{view['headline']['kl_forward_per_sequence']:.3f}"
     clean(at.run())  # its fragment's next run (AppTest: the next run): the sidebar and the rest of the page
     assert at.selectbox(key=K.PAIR).value == "Sample: policy vs SFT" and len(at.download_button) == 3
     assert current(at).pair is None and "Loading the pair…" in [c.value for c in at.sidebar.caption]
