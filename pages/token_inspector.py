@@ -61,9 +61,10 @@ chosen = st.select_slider("Token", options=list(range(len(tokens))), key=Keys.IN
 row = tokens.iloc[chosen]
 st.subheader(plain(f"Position {int(row['position'])}: {plots.visible_token_text(row['token'])!r}"
                    + (" (the largest KL(policy || SFT))" if chosen == largest else "")), anchor=False)
-cols = st.columns(6)
-for col, name in zip(cols, ["logp_policy", "logp_sft", "log_ratio", "kl_reverse", "kl_forward", "k3"]):
-    col.metric(LABELS[name], f"{row[name]:.4f} {UNITS[name]}")
+# Two rows of three: six figures with their units in one row were cut off at 1280 px.
+for names in (["logp_policy", "logp_sft", "log_ratio"], ["kl_reverse", "kl_forward", "k3"]):
+    for col, name in zip(st.columns(3), names):
+        col.metric(LABELS[name], f"{row[name]:.4f} {UNITS[name]}")
 detail = tables.position_detail(row, data.decoder(pair))
 left, right = st.columns(2)
 left.plotly_chart(plots.position_detail_figure(detail), key="inspect.detail")

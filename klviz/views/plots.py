@@ -42,6 +42,7 @@ QUANTITY_LABELS = {
 
 
 LABEL_CHARS = 18  # a ranked bar's token label is cut to this many characters (the hover has it whole)
+LABELLED = 3  # points of each kind named on the log q against log p chart (largest contributions)
 BAR_PX = 22  # height per bar of a ranked bar chart, so that every bar keeps its label
 SUBTITLE_FONT = dict(size=13)  # subplot titles, two short lines each, so neighbours never overlap
 
@@ -269,11 +270,15 @@ def logq_vs_logp_figure(detail: dict[str, pd.DataFrame]) -> go.Figure:
                               ("lost", LOST_COLOR, f"top by q log(q/p) ({KL_FORWARD})")):
         f = detail[kind]
         lo = min([lo, *f["log_q"], *f["log_p"]])
+        labels = [_label(t) for t in f["token"]]
+        # Only the LABELLED largest of each kind carry their text on the chart (the rest overlapped
+        # in clusters); every point names its token on hover.
         fig.add_scatter(x=f["log_q"], y=f["log_p"], mode="markers+text", name=name,
-                        marker=dict(color=color, size=9), text=[_label(t) for t in f["token"]],
+                        marker=dict(color=color, size=9), hovertext=labels,
+                        text=[t if i < LABELLED else "" for i, t in enumerate(labels)],
                         textposition="top center", customdata=f["contrib"],
-                        hovertemplate="%{text}<br>log q %{x:.3g}, log p %{y:.3g}"
-                                      "<br>contrib %{customdata:.4g}<extra></extra>")
+                        hovertemplate="%{hovertext}<br>log q %{x:.3g}, log p %{y:.3g}"
+                                      "<br>contrib %{customdata:.4g} nats<extra></extra>")
     fig.add_trace(_diagonal(lo, 0.0))
     fig.update_layout(title="log q against log p, top tokens at this position",
                       xaxis_title="log q(v) (SFT)", yaxis_title="log p(v) (policy)")

@@ -102,6 +102,9 @@ def test_position_detail_figures(df):
     _assert_escaped(fig)
     fig2 = plots.logq_vs_logp_figure(detail)
     assert len(fig2.data) == 3 and fig2.data[-1].name == "p = q"
+    for trace, kind in zip(fig2.data, ("gained", "lost")):  # the largest few named, all on hover
+        assert [bool(t) for t in trace.text] == [i < plots.LABELLED for i in range(len(detail[kind]))]
+        assert list(trace.hovertext) == [plots._label(t) for t in detail[kind]["token"]]
     _assert_escaped(fig2)
 
 
