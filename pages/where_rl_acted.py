@@ -14,6 +14,7 @@ from klviz.views.plots import KL_FORWARD, KL_REVERSE
 
 from klviz.app import data
 from klviz.app.keys import Keys
+from klviz.app.tabs import open_tab
 
 LABELS = {"policy": "Policy samples", "sft": "SFT samples", "both": "Both"}
 SPIKE_COLUMNS = {"source": "samples from", "before": "context before", "token": "token", "after": "context after",
@@ -34,32 +35,39 @@ shift = a["token_shift"]
 if shift["unshifted"] == shift["unshifted"]:  # not NaN: there are policy samples in view
     for col, name in zip(st.columns(3), ("unshifted", "marginal", "shifted")):
         col.metric(acted_plots.SHIFT_NAMES[name], f"{shift[name]:.1%}", help="of the policy-sampled tokens shown")
-    left, right = st.columns(2)
-    left.plotly_chart(acted_plots.shift_by_position_figure(a["shift_by_position"]), key="acted.shift")
-    right.plotly_chart(acted_plots.most_shifted_figure(a["most_shifted"]), key="acted.most_shifted")
 else:
     st.info("No policy-sampled tokens in view: token shift counts the policy's own choices.")
 
-st.subheader("Forking positions", anchor=False)
-f = a["forking"]
-st.caption(f"The top 20% of the positions shown by SFT entropy (Wang et al. 2025), {f['n_forking']} of "
-           f"{f['n_rows']}: their share of each summed KL, against their 20% share of tokens.")
+st.subheader("Forking positions and entropy", anchor=False)
+f, e = a["forking"], a["entropy"]
+st.caption(f"Forking positions: the top 20% of the positions shown by SFT entropy (Wang et al. 2025), "
+           f"{f['n_forking']} of {f['n_rows']}, and their share of each summed KL against their 20% of tokens.")
 cols = st.columns(4)
 cols[0].metric("SFT entropy threshold", f"{f['entropy_sft_threshold']:.3f} nats")
 cols[1].metric(f"Share of {KL_REVERSE}", f"{f['share_kl_reverse']:.1%}")
 cols[2].metric(f"Share of {KL_FORWARD}", f"{f['share_kl_forward']:.1%}")
 cols[3].metric("Same positions in the policy's top 20%", f"{f['overlap']:.1%}",
                help="The fraction of these positions that are also among the top 20% by the policy's entropy.")
-e = a["entropy"]
-left, right = st.columns(2)
-left.plotly_chart(acted_plots.forking_figure(f), key="acted.forking")
-right.plotly_chart(acted_plots.entropy_scatter_figure(e["exact"], e["first_order"], e["correlation"]),
-                   key="acted.entropy")
-right.caption(f"Mean exact change {e['exact_change_mean']:.4g} nats per token; mean first-order prediction "
-              f"{e['first_order_change_mean']:.4g} nats per token.")
+cols = st.columns(3)
+cols[0].metric("Exact entropy change, mean", f"{e['exact_change_mean']:.4f} nats per token",
+               help="H(policy) − H(SFT) per position, averaged over the positions shown.")
+cols[1].metric("First-order prediction, mean", f"{e['first_order_change_mean']:.4f} nats per token",
+               help="−Cov_q(log q, log p − log q) per position (Cui et al. 2025), averaged.")
+cols[2].metric("Correlation, exact against first order", f"{e['correlation']:.3f}", help="Pearson, over positions.")
+
+figures = {
+    "Token shift by position": lambda: acted_plots.shift_by_position_figure(a["shift_by_position"]),
+    "Most shifted tokens": lambda: acted_plots.most_shifted_figure(a["most_shifted"]),
+    "Forking positions' share of KL": lambda: acted_plots.forking_figure(f),
+    "Entropy change per token": lambda: acted_plots.entropy_scatter_figure(e["exact"], e["first_order"],
+                                                                          e["correlation"]),
+}
+# One chart at a time, like Mass shift: only the open tab's chart is built and drawn.
+name, tab = open_tab(list(figures), Keys.ACTED_VIEW)
+tab.plotly_chart(figures[name](), key=f"acted.{name}")
 
 st.subheader("Largest KL positions", anchor=False)
-st.caption(f"The positions with the largest KL in either direction, with ten tokens either side. "
+st.caption("The positions with the largest KL in either direction, with ten tokens either side. "
            "Click a row to open it in the Token inspector.")
 spikes = a["spikes"]
 event = st.dataframe(spikes[[c for c in SPIKE_COLUMNS if c in spikes]].rename(columns=SPIKE_COLUMNS),

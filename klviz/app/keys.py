@@ -22,7 +22,7 @@ class Keys:
     INSPECT_RESPONSE = "inspect.response"  # (source, prompt, sample) shown: a new one starts at its largest KL
     INSPECT_POSITION = "inspect.position"  # a position another page asks the inspector to open (read once)
     SHIFT_SOURCE, SHIFT_VIEW = "shift.source", "shift.view"
-    ACTED_SOURCE, ACTED_SPIKES = "acted.source", "acted.spikes"  # Where RL acted: samples, spike table
+    ACTED_SOURCE, ACTED_SPIKES, ACTED_VIEW = "acted.source", "acted.spikes", "acted.view"  # Where RL acted
     PPO_REWARD, PPO_PLACEMENT, PPO_ESTIMATOR = "ppo.reward", "ppo.placement", "ppo.estimator"
     PPO_BETA, PPO_ADAPTIVE, PPO_TARGET = "ppo.beta", "ppo.adaptive", "ppo.target_kl"
     PPO_LR, PPO_STEPS, PPO_BATCH, PPO_FROM = "ppo.lr", "ppo.steps", "ppo.batch_size", "ppo.from"

@@ -23,7 +23,12 @@ def test_page_on_the_shipped_table():
     at = clean(app().run().run())
     clean(at.switch_page(PAGE).run())
     assert at.title[0].value == "Where RL acted"
-    assert len(charts(at)) == 4
+    labels = [t.label for t in at.tabs]
+    assert len(labels) == 4 and len(charts(at)) == 1  # the open tab's chart alone
+    for label in labels[1:]:  # as a click does: the page reruns with that tab open
+        at.session_state[K.ACTED_VIEW] = label
+        clean(at.run())
+        assert len(charts(at)) == 1 and label in charts(at)[0].key
     table = shipped_view.read_warm_table(sample_file(shipped_view.WARM_TABLE), current(at).shipped_key)
     want = acted.where_rl_acted(table, "policy")
     got = _metrics(at)

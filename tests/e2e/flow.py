@@ -15,7 +15,7 @@ from tests.e2e.driver import (RUNNING, Record, choose, drawn, metric_value, nav,
 
 # Charts on each page's first view: Mass shift draws its headline and the open tab's chart, the KL
 # lab its open section (Distributions); the other tabs are drawn when opened (TABS).
-PAGES = {"Token inspector": 2, "Mass shift": 2, "Where RL acted": 4, "Live PPO": 0, "KL lab": 1, "Overview": 1}
+PAGES = {"Token inspector": 2, "Mass shift": 2, "Where RL acted": 1, "Live PPO": 0, "KL lab": 1, "Overview": 1}
 TABS = {"Mass shift": ["SFT vs policy probability", "Tokens most gained and lost", "KL by position",
                        "Sequence-level KL", "KL by band"],
         "KL lab": ["Estimators", "Gradients", "Optima", "Claims", "Distributions"]}
