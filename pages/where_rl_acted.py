@@ -17,8 +17,8 @@ from klviz.app.keys import Keys
 from klviz.app.tabs import open_tab
 
 LABELS = {"policy": "Policy samples", "sft": "SFT samples", "both": "Both"}
-SPIKE_COLUMNS = {"source": "samples from", "before": "context before", "token": "token", "after": "context after",
-                 "kl_reverse": f"{KL_REVERSE}, nats", "kl_forward": f"{KL_FORWARD}, nats",
+SPIKE_COLUMNS = {"source": "samples from", "kl_reverse": f"{KL_REVERSE}, nats", "kl_forward": f"{KL_FORWARD}, nats",
+                 "before": "context before", "token": "token", "after": "context after",
                  "prompt_id": "prompt", "sample_id": "sample", "position": "position"}
 
 st.title("Where RL acted")
@@ -46,13 +46,13 @@ cols = st.columns(4)
 cols[0].metric("SFT entropy threshold", f"{f['entropy_sft_threshold']:.3f} nats")
 cols[1].metric(f"Share of {KL_REVERSE}", f"{f['share_kl_reverse']:.1%}")
 cols[2].metric(f"Share of {KL_FORWARD}", f"{f['share_kl_forward']:.1%}")
-cols[3].metric("Same positions in the policy's top 20%", f"{f['overlap']:.1%}",
+cols[3].metric("Also in the policy's top 20%", f"{f['overlap']:.1%}",
                help="The fraction of these positions that are also among the top 20% by the policy's entropy.")
 cols = st.columns(3)
-cols[0].metric("Exact entropy change, mean", f"{e['exact_change_mean']:.4f} nats per token",
-               help="H(policy) − H(SFT) per position, averaged over the positions shown.")
-cols[1].metric("First-order prediction, mean", f"{e['first_order_change_mean']:.4f} nats per token",
-               help="−Cov_q(log q, log p − log q) per position (Cui et al. 2025), averaged.")
+cols[0].metric("Exact entropy change, nats per token", f"{e['exact_change_mean']:.4f}",
+               help="H(policy) − H(SFT) per position, the mean over the positions shown.")
+cols[1].metric("First-order prediction, nats per token", f"{e['first_order_change_mean']:.4f}",
+               help="−Cov_q(log q, log p − log q) per position (Cui et al. 2025), the mean over the positions shown.")
 cols[2].metric("Correlation, exact against first order", f"{e['correlation']:.3f}", help="Pearson, over positions.")
 
 figures = {
