@@ -130,14 +130,15 @@ def read_warm_view(path: str | Path, key: str) -> dict | None:
     return view if isinstance(view, dict) and view.get("warm_key") == key else None
 
 
-def default_table(pair, prompts: list, settings: SamplingSettings) -> pd.DataFrame:
-    """The token table the dashboard shows for `settings`: sampled and scored by `analyze`."""
+def default_table(pair, prompts: list, settings: SamplingSettings, progress: bool = False) -> pd.DataFrame:
+    """The token table the dashboard shows for `settings`: sampled and scored by `analyze` (tqdm bars on
+    stderr with `progress`: the dashboard's worker reads them, klviz.analysis_job)."""
     from klviz.sampling import SamplingConfig, analyze
 
     cfg = SamplingConfig(samples_per_prompt=settings.samples_per_prompt,
                          max_new_tokens=settings.max_new_tokens, temperature=settings.temperature,
                          seed=settings.seed, sample_from=settings.sample_from, batch_size=ANALYSIS_BATCH)
-    return analyze(pair, prompts, cfg, top_k=TOP_K, progress=False)
+    return analyze(pair, prompts, cfg, top_k=TOP_K, progress=progress)
 
 
 def write_warm_table(sample_dir: str | Path) -> Path:
