@@ -31,6 +31,7 @@ from pathlib import Path
 from klviz.engine.columns import BAND_COLUMNS
 from klviz.errors import KlvizError
 from klviz.ppo.config import PPOConfig
+from klviz.ppo.rewards import check_allowed
 from klviz.workers import NICE, Worker
 
 SAVE_TIMEOUT_S = 600.0
@@ -132,14 +133,16 @@ class PPOJob:
     """PPOTrainer.step() in a worker process, with stop, snapshots and save."""
 
     def __init__(self, sft: ModelSpec | str | Path, prompts: list[str], cfg: PPOConfig | None = None,
-                 policy_init: ModelSpec | str | Path | None = None, num_threads: int = 1, nice: int = NICE):
+                 policy_init: ModelSpec | str | Path | None = None, num_threads: int = 1, nice: int = NICE,
+                 allow_code: bool = True):
         if num_threads < 1:
             raise KlvizError(f"num_threads must be >= 1, got {num_threads}.")
         self.cfg = cfg if cfg is not None else PPOConfig()
         as_spec = lambda m: m if isinstance(m, ModelSpec) or m is None else ModelSpec(str(m))  # noqa: E731
         self.sft, self.policy_init = as_spec(sft), as_spec(policy_init)
         self.prompts = [str(p) for p in prompts]
-        self.num_threads, self.nice = num_threads, nice
+        self.num_threads, self.nice, self.allow_code = num_threads, nice, allow_code
+        check_allowed(self.cfg.reward, allow_code)  # refused here, and again in the worker
         self._progress = _Progress()
         self._worker: Worker | None = None
         self._final = Path(tempfile.mkdtemp(prefix="klviz-ppo-job-")) / "policy"  # the worker's last policy
@@ -153,7 +156,8 @@ class PPOJob:
                 raise KlvizError("This PPO job has already been started: create a new job to train again.")
             p.state = "running"
         self._worker = Worker.spawn("klviz.ppo.jobs:run_job",
-                                    (self.sft, self.prompts, self.cfg, self.policy_init, str(self._final)),
+                                    (self.sft, self.prompts, self.cfg, self.policy_init, str(self._final),
+                                     self.allow_code),
                                     on_message=p.on_message, on_exit=p.on_exit,
                                     nice=self.nice, num_threads=self.num_threads)
         return self
@@ -229,11 +233,12 @@ def _load(spec: ModelSpec, device: str, role: str, base: str | None = None):
 
 
 def run_job(channel, sft: ModelSpec, prompts: list[str], cfg: PPOConfig, policy_init: ModelSpec | None,
-            final: str) -> None:
+            final: str, allow_code: bool) -> None:
     """The worker process's task (klviz.workers): load, train, report each step, leave the final policy."""
     from klviz.ppo.trainer import PPOTrainer
 
     try:
+        check_allowed(cfg.reward, allow_code)  # before PPOTrainer's get_reward could import anything
         ref = _load(sft, cfg.device, "sft")
         init = _load(policy_init, cfg.device, "policy", base=sft.source) if policy_init is not None else None
         trainer = PPOTrainer(ref.model, ref.tokenizer, prompts, cfg, policy_init=init.model if init else None)
