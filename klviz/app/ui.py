@@ -790,8 +790,15 @@ def start_run(cfg, start_from_policy: bool = False) -> Run:
     name = f"#{book.count} {cfg.kl_estimator} in {cfg.kl_placement}, β={cfg.kl_coef:g}"
     if cfg.target_kl is not None:
         name += f"→KL {cfg.target_kl:g}"
-    job = job_registry().start(session_id(), pair.sft, pair.tokenizer, texts, cfg,
-                               policy_init=pair.policy if start_from_policy else None)
+    from klviz import server_options
+    from klviz.ppo.jobs import ModelSpec
+
+    src = cur.source  # the worker loads the models from their paths (klviz.ppo.jobs), never from this process
+    sft = ModelSpec(_resolve(src.sft), dtype=cur.dtype)
+    init = (ModelSpec(_resolve(src.policy), base=_resolve(src.policy_base) if src.policy_base else None,
+                      dtype=cur.dtype) if start_from_policy else None)
+    job = job_registry().start(session_id(), sft, texts, cfg, policy_init=init,
+                               allow_code=server_options.current().allow_code)
     run = Run(name, job, cur.source.sft, ESTIMATOR_METRIC[cfg.kl_estimator])
     book.add(run)
     return run
