@@ -4,7 +4,7 @@
     snap = job.snapshot()   # AnalysisSnapshot: state, fraction done, what it is doing, table or error
 
 The worker (klviz.workers: its own interpreter, lower priority) loads the pair from its paths and
-runs `shipped_view.default_table`, the same computation the dashboard ran in its own process
+runs `sampling.settings_table`, the same computation the dashboard ran in its own process
 before, so its table is the one the CLI and the shipped sample view give. Progress comes from the
 tqdm bars of sampling and scoring: the worker reads them from its stderr (tqdm writes
 "desc:  40%|####  | 4/10") and sends (fraction, stage) at most every PROGRESS_EVERY_S.
@@ -25,7 +25,7 @@ from klviz.workers import NICE, Worker
 if TYPE_CHECKING:
     import pandas as pd
 
-    from klviz.shipped_view import SamplingSettings
+    from klviz.settings import SamplingSettings
 
 PROGRESS_EVERY_S = 0.25
 """Least time between two progress messages from the worker."""
@@ -89,7 +89,7 @@ class _Progress:
 
 
 class AnalysisJob:
-    """`shipped_view.default_table` for a pair given by paths, in a worker process."""
+    """`sampling.settings_table` for a pair given by paths, in a worker process."""
 
     def __init__(self, pair: PairSpec, prompts: list, settings: "SamplingSettings", nice: int = NICE,
                  num_threads: int = 1):
@@ -155,7 +155,7 @@ class _TqdmFeed:
 def run_analysis(channel, pair: PairSpec, prompts: list, settings: "SamplingSettings") -> None:
     """The worker's task: load the pair, sample and score with progress, send the table."""
     from klviz.models import load_pair
-    from klviz.shipped_view import default_table
+    from klviz.sampling import settings_table
 
     try:
         channel.send(("progress", 0.0, "loading the pair"))
@@ -164,7 +164,7 @@ def run_analysis(channel, pair: PairSpec, prompts: list, settings: "SamplingSett
         channel.send(("progress", LOAD_SHARE, "sampling"))
         sys.stderr = _TqdmFeed(channel, stages)
         try:
-            table = default_table(loaded, prompts, settings, progress=True)
+            table = settings_table(loaded, prompts, settings, progress=True)
         finally:
             sys.stderr = sys.__stderr__
         channel.send(("done", table))

@@ -5,7 +5,8 @@ import pandas as pd
 from klviz.analysis_job import AnalysisJob, PairSpec
 from klviz.models import load_pair
 from klviz.prompts import Prompt
-from klviz.shipped_view import SamplingSettings, default_table
+from klviz.sampling import settings_table
+from klviz.settings import SamplingSettings
 from tests.helpers.tiny import save_pair, torch_threads
 
 PROMPTS = [Prompt(id="0", text="the food was"), Prompt(id="1", text="staff")]
@@ -22,7 +23,7 @@ def test_worker_table_equals_the_in_process_table(tmp_path):
     assert snap.state == "done" and snap.error is None and snap.fraction == 1.0
     assert {"sampling (policy)", "sampling (sft)"} <= seen or "scoring" in seen  # progress came in stages
     with torch_threads(1):
-        expected = default_table(load_pair(str(policy), str(sft), device="cpu"), PROMPTS, SETTINGS)
+        expected = settings_table(load_pair(str(policy), str(sft), device="cpu"), PROMPTS, SETTINGS)
     pd.testing.assert_frame_equal(snap.table, expected)
 
 
