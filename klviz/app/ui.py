@@ -784,7 +784,8 @@ def start_run(cfg, start_from_policy: bool = False) -> Run:
     server is full or the settings are invalid. The cached models are only read (PPO trains a copy)."""
     from klviz.ppo.losses import ESTIMATOR_METRIC
 
-    pair, cur, book = require_pair(), current(), runbook()
+    require_pair()  # a loaded pair: the models are checked before the worker loads its own copies
+    cur, book = current(), runbook()
     if book.any_running():
         raise KlvizError("A PPO run is already training in this tab: stop it before starting another.")
     texts = [prompt_text(p) for p in prompts()]  # a chat prompt trains as its messages' text
