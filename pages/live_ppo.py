@@ -9,7 +9,7 @@ import streamlit as st
 
 from klviz.views import plots
 
-from klviz.app import ui
+from klviz.app import guard, ui
 from klviz.ppo.config import PPOConfig
 from klviz.ppo.losses import ESTIMATOR_METRIC
 
@@ -28,7 +28,8 @@ with st.container(border=True):
     c = st.columns(4)
     reward = c[0].selectbox("Reward", ["sentiment", "length", "keyword:delicious"], key=K.PPO_REWARD,
                             accept_new_options=True,
-                            help="sentiment, length, keyword:WORD, module:function or a folder")
+                            help="sentiment, length, keyword:WORD; module:function or a reward-model folder "
+                                 "only if the dashboard was started with --allow-code")
     placement = c[1].selectbox("KL placement", list(PLACEMENTS), format_func=PLACEMENTS.get, key=K.PPO_PLACEMENT)
     estimator = c[2].selectbox("KL estimator", list(ESTIMATOR_METRIC), key=K.PPO_ESTIMATOR)
     beta = c[3].number_input("beta (KL coefficient)", 0.0, 10.0, 0.05, 0.01, format="%.3f", key=K.PPO_BETA)
@@ -39,6 +40,7 @@ with st.container(border=True):
     adaptive = c[3].checkbox("Adaptive beta (target KL)", key=K.PPO_ADAPTIVE)
     target = c[3].number_input("Target KL (nats per response)", 0.01, 100.0, 2.0, key=K.PPO_TARGET,
                                disabled=not adaptive)
+    guard.reward_note()
     start_from = st.radio("Start from", ["SFT model", "the pair's policy"], horizontal=True, key=K.PPO_FROM)
 
 running = book.any_running()
@@ -57,8 +59,8 @@ latest = book.latest()
 if b[2].button("Save policy", disabled=latest is None, icon=":material/save:"):
     with ui.user_errors():
         saved = ui.save_run(latest)
-        st.session_state[K.PPO_FLASH] = (f"Saved {saved.policy}. It is now the sidebar's pair "
-                                         f"({saved.label}).")
+        st.session_state[K.PPO_FLASH] = (f"Saved the policy of run {latest.name}. It is now the sidebar's "
+                                         f"pair ({saved.label}).")  # no server path on the page
         st.rerun()
 
 
@@ -79,7 +81,8 @@ def live_panel() -> None:
     c[2].caption(ui.plain(f"{run.name} · {'polling every ' + str(ui.REFRESH_S) + ' s' if running else 'idle'}"
                           f" · refresh {polls}" + (f" · {snap.stop_reason}" if snap.stop_reason else "")))
     if snap.error:
-        ui.show_error(snap.error)
+        source = ui.current().source
+        ui.show_error(source.explain(snap.error) if source else snap.error)
     left, right = st.columns([3, 2])
     progress = tuple((name, s.step, s.state) for name, s in snaps.items())
     left.plotly_chart(book.figure("curves", progress, lambda: plots.ppo_curves_figure(

@@ -9,7 +9,7 @@ import streamlit as st
 
 from klviz.views import plots
 
-from klviz.app import ui
+from klviz.app import guard, ui
 from klviz.views.plots import KL_FORWARD, KL_REVERSE
 
 st.title("Overview")
@@ -38,6 +38,8 @@ reward_name = figures.selectbox("Reward", ["(none)", "sentiment", "length", "oth
 if reward_name == "other…":
     reward_name = figures.text_input("Reward name", placeholder="keyword:WORD, module:function or a folder",
                                      key=ui.Keys.OVERVIEW_REWARD_OTHER)
+    with figures:
+        guard.reward_note()
 if reward_name and reward_name != "(none)":
     with ui.user_errors():
         rewards = ui.mean_rewards(ui.require_table(), reward_name)

@@ -19,20 +19,20 @@ import contextlib
 import functools
 import hashlib
 import html
-import io
 import re
 import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
 import streamlit as st
 
-from klviz import shipped_view
+from klviz import paths, shipped_view, uploads
+from klviz.app import guard
 from klviz.errors import KlvizError
-from klviz.io import atomic_path, write_table
+from klviz.io import write_table
 from klviz.prompts import prompt_text
 from klviz.settings import SamplingSettings
 
@@ -45,8 +45,7 @@ SHIPPED_PAIRS = {  # label -> (policy, sft), relative to the repository root
     "Sample: policy_k3_loss vs SFT": ("sample_data/policy_k3_loss", "sample_data/sft"),
 }
 LOCAL, UPLOAD = "Local paths…", "Upload checkpoints…"
-UPLOAD_TYPES = ("zip", "gguf")
-UPLOAD_ROOT = Path(tempfile.gettempdir()) / "klviz-uploads"
+UPLOAD_ROOT = uploads.UPLOAD_ROOT  # per-session folders under it (klviz.uploads, klviz.app.guard)
 SAVED_ROOT = Path(tempfile.gettempdir()) / "klviz-saved-policies"
 SAMPLE_DIR = "sample_data"
 OOM_SENTENCE = ("Out of memory: choose fewer prompts, fewer samples or fewer new tokens, "
@@ -151,21 +150,15 @@ class SavedPolicy:
 
 
 def _resolve(path: str) -> str:
-    p = Path(path).expanduser()
-    return str((p if p.is_absolute() else ROOT / p).resolve())
+    """A path from the browser (or one the app made), resolved inside the allowed roots (klviz.app.guard);
+    KlvizError naming it otherwise."""
+    return guard.user_path(path, SAVED_ROOT, UPLOAD_ROOT)
 
 
 def fingerprint(path: str) -> str:
-    """A short hash of the sizes and mtimes of the files at `path`: a changed checkpoint reloads."""
-    p = Path(path)
-    if not p.exists():
-        return "missing"
-    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
-    h = hashlib.sha1()
-    for f in files:
-        s = f.stat()
-        h.update(f"{f.relative_to(p) if f != p else f.name}:{s.st_size}:{s.st_mtime_ns};".encode())
-    return h.hexdigest()[:16]
+    """A short hash of the sizes and mtimes of the files at `path`: a changed checkpoint reloads. The walk is
+    bounded and done once per change of the path (klviz.paths.fingerprint)."""
+    return paths.fingerprint(path)
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the pair…")
@@ -192,32 +185,27 @@ def load_pair_cached(source: PairSource, device: str = "auto", dtype: str = "aut
     return _load_pair(_resolve(source.policy), _resolve(source.sft), base, device, dtype, key), key
 
 
-def save_upload(name: str, data: bytes | BinaryIO, root: Path = UPLOAD_ROOT) -> Path:
-    """Write an uploaded checkpoint (.zip of an HF folder, or .gguf) under `root`; returns its path.
-
-    The folder is named by the content's hash, so the same upload is written once and loads from
-    the cache; the file name is reduced to safe characters.
-    """
-    suffix = Path(name).suffix.lower().lstrip(".")
-    if suffix not in UPLOAD_TYPES:
-        raise KlvizError(f"{name} is neither a .zip of a Hugging Face model folder nor a .gguf file: "
-                         "upload one of those.")
-    raw = data if isinstance(data, bytes) else data.read()
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name).name)[-120:]
-    target = root / hashlib.sha256(raw).hexdigest()[:20] / safe
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(target) as tmp:
-            tmp.write_bytes(raw)
-    return target
-
-
 def _uploaded_path(uploaded) -> Path:
-    """Save a st.file_uploader file once per upload (by its file_id)."""
+    """Save a st.file_uploader file once per upload (by its file_id) into this session's upload folder;
+    an upload refused before (its file deleted) raises its sentence again."""
     saved = st.session_state.setdefault(Keys.UPLOADED, {})
     if uploaded.file_id not in saved:
-        saved[uploaded.file_id] = save_upload(uploaded.name, uploaded.getvalue(), UPLOAD_ROOT)
-    return saved[uploaded.file_id]
+        saved[uploaded.file_id] = uploads.save_upload(uploaded.name, uploaded.getvalue(),
+                                                      guard.upload_folder(UPLOAD_ROOT))
+    found = saved[uploaded.file_id]
+    if isinstance(found, str):
+        raise KlvizError(found)
+    return found
+
+
+def _discard_refused_uploads(source: PairSource, message: str) -> None:
+    """Delete the uploads of a pair that failed to load: those the message names, else both."""
+    saved = st.session_state.get(Keys.UPLOADED, {})
+    mine = {str(p): fid for fid, p in saved.items() if isinstance(p, Path)}
+    named = [path for path, name in source.shown if path in mine and name in message]
+    for path in named or [path for path, _ in source.shown if path in mine]:
+        uploads.discard(path)
+        saved[mine[path]] = message
 
 
 # --- the sidebar --------------------------------------------------------------------------------
@@ -240,7 +228,8 @@ class Current:
 def _pair_options() -> dict[str, PairSource | None]:
     options: dict[str, PairSource | None] = {k: PairSource(k, *v) for k, v in SHIPPED_PAIRS.items()}
     for saved in st.session_state.get(Keys.SAVED, {}).values():
-        options[saved.label] = PairSource(saved.label, saved.policy, saved.sft)
+        options[saved.label] = PairSource(saved.label, saved.policy, saved.sft,
+                                          shown=((saved.policy, f"the policy saved from {saved.label}"),))
     options[LOCAL], options[UPLOAD] = None, None
     return options
 
@@ -260,10 +249,16 @@ def _pair_picker() -> PairSource | None:
         if not (policy.strip() and sft.strip()):
             st.info("Enter both paths.")
             return None
-        return PairSource(f"{Path(policy).name} vs {Path(sft).name}", policy.strip(), sft.strip(),
-                          base.strip() or None)
+        with user_errors(stop=False):  # inside the allowed roots, no special files, a bounded folder walk
+            typed = [t.strip() for t in (policy, sft, base) if t.strip()]
+            real = [_resolve(t) for t in typed]
+            for r, t in zip(real, typed):
+                paths.fingerprint(r, shown=t)
+            return PairSource(f"{Path(typed[0]).name} vs {Path(typed[1]).name}", real[0], real[1],
+                              real[2] if len(real) > 2 else None, shown=tuple(zip(real, typed)))
+        return None
     if choice == UPLOAD:
-        files = [st.file_uploader(label, type=list(UPLOAD_TYPES), key=key,
+        files = [st.file_uploader(label, type=list(uploads.UPLOAD_TYPES), key=key,
                                   help="A .zip of a Hugging Face model folder, or a .gguf file.")
                  for label, key in (("Policy checkpoint", Keys.POLICY_UPLOAD),
                                     ("SFT checkpoint", Keys.SFT_UPLOAD))]
@@ -409,6 +404,7 @@ def ensure_pair():
             cur.pair, cur.key = load_pair_cached(cur.source, cur.device, cur.dtype)
         except KlvizError as e:
             cur.error = cur.source.explain(str(e))
+            _discard_refused_uploads(cur.source, cur.error)
         except Exception as e:
             if not _is_oom(e):
                 raise
@@ -447,7 +443,7 @@ def _read_prompts(path: str, content: str) -> list:
 
 def _all_prompts(settings: SamplingSettings) -> list:
     """Every prompt of the settings' prompts file (cached by path and the file's fingerprint)."""
-    path = _resolve(settings.prompts)
+    path = guard.user_path(settings.prompts, UPLOAD_ROOT, text_file=True)
     return _read_prompts(path, fingerprint(path))
 
 
@@ -457,14 +453,6 @@ def prompts() -> list:
     with user_errors(stop=True):
         found = _all_prompts(s)
         return found[: s.n_prompts] if s.n_prompts else found
-
-
-@st.cache_data(max_entries=16, show_spinner="Sampling and scoring…")
-def _analysis(table: str, _settings: SamplingSettings, _pair, _prompts) -> pd.DataFrame:
-    """The token table; `table` (`table_key`: the pair's key, the prompts' content, the settings) keys the cache."""
-    from klviz import sampling  # torch: loaded with the pair, after the first view
-
-    return sampling.settings_table(_pair, _prompts, _settings)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -559,9 +547,19 @@ def require_table() -> pd.DataFrame:
     table = _warm_table(cur)
     if table is not None:
         return table
-    pair, found = require_pair(), prompts()
+    require_pair()
+    found = prompts()
     with user_errors(stop=True):
-        return _analysis(table_key(), cur.settings, pair, found)
+        return guard.analysis_table(table_key(), _pair_spec(cur), found, cur.settings, cur.source.explain)
+
+
+def _pair_spec(cur: Current):
+    """Where an analysis worker loads the current pair from (klviz.analysis_job)."""
+    from klviz.analysis_job import PairSpec
+
+    src = cur.source
+    return PairSpec(_resolve(src.policy), _resolve(src.sft), _resolve(src.policy_base) if src.policy_base else None,
+                    device=cur.device, dtype=cur.dtype)
 
 
 def decoder(pair):
@@ -620,14 +618,10 @@ def _parquet_bytes(df: pd.DataFrame, meta: dict) -> bytes:
 
 
 def _csv_bytes(df: pd.DataFrame) -> bytes:
-    flat = df.copy()
-    for col in flat.columns:  # list columns -> "[a, b, ...]" so the CSV has one value per cell
-        if flat[col].dtype == object and len(flat) and not isinstance(flat[col].iloc[0], str):
-            flat[col] = flat[col].map(lambda v: "[" + ", ".join(f"{float(x):.9g}" for x in v) + "]"
-                                      if hasattr(v, "__len__") else v)
-    buf = io.StringIO()
-    flat.to_csv(buf, index=False)
-    return buf.getvalue().encode()
+    """The CSV download: one value per cell, formula-like text neutralised (klviz.csv_export)."""
+    from klviz.csv_export import table_csv_bytes
+
+    return table_csv_bytes(df)
 
 
 def _report_bytes(title: str, figures, info: dict) -> bytes:
@@ -639,8 +633,9 @@ def _report_bytes(title: str, figures, info: dict) -> bytes:
 def meta() -> dict[str, str]:
     """What the current view shows: the pair and the sampling settings (for reports and files)."""
     cur = current()
-    out = {"pair": cur.source.label if cur.source else "", "policy": cur.source.policy if cur.source else "",
-           "sft": cur.source.sft if cur.source else ""}
+    src = cur.source  # paths as the user gave them (an upload's file name), never the server's
+    out = {"pair": src.label if src else "", "policy": src.explain(src.policy) if src else "",
+           "sft": src.explain(src.sft) if src else ""}
     if cur.pair is not None:
         out.update(device=str(cur.pair.device), dtype=str(cur.pair.dtype))
     elif _warm_view(cur) is not None:  # the shipped default table, computed on the CPU in float32
@@ -692,13 +687,17 @@ def _mean_rewards(table: str, reward_name: str, _df, _tokenizer, _texts) -> dict
     from klviz.ppo.rewards import get_reward
 
     seq = tables.per_sequence(_df)
-    scores = get_reward(reward_name, _tokenizer)([_texts.get(i, "") for i in seq["prompt_id"]],
+    scores = get_reward(reward_name, _tokenizer, allow_code=guard.code_allowed())([_texts.get(i, "") for i in seq["prompt_id"]],
                                                  list(seq["response"]))
     return seq.assign(reward=scores.numpy()).groupby("source", sort=False)["reward"].mean().to_dict()
 
 
 def mean_rewards(df: pd.DataFrame, reward_name: str) -> dict[str, float]:
-    """Mean reward of the sampled responses (prompt + response), by source; cached per table."""
+    """Mean reward of the sampled responses (prompt + response), by source; cached per table. A reward that
+    runs code is refused (KlvizError) unless the owner started the dashboard with --allow-code."""
+    from klviz.ppo.rewards import check_allowed
+
+    check_allowed(reward_name, guard.code_allowed())
     texts = {str(p.id): prompt_text(p) for p in prompts()}
     pair = require_pair()
     return _mean_rewards(table_key(), reward_name, df, pair.tokenizer, texts)
