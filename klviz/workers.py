@@ -9,11 +9,13 @@ every session's reruns: on a 2-core box the live PPO run made no step in 45 s wh
 refreshed (issue 13). A child process has its own interpreter; it runs at a lower OS priority
 (`os.nice`) so the server's reruns come first when both want a core.
 
-The child is started with multiprocessing's "spawn" context (a fresh interpreter: nothing of the
-server's threads, locks or models is inherited; the task loads its models from their paths). Before
-the task's module is imported it sets OMP_WAIT_POLICY=PASSIVE (idle OpenMP threads sleep instead of
-spinning on the core the server needs; GNU libgomp reads it at start-up: gcc.gnu.org/onlinedocs/
-libgomp/OMP_005fWAIT_005fPOLICY.html) and torch's thread count.
+The child is a fresh interpreter, `python -m klviz.workers FD PARENT_PID` (what multiprocessing's
+"spawn" start method does, without its re-import of the parent's __main__: under Streamlit that is the
+app script, which the child would run). Nothing of the server's threads, locks or models is
+inherited; the task loads its models from their paths. Its environment has OMP_WAIT_POLICY=PASSIVE
+(idle OpenMP threads sleep instead of spinning on the core the server needs; libgomp reads it at
+start-up: gcc.gnu.org/onlinedocs/libgomp/OMP_005fWAIT_005fPOLICY.html), and it sets torch's thread
+count before the task runs. The task and its arguments come pickled over the pipe.
 
 Talking. One duplex Pipe. The parent's reader thread receives every message and hands it to
 `on_message` (so the pipe never fills while nobody looks at the page); the child's listener thread
@@ -24,12 +26,15 @@ child's listener reads EOF and the child ends; it also checks os.getppid() once 
 from __future__ import annotations
 
 import importlib
-import multiprocessing
 import os
 import queue
 import socket
+import subprocess
+import sys
 import threading
 import weakref
+from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any, Callable
 
 NICE = 2
@@ -39,7 +44,7 @@ sleeps anyway; at 10 (~10x less weight) a worker on a box shared with other busy
 PARENT_CHECK_S = 1.0
 """How often the child checks that its parent is still alive."""
 
-_CTX = multiprocessing.get_context("spawn")
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])  # so the child imports this klviz, not another copy
 
 
 class Channel:
@@ -96,9 +101,11 @@ class Channel:
                 self._commands.put(command)
 
 
-def _child_main(conn, task: str, args: tuple, nice: int, num_threads: int, parent_pid: int) -> None:
-    """The worker process's entry point: settle priority and threads, then run `task(channel, *args)`."""
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # before torch (and its OpenMP runtime) loads
+def _child_main(fd: int, parent_pid: int) -> None:
+    """The worker process's entry point: read the task, settle priority and threads, run `task(channel, *args)`."""
+    conn = Connection(fd)
+    task, args, nice, num_threads, sys_path = conn.recv()
+    sys.path[:] = sys_path + [p for p in sys.path if p not in sys_path]  # the parent's imports work here
     if nice:
         try:
             os.nice(nice)
@@ -140,12 +147,18 @@ class Worker:
     def spawn(cls, task: str, args: tuple, *, on_message: Callable[[Any], None],
               on_exit: Callable[[], None] = lambda: None, nice: int = NICE, num_threads: int = 1) -> "Worker":
         """Start `task` ("module:function", called as function(channel, *args)) in a new process."""
-        parent_end, child_end = _CTX.Pipe(duplex=True)
-        process = _CTX.Process(target=_child_main, name=f"klviz-{task.rpartition(':')[2]}",
-                               args=(child_end, task, args, nice, num_threads, os.getpid()), daemon=True)
-        process.start()
-        child_end.close()  # only the child holds it now: its death reads as EOF here
-        return cls(process, parent_end, on_message, on_exit)
+        parent_sock, child_sock = socket.socketpair()
+        env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE",
+               "PYTHONPATH": os.pathsep.join([_PACKAGE_ROOT, *filter(None, [os.environ.get("PYTHONPATH")])])}
+        try:
+            process = subprocess.Popen([sys.executable, "-m", "klviz.workers", str(child_sock.fileno()),
+                                        str(os.getpid())], pass_fds=(child_sock.fileno(),), env=env,
+                                       stdin=subprocess.DEVNULL)
+        finally:
+            child_sock.close()  # only the child holds it now: its death reads as EOF here
+        conn = Connection(parent_sock.detach())
+        conn.send((task, args, nice, num_threads, list(sys.path)))
+        return cls(process, conn, on_message, on_exit)
 
     @staticmethod
     def _read(conn, on_message, on_exit) -> None:
@@ -170,17 +183,22 @@ class Worker:
 
     @property
     def alive(self) -> bool:
-        return self.process.is_alive()
+        return self.process.poll() is None
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the process to end and its last messages to be read; True if both happened."""
-        self.process.join(timeout)
-        if self.process.is_alive():
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
             return False
         self._reader.join(timeout)
         return not self._reader.is_alive()
 
     def kill(self) -> None:
         """End the process now (a last resort: a cooperative stop is a command)."""
-        if self.process.is_alive():
+        if self.process.poll() is None:
             self.process.kill()
+
+
+if __name__ == "__main__":
+    _child_main(int(sys.argv[1]), int(sys.argv[2]))

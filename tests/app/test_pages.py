@@ -24,7 +24,6 @@ from streamlit.testing.v1 import AppTest
 from klviz.app import ui
 
 from klviz import sampling, settings, shipped_view
-from klviz.errors import KlvizError
 from klviz.views.plots import KL_FORWARD, KL_REVERSE
 from tests.helpers.tiny import make_tiny_model, make_tokenizer, save_model, save_pair
 
@@ -90,6 +89,14 @@ def zipped(folder: Path) -> bytes:
 def shown(markdown: str) -> str:
     """What a st.error/st.caption built with ui.plain displays: backslash escapes and entities undone."""
     return html.unescape(re.sub(r"\\(.)", r"\1", markdown))
+
+
+def allow_root(monkeypatch, *roots: Path, allow_code: bool = False) -> None:
+    """As if the dashboard's owner had started it with --data-root ROOT ... (and --allow-code)."""
+    from klviz import server_options
+
+    opts = server_options.ServerOptions(data_roots=tuple(Path(r) for r in roots), allow_code=allow_code)
+    monkeypatch.setattr(server_options, "current", lambda: opts)
 
 
 def current(at: AppTest) -> ui.Current:
@@ -304,8 +311,9 @@ def test_a_file_that_is_no_checkpoint_is_refused(tiny):
     assert "weights.zip" in shown(at.error[0].value)
 
 
-def test_local_paths_load_a_pair(tiny_dirs):
+def test_local_paths_load_a_pair(tiny_dirs, monkeypatch):
     policy, sft = tiny_dirs
+    allow_root(monkeypatch, policy.parent)  # the owner's --data-root
     at = clean(app(**{K.PAIR: ui.LOCAL, K.POLICY_PATH: str(policy), K.SFT_PATH: str(sft), K.N_PROMPTS: 2}).run())
     assert current(at).source.label == "policy vs sft" and len(charts(at)) == 1
 
@@ -352,16 +360,7 @@ def test_streamlit_config():
     assert config["browser"]["gatherUsageStats"] is False
     assert config["client"]["toolbarMode"] == "minimal"
     assert config["server"]["headless"] is True and config["server"]["maxUploadSize"] >= 1024
-
-
-def test_save_upload_writes_each_upload_once_under_a_safe_name(tmp_path):
-    first = ui.save_upload("my model (v2).zip", b"PK-bytes", tmp_path)
-    again = ui.save_upload("my model (v2).zip", io.BytesIO(b"PK-bytes"), tmp_path)
-    assert first == again and first.name == "my_model__v2_.zip" and first.read_bytes() == b"PK-bytes"
-    assert first.parent.parent == tmp_path
-    assert ui.save_upload("../../etc/evil.gguf", b"x", tmp_path).parent.parent == tmp_path
-    with pytest.raises(KlvizError, match=r"notes\.txt is neither a \.zip .* nor a \.gguf file"):
-        ui.save_upload("notes.txt", b"x", tmp_path)
+    assert config["server"]["address"] == "127.0.0.1"  # loopback unless the owner shares it (README)
 
 
 def test_plain_shows_markup_as_text():
@@ -385,7 +384,7 @@ def click(at: AppTest, label: str) -> AppTest:
     return next(b for b in at.button if b.label == label).click().run()
 
 
-def wait_for_state(at: AppTest, states: tuple, timeout: float = 90) -> AppTest:
+def wait_for_state(at: AppTest, states: tuple, timeout: float = 240) -> AppTest:  # a worker starts first
     deadline = time.monotonic() + timeout
     while metric(at, "State") not in states:
         assert time.monotonic() < deadline, f"still {metric(at, 'State')} at step {metric(at, 'Step')}"
@@ -442,16 +441,17 @@ def test_closing_the_tab_stops_its_runs():
     # What AppSession.clear_session_caches does when a browser tab disconnects ("test session id"
     # is AppTest's session): the session's run book is released and its runs stop.
     clear_session_resource_cache("test session id")
-    assert job.join(60) and job.snapshot().state == "stopped"
+    assert job.join(240) and job.snapshot().state == "stopped"  # stops once its worker has loaded
 
 
 def test_the_server_wide_job_limit_is_a_clear_message(monkeypatch):
     from klviz.ppo.config import PPOConfig
 
     monkeypatch.setattr(ui, "MAX_JOBS", 1)
-    tok = make_tokenizer()
+    from klviz.ppo.jobs import ModelSpec
+
     cfg = PPOConfig(steps=10_000, batch_size=2, minibatches=1, ppo_epochs=1, max_new_tokens=4, device="cpu")
-    elsewhere = ui.job_registry().start("another-browser-session", make_tiny_model("gpt2", len(tok)), tok,
+    elsewhere = ui.job_registry().start("another-browser-session", ModelSpec(str(ROOT / "sample_data" / "sft")),
                                         ["the food was"], cfg)  # the server's one slot is taken
     try:
         at = click(ppo_page(steps=3), "Start")
@@ -460,4 +460,4 @@ def test_the_server_wide_job_limit_is_a_clear_message(monkeypatch):
         assert metric(at, "Step") == "0" and elsewhere.running
     finally:
         elsewhere.stop()
-        assert elsewhere.join(30)
+        assert elsewhere.join(240)
