@@ -32,8 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e.test_browser import (CHROMIUM, CHROMIUM_ARGS, DRAWN, free_port, metric_value,  # noqa: E402
-                                    nav, set_number)
+from tests.e2e.driver import (CHROMIUM, CHROMIUM_ARGS, DRAWN, free_port, metric_value,  # noqa: E402
+                              nav, set_number)
 
 RESULTS = ROOT / "bench" / "RESULTS.md"
 BEGIN, END = "<!-- bench/live.py begin -->", "<!-- bench/live.py end -->"

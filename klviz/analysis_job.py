@@ -64,13 +64,15 @@ class AnalysisSnapshot:
     """The token table once done (shared: do not modify)."""
     error: str | None = None
     """One sentence when state is error."""
+    oom: bool = False
+    """The error was running out of memory (the page says what to lower)."""
 
 
 class _Progress:
     def __init__(self):
         self.lock = threading.Lock()
         self.state, self.fraction, self.stage = "idle", 0.0, "waiting"
-        self.table, self.error = None, None
+        self.table, self.error, self.oom = None, None, False
 
     def on_message(self, message: tuple) -> None:
         kind, *rest = message
@@ -81,6 +83,8 @@ class _Progress:
                 self.state, self.table, self.fraction, self.stage = "done", rest[0], 1.0, "done"
             elif kind == "error":
                 self.state, self.error = "error", rest[0]
+            elif kind == "oom":
+                self.state, self.error, self.oom = "error", "Out of memory.", True
 
     def on_exit(self) -> None:
         with self.lock:
@@ -115,7 +119,7 @@ class AnalysisJob:
     def snapshot(self) -> AnalysisSnapshot:
         p = self._progress
         with p.lock:
-            return AnalysisSnapshot(p.state, p.fraction, p.stage, p.table, p.error)
+            return AnalysisSnapshot(p.state, p.fraction, p.stage, p.table, p.error, p.oom)
 
     def join(self, timeout: float | None = None) -> bool:
         return self._worker is None or self._worker.join(timeout)
@@ -170,7 +174,10 @@ def run_analysis(channel, pair: PairSpec, prompts: list, settings: "SamplingSett
         channel.send(("done", table))
     except KlvizError as e:
         channel.send(("error", str(e)))
-    except MemoryError:
-        channel.send(("error", "Out of memory: choose fewer prompts, fewer samples or fewer new tokens."))
     except Exception as e:  # one line for the page; the worker must not die silently
-        channel.send(("error", f"Sampling failed: {type(e).__name__}: {e}"))
+        import torch
+
+        if isinstance(e, (MemoryError, torch.OutOfMemoryError)):
+            channel.send(("oom",))  # the page's out-of-memory sentence (klviz.app.feedback)
+        else:
+            channel.send(("error", f"Sampling failed: {type(e).__name__}: {e}"))

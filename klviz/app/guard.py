@@ -20,11 +20,11 @@ from typing import Callable
 
 import streamlit as st
 
-from klviz import paths, server_options, uploads
+from klviz import pairs, paths, server_options, uploads
 from klviz.errors import KlvizError
 
-REPO = Path(__file__).resolve().parents[2]
-SAMPLE_DIR = REPO / "sample_data"
+REPO = pairs.ROOT
+SAMPLE_DIR = REPO / pairs.SAMPLE_DIR
 POLL_S = 0.5
 """How often a page waiting for an analysis redraws its progress bar."""
 MAX_TABLES = 16
@@ -34,15 +34,16 @@ NOT_ALLOWED_NOTE = ("module:function rewards and reward-model folders run code o
                     "(`streamlit run app.py -- --allow-code`).")
 
 
-def roots(*extra: Path) -> paths.Roots:
+def roots() -> paths.Roots:
     """The allowed roots: the working directory, sample_data/, the uploads folder, the owner's --data-root
-    folders, and `extra` (e.g. where PPO runs save their policies)."""
-    return paths.Roots.of(Path.cwd(), SAMPLE_DIR, uploads.UPLOAD_ROOT, server_options.current().data_roots, extra)
+    folders, and where PPO runs save their policies."""
+    return paths.Roots.of(Path.cwd(), SAMPLE_DIR, pairs.UPLOAD_ROOT, pairs.SAVED_ROOT,
+                          server_options.current().data_roots)
 
 
-def user_path(typed: str, *extra_roots: Path, text_file: bool = False) -> str:
+def user_path(typed: str, text_file: bool = False) -> str:
     """`typed` resolved (relative to the repository) inside the allowed roots; KlvizError naming it otherwise."""
-    return str(roots(*extra_roots).resolve(typed, REPO, text_file=text_file))
+    return str(roots().resolve(typed, REPO, text_file=text_file))
 
 
 def code_allowed() -> bool:
@@ -58,7 +59,7 @@ def reward_note() -> None:
 # --- uploads ------------------------------------------------------------------------------------
 
 @st.cache_resource(show_spinner=False)
-def _cleaned_up(root: str) -> list:
+def _cleaned_up(root: str) -> list:  # noqa: D401
     """Once per server: remove session folders that crashed servers left (klviz.uploads.cleanup)."""
     return uploads.cleanup(Path(root))
 
@@ -70,8 +71,8 @@ def _session_upload_folder(root: str) -> Path:
 
 def upload_folder() -> Path:
     """This browser session's upload folder: unguessable, deleted when the session ends."""
-    _cleaned_up(str(uploads.UPLOAD_ROOT))
-    return _session_upload_folder(str(uploads.UPLOAD_ROOT))
+    _cleaned_up(str(pairs.UPLOAD_ROOT))
+    return _session_upload_folder(str(pairs.UPLOAD_ROOT))
 
 
 # --- analysis in a worker -----------------------------------------------------------------------
@@ -127,6 +128,8 @@ def analysis_table(key: str, pair_spec, prompts: list, settings, explain: Callab
         return snap.table
     if snap.state == "error":
         store.finish(key)
+        if snap.oom:
+            raise MemoryError(snap.error)  # user_errors shows the out-of-memory sentence
         raise KlvizError(explain(snap.error))
     st.progress(min(max(snap.fraction, 0.0), 1.0), text=f"Sampling and scoring… ({snap.stage})")
     time.sleep(POLL_S)

@@ -1,0 +1,38 @@
+"""The token table and figures as downloadable files: parquet (with the view's metadata), CSV, HTML.
+
+No streamlit here: klviz/app/downloads.py calls these only when a download button is clicked.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from klviz.io import write_table
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def parquet_bytes(df: pd.DataFrame, meta: dict) -> bytes:
+    """The table as parquet, `meta` stored as the file's klviz metadata (klviz.io.write_table)."""
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "tokens.parquet"
+        write_table(df, path, {k: str(v) for k, v in meta.items()})
+        return path.read_bytes()
+
+
+def csv_bytes(df: pd.DataFrame) -> bytes:
+    """The table as CSV: list columns become "[a, b, ...]", text a spreadsheet would run is neutralised
+    (klviz.csv_export)."""
+    from klviz.csv_export import table_csv_bytes
+
+    return table_csv_bytes(df)
+
+
+def report_bytes(title: str, figures: Callable[[], list], info: dict) -> bytes:
+    """An HTML report (klviz.views.report) of the [(name, figure)] that `figures()` returns."""
+    from klviz.views.report import report_html
+
+    return report_html(title, figures(), info).encode()
