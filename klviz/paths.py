@@ -122,6 +122,8 @@ def _walk(root: Path, shown: str):
     if stat.S_ISREG(st.st_mode):
         yield root.name, st
         return
+    if not stat.S_ISDIR(st.st_mode):
+        raise KlvizError(f"{_shown(shown)} is not a regular file or folder (a device, FIFO or socket).")
     stack = [Path()]
     seen_dirs = {(st.st_dev, st.st_ino)}
     while stack:

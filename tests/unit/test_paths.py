@@ -96,6 +96,8 @@ def test_fingerprint_of_a_huge_tree_is_bounded(tmp_path, monkeypatch):
         fingerprint(huge, shown="~")
     assert time.monotonic() - start < 1.0
     os.mkfifo(tmp_path / "withfifo")
+    with pytest.raises(KlvizError, match="FIFO"):
+        fingerprint(tmp_path / "withfifo", shown="withfifo")
     (tmp_path / "d").mkdir()
     os.mkfifo(tmp_path / "d" / "pipe")
     with pytest.raises(KlvizError, match="FIFO"):

@@ -34,3 +34,20 @@ def test_the_cli_keeps_module_function_rewards(tmp_path, monkeypatch):
     sys.modules.pop("tests.helpers.writes_file", None)
     reward = get_reward("tests.helpers.writes_file:touch", tokenizer=None)  # allow_code defaults to True
     assert reward(["p"], ["r"]).tolist() == [0.0] and marker.read_text() == "imported\ncalled\n"
+
+
+@pytest.mark.parametrize("name", ["pty:spawn", "tests.helpers.writes_file:touch"])
+def test_a_ppo_job_refuses_code_rewards_before_spawning(name, tmp_path, monkeypatch):
+    from klviz.ppo.config import PPOConfig
+    from klviz.ppo.jobs import JobRegistry, PPOJob
+
+    marker = tmp_path / "marker"
+    monkeypatch.setenv("KLVIZ_TEST_MARKER", str(marker))
+    spawned = []
+    monkeypatch.setattr("klviz.workers.Worker.spawn", lambda *a, **k: spawned.append(a))
+    cfg = PPOConfig(reward=name, device="cpu")
+    with pytest.raises(KlvizError, match="--allow-code"):
+        PPOJob("sample_data/sft", ["p"], cfg, allow_code=False)
+    with pytest.raises(KlvizError, match="--allow-code"):  # the dashboard's path: runs.start_run
+        JobRegistry(max_jobs=2).start("session", "sample_data/sft", ["p"], cfg, allow_code=False)
+    assert not spawned and not marker.exists()
