@@ -13,8 +13,10 @@ from streamlit.testing.v1 import AppTest
 from klviz import pairs
 from klviz.app import sidebar
 from klviz.app.keys import Keys as K
-from tests.app.test_pages import _fresh  # noqa: F401 (autouse: fresh caches and upload folders)
+from tests.app import test_pages
 from tests.app.test_pages import APP, TIMEOUT, allow_root, shown
+
+_fresh = test_pages._fresh  # autouse: fresh caches, private upload and save folders
 
 CODE_REWARDS = ["pty:spawn", "tests.helpers.writes_file:touch"]
 
