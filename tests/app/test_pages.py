@@ -166,9 +166,9 @@ def test_the_default_view_starts_from_the_shipped_table_and_still_loads_the_pair
     clean(at.run())  # the browser's next fragment run (AppTest: the next run) loads it, then reruns the app
     assert any("Running on cpu · float32" in c.value for c in at.sidebar.caption)
     assert current(at).pair is not None and computed == [] and len(charts(at)) == 1
-    at.number_input(key=K.SEED).set_value(1).run()  # any other setting: sampled and scored
+    at.number_input(key=K.SEED).set_value(1).run()  # any other setting: sampled and scored...
     clean(at)
-    assert len(computed) == 1 and len(charts(at)) == 1
+    assert computed == [] and len(charts(at)) == 1  # ...by a worker process (klviz.analysis_job), not this one
 
 
 def test_second_shipped_pair_and_both_sources_on_mass_shift():
