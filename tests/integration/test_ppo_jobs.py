@@ -21,7 +21,7 @@ from tests.helpers.tiny import make_tiny_model, make_tokenizer, save_model
 PROMPTS = ["the food was", "the room and", "staff", "the food was very not"]
 # Long enough that a fast CI box cannot finish the run while the test saves and reloads a snapshot.
 STEPS_NEVER_REACHED = 1_000_000
-SPAWN_TIMEOUT_S = 120.0  # a worker imports torch + transformers and loads the model before its first step
+SPAWN_TIMEOUT_S = 300.0  # a worker imports torch + transformers and loads the model before its first step
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +64,9 @@ def test_job_start_snapshot_save_stop(sft_dir, tmp_path):
     job = PPOJob(ModelSpec(sft_dir), PROMPTS, small_cfg(steps=STEPS_NEVER_REACHED), num_threads=1)
     assert job.snapshot().state == "idle" and job.pid is None
     job.start()
-    assert job.pid != os.getpid()  # trains in another process, at a lower priority than this one
-    assert os.getpriority(os.PRIO_PROCESS, job.pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + NICE)
+    assert job.pid != os.getpid()  # trains in another process...
     snap = _wait(job, lambda s: s.step >= 2)
+    assert os.getpriority(os.PRIO_PROCESS, job.pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + NICE)  # ...lower
     assert snap.state == "running" and snap.steps == STEPS_NEVER_REACHED and snap.bands and snap.bands[0]["step"] == 1
     assert "mass_gained_by_sft_bin" not in snap.metrics[0]  # bands live in .bands only
     snap.metrics.append({"tampered": True})
