@@ -4,12 +4,13 @@ The frame only: page config, the shared sidebar (which pair is loaded, the sampl
 st.navigation over the thin pages in pages/.
 """
 
-import os
 from pathlib import Path
 
+from klviz.threads import apply_thread_settings
+
 # Before torch loads: idle OpenMP workers sleep instead of spinning, which on a busy machine starved
-# the threads doing the work (bench/RESULTS.md).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# the threads doing the work (bench/RESULTS.md); the CLI applies the same settings (klviz.threads).
+apply_thread_settings()
 
 import streamlit as st  # noqa: E402
 
@@ -32,6 +33,8 @@ pages = [
     st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
     st.Page("pages/token_inspector.py", title="Token inspector", icon=":material/text_fields:"),
     st.Page("pages/mass_shift.py", title="Mass shift", icon=":material/swap_vert:"),
+    st.Page("pages/trajectory.py", title="Trajectory", icon=":material/timeline:"),
+    st.Page("pages/where_rl_acted.py", title="Where RL acted", icon=":material/my_location:"),
     st.Page("pages/live_ppo.py", title="Live PPO", icon=":material/model_training:"),
     st.Page("pages/kl_lab.py" if kl_lab.exists() else _kl_lab_missing, title="KL lab",
             icon=":material/science:", url_path="kl_lab"),

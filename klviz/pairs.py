@@ -7,11 +7,15 @@ loaded pair by `pair_key`, so a checkpoint whose files changed loads again.
 from __future__ import annotations
 
 import hashlib
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from klviz import paths, uploads
+from klviz.errors import KlvizError
+from klviz.io import atomic_path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_PAIRS = {  # label -> (policy, sft), relative to the repository root
@@ -81,3 +85,22 @@ def pair_key(source: PairSource, device: str, dtype: str) -> str:
     return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
 
 
+def save_upload(name: str, data: bytes | BinaryIO, root: Path = UPLOAD_ROOT, types: tuple = UPLOAD_TYPES) -> Path:
+    """Write an uploaded checkpoint (.zip of an HF folder, or .gguf) under `root`; returns its path.
+
+    The folder is named by the content's hash, so the same upload is written once and loads from
+    the cache; the file name is reduced to safe characters.
+    """
+    suffix = Path(name).suffix.lower().lstrip(".")
+    if suffix not in types:
+        raise KlvizError(f"{name} is neither a .zip of a Hugging Face model folder nor a .gguf file: "
+                         "upload one of those." if types == UPLOAD_TYPES else
+                         f"{name} is not a .{' or .'.join(types)} file: upload one of those.")
+    raw = data if isinstance(data, bytes) else data.read()
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name).name)[-120:]
+    target = root / hashlib.sha256(raw).hexdigest()[:20] / safe
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(raw)
+    return target

@@ -13,26 +13,24 @@ from klviz.app import data, first_view, guard
 from klviz.app.downloads import downloads, table_later
 from klviz.app.feedback import plain, user_errors
 from klviz.app.keys import Keys
-from klviz.app.view import current
 from klviz.views.plots import KL_FORWARD, KL_REVERSE
 
 st.title("Overview")
 head, bands = data.overview()  # on the default view: from the shipped view, before pandas has loaded
-st.caption(plain(f"{current().source.label}: {head['n_sequences']} responses, "
-                 f"{head['n_tokens']} tokens, sampled from {current().settings.sample_from}."))
+st.caption(plain(data.view_caption(head)))
 
 figures, chart = st.container(), st.container()
 # The chart is sent first (it shows below the figures): the browser starts loading plotly.js sooner.
 chart.plotly_chart(plots.mass_moved_figure(bands), key="overview.mass_moved")
 
 cols = figures.columns(5)
-cols[0].metric(f"{KL_REVERSE} per token", f"{head['kl_reverse_per_token']:.4f}",
+cols[0].metric(f"{KL_REVERSE}, nats per token", f"{head['kl_reverse_per_token']:.4f}",
                help="Exact: summed over the whole vocabulary at every response position, in nats.")
-cols[1].metric(f"{KL_FORWARD} per token", f"{head['kl_forward_per_token']:.4f}")
-cols[2].metric(f"{KL_REVERSE} per sequence", f"{head['kl_reverse_per_sequence']:.3f}",
+cols[1].metric(f"{KL_FORWARD}, nats per token", f"{head['kl_forward_per_token']:.4f}")
+cols[2].metric(f"{KL_REVERSE}, nats per sequence", f"{head['kl_reverse_per_sequence']:.3f}",
                help="Mean over responses of the summed per-token exact KL.")
-cols[3].metric(f"{KL_FORWARD} per sequence", f"{head['kl_forward_per_sequence']:.3f}")
-cols[4].metric("Total variation per token", f"{head['tv_per_token']:.4f}",
+cols[3].metric(f"{KL_FORWARD}, nats per sequence", f"{head['kl_forward_per_sequence']:.3f}")
+cols[4].metric("Total variation per token (0 to 1)", f"{head['tv_per_token']:.4f}",
                help="Half the L1 distance: the mass gained, which equals the mass lost.")
 first_view.headline_only()  # a new session's first run ends here; the rest follows (klviz/app/first_view.py)
 

@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Callable
 import streamlit as st
 
 from klviz import shipped_view
-from klviz.app import data
+from klviz.app import data, opened
+from klviz.app.feedback import user_errors
 from klviz.app.view import current
 from klviz.pairs import sample_file
 from klviz.views.export import csv_bytes, parquet_bytes, report_bytes
@@ -35,6 +36,10 @@ def table_later() -> Callable[[], pd.DataFrame]:
 def meta() -> dict[str, str]:
     """What the current view shows: the pair and the sampling settings (for reports and files)."""
     cur = current()
+    if cur.table is not None:
+        with user_errors(stop=True):
+            info = {k: v for k, v in opened.read(cur.table)[1].items() if k != "vocab"}  # the report lists the rest
+        return {"table": cur.table.shown, "step": str(cur.step), **info}
     src = cur.source  # paths as the user gave them (an upload's file name), never the server's
     out = {"pair": src.label if src else "", "policy": src.explain(src.policy) if src else "",
            "sft": src.explain(src.sft) if src else ""}
@@ -60,6 +65,6 @@ def downloads(table: pd.DataFrame | Callable[[], pd.DataFrame], title: str, figu
                             on_click="ignore", icon=":material/download:")
     cols[1].download_button("Token table (CSV)", lambda: csv_bytes(df()), file_name="klviz_tokens.csv",
                             mime="text/csv", on_click="ignore", icon=":material/download:")
-    cols[2].download_button("HTML report", lambda: report_bytes(title, figures, info),
+    cols[2].download_button("HTML report", lambda: report_bytes(title, figures, info, df()),
                             file_name="klviz_report.html", mime="text/html", on_click="ignore",
                             icon=":material/download:")

@@ -17,8 +17,12 @@ class Keys:
     SAVED = "ppo.saved"  # label -> SavedPolicy, shown in the pair picker
     OVERVIEW_REWARD, OVERVIEW_REWARD_OTHER = "overview.reward", "overview.reward_other"
     INSPECT_SOURCE, INSPECT_PROMPT = "inspect.source", "inspect.prompt"
-    INSPECT_SAMPLE, INSPECT_QUANTITY, INSPECT_STRIP = "inspect.sample", "inspect.quantity", "inspect.strip"
+    INSPECT_SAMPLE, INSPECT_QUANTITY = "inspect.sample", "inspect.quantity"
+    INSPECT_TOKEN = "inspect.token"  # the picked token: its index into the shown response
+    INSPECT_RESPONSE = "inspect.response"  # (source, prompt, sample) shown: a new one starts at its largest KL
+    INSPECT_POSITION = "inspect.position"  # a position another page asks the inspector to open (read once)
     SHIFT_SOURCE, SHIFT_VIEW = "shift.source", "shift.view"
+    ACTED_SOURCE, ACTED_SPIKES, ACTED_VIEW = "acted.source", "acted.spikes", "acted.view"  # Where RL acted
     PPO_REWARD, PPO_PLACEMENT, PPO_ESTIMATOR = "ppo.reward", "ppo.placement", "ppo.estimator"
     PPO_BETA, PPO_ADAPTIVE, PPO_TARGET = "ppo.beta", "ppo.adaptive", "ppo.target_kl"
     PPO_LR, PPO_STEPS, PPO_BATCH, PPO_FROM = "ppo.lr", "ppo.steps", "ppo.batch_size", "ppo.from"
@@ -29,5 +33,9 @@ class Keys:
     HEADLINE_ONLY = "app.headline_only"  # this run draws only the default view's headline
     REST_SOON = "app.rest_soon"  # the rest of the default view follows on its fragment's next run
     LOAD_SOON = "pair.load_soon"  # the default view's pair loads on its fragment's next run
+    TABLE_PATH, TABLE_UPLOAD = "table.path", "table.upload"  # "Open a token table…": a typed path or an upload
+    TABLE_STEP = "table.step"  # the checkpoint step of a series the pages show
+    PENDING_STEP = "table.pending_step"  # a step to select on the next run (the Trajectory page's click)
+    TRAJ_PER, TRAJ_CHART = "trajectory.per", "trajectory.chart"
     SIDEBAR = (PAIR, DEVICE, DTYPE, PROMPTS, N_PROMPTS, SAMPLES, MAX_NEW_TOKENS, TEMPERATURE, SEED,
                SAMPLE_FROM, PENDING_PAIR)  # set once the sidebar has been drawn (or a test set them)

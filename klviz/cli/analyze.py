@@ -20,6 +20,7 @@ from klviz.io import write_table
 from klviz.models import load_pair
 from klviz.prompts import read_prompts
 from klviz.sampling import SamplingConfig, analyze
+from klviz.tokentable import vocab_metadata
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -65,7 +66,7 @@ def run(args) -> int:
         "sampling": json.dumps(asdict(cfg)),
         **{f"sampling.{k}": str(v) for k, v in asdict(cfg).items()},
     }
-    write_table(df, out, metadata)
+    write_table(df, out, {**metadata, **vocab_metadata(df, pair.tokenizer)})
     n_responses = df.groupby(["source", "prompt_id", "sample_id"]).ngroups if len(df) else 0
     log(f"wrote {len(df)} token rows from {n_responses} responses to {out}")
     return 0
