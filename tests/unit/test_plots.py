@@ -133,13 +133,6 @@ def test_figures_on_empty_and_single_row(df):
         plots.token_shift_figure(*tables.token_shift(small, decode))
         plots.position_profile_figure(tables.position_profile(small))
         plots.sequence_kl_figure(tables.per_sequence(small))
-        plots.token_strip_figure(small, "log_ratio")
-
-
-def test_token_text_is_escaped_exactly_once_for_plotly():
-    # plotly decodes &lt; &gt; &amp; (and numeric entities) but not &quot;: a quote must reach it as is
-    assert plots.esc('say "hi" & <b>') == 'say "hi" &amp; &lt;b&gt;'
-    assert plots.esc("it's") == "it's"
 
 
 def _axes(fig: go.Figure) -> list:
@@ -211,3 +204,9 @@ def test_kl_axes_state_units(df):
 
 def fig_text(fig):
     return _text(fig)
+
+
+def test_token_text_is_escaped_exactly_once_for_plotly():
+    # plotly decodes &lt; &gt; &amp; (and numeric entities) but not &quot;: a quote must reach it as is
+    assert plots.esc('say "hi" & <b>') == 'say "hi" &amp; &lt;b&gt;'
+    assert plots.esc("it's") == "it's"
