@@ -18,7 +18,9 @@ from klviz.app import first_view  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
-st.set_page_config(page_title="klviz", page_icon=":material/compare_arrows:", layout="wide")
+# An emoji, not ":material/...": Streamlit's frontend turns a material page icon into a favicon URL on
+# fonts.gstatic.com (fetched on every load), an emoji into an inline SVG data URL (nothing fetched).
+st.set_page_config(page_title="klviz", page_icon="🔀", layout="wide")
 
 
 def _kl_lab_missing() -> None:

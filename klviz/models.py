@@ -24,6 +24,7 @@ import contextlib
 import importlib.util
 import json
 import re
+import struct
 import tempfile
 import time
 import zipfile
@@ -303,8 +304,10 @@ def _read_config(folder: Path, shown: str, gguf_file: str | None = None):
     try:
         config = AutoConfig.from_pretrained(str(folder), gguf_file=gguf_file, local_files_only=True,
                                             trust_remote_code=False)
-    except (OSError, ValueError, KeyError, TypeError, ImportError) as e:
+    except (OSError, ValueError, KeyError, TypeError, ImportError, EOFError) as e:
         raise KlvizError(f"{shown}: its config could not be read ({_first_line(e)}).") from None
+    except struct.error:  # transformers' GGUF reader on a cut file: a header shorter than it says
+        raise KlvizError(f"{shown}: the file ends inside its header (truncated?): download or copy it again.") from None
     check_causal(config, shown)
     return config
 
@@ -344,7 +347,7 @@ def _load_tokenizer(folder: Path, shown: str, gguf_file: str | None = None):
     try:
         tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf_file, local_files_only=True,
                                             trust_remote_code=False)
-    except (OSError, ValueError, KeyError, TypeError, ImportError, AttributeError) as e:
+    except (OSError, ValueError, KeyError, TypeError, ImportError, AttributeError, EOFError, struct.error) as e:
         raise KlvizError(f"{shown}: its tokenizer could not be loaded ({_first_line(e)}); {fix}.") from None
     if len(tok.get_vocab()) < 2:  # transformers builds an empty tokenizer rather than failing
         raise KlvizError(f"{shown}: its tokenizer has an empty vocabulary; {fix}.")

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from klviz import paths, uploads
 from klviz.errors import KlvizError
 from klviz.io import atomic_path
 
@@ -22,8 +23,8 @@ SHIPPED_PAIRS = {  # label -> (policy, sft), relative to the repository root
     "Sample: policy_k3_loss vs SFT": ("sample_data/policy_k3_loss", "sample_data/sft"),
 }
 SAMPLE_DIR = "sample_data"
-UPLOAD_TYPES = ("zip", "gguf")
-UPLOAD_ROOT = Path(tempfile.gettempdir()) / "klviz-uploads"
+UPLOAD_TYPES = uploads.UPLOAD_TYPES
+UPLOAD_ROOT = uploads.UPLOAD_ROOT  # per-session folders under it (klviz.uploads)
 SAVED_ROOT = Path(tempfile.gettempdir()) / "klviz-saved-policies"
 
 
@@ -72,16 +73,9 @@ def sample_file(name: str) -> str:
 
 
 def fingerprint(path: str) -> str:
-    """A short hash of the sizes and mtimes of the files at `path`: a changed checkpoint reloads."""
-    p = Path(path)
-    if not p.exists():
-        return "missing"
-    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
-    h = hashlib.sha1()
-    for f in files:
-        s = f.stat()
-        h.update(f"{f.relative_to(p) if f != p else f.name}:{s.st_size}:{s.st_mtime_ns};".encode())
-    return h.hexdigest()[:16]
+    """A short hash of the sizes and mtimes of the files at `path`: a changed checkpoint reloads. Bounded
+    (file count, bytes) and walked once per change of the path (klviz.paths.fingerprint)."""
+    return paths.fingerprint(path)
 
 
 def pair_key(source: PairSource, device: str, dtype: str) -> str:

@@ -145,7 +145,8 @@ def analyze(pair, prompts: list[Prompt], cfg: SamplingConfig, top_k: int = 10,
                  progress=progress)
 
 
-def settings_table(pair, prompts: list[Prompt], settings: SamplingSettings) -> pd.DataFrame:
+def settings_table(pair, prompts: list[Prompt], settings: SamplingSettings, progress: bool = False) -> pd.DataFrame:
     """The token table the dashboard shows for `settings` (any of them, the default view's included):
-    sampled and scored by `analyze` in the dashboard's batches, with its top-k."""
-    return analyze(pair, prompts, settings.config(), top_k=TOP_K, progress=False)
+    sampled and scored by `analyze` in the dashboard's batches, with its top-k (tqdm bars on stderr with
+    `progress`: the dashboard's worker reads them, klviz.analysis_job)."""
+    return analyze(pair, prompts, settings.config(), top_k=TOP_K, progress=progress)

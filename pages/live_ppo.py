@@ -9,9 +9,10 @@ import streamlit as st
 
 from klviz.views import plots
 
-from klviz.app import data, runs
+from klviz.app import data, guard, runs
 from klviz.app.feedback import plain, show_error, user_errors
 from klviz.app.keys import Keys
+from klviz.app.view import current
 from klviz.ppo.config import PPOConfig
 from klviz.ppo.losses import ESTIMATOR_METRIC
 
@@ -29,7 +30,8 @@ with st.container(border=True):
     c = st.columns(4)
     reward = c[0].selectbox("Reward", ["sentiment", "length", "keyword:delicious"], key=Keys.PPO_REWARD,
                             accept_new_options=True,
-                            help="sentiment, length, keyword:WORD, module:function or a folder")
+                            help="sentiment, length, keyword:WORD; module:function or a reward-model folder "
+                                 "only if the dashboard was started with --allow-code")
     placement = c[1].selectbox("KL placement", list(PLACEMENTS), format_func=PLACEMENTS.get, key=Keys.PPO_PLACEMENT)
     estimator = c[2].selectbox("KL estimator", list(ESTIMATOR_METRIC), key=Keys.PPO_ESTIMATOR)
     beta = c[3].number_input("beta (KL coefficient)", 0.0, 10.0, 0.05, 0.01, format="%.3f", key=Keys.PPO_BETA)
@@ -40,6 +42,7 @@ with st.container(border=True):
     adaptive = c[3].checkbox("Adaptive beta (target KL)", key=Keys.PPO_ADAPTIVE)
     target = c[3].number_input("Target KL (nats per response)", 0.01, 100.0, 2.0, key=Keys.PPO_TARGET,
                                disabled=not adaptive)
+    guard.reward_note()
     start_from = st.radio("Start from", ["SFT model", "the pair's policy"], horizontal=True, key=Keys.PPO_FROM)
 
 running = book.any_running()
@@ -58,8 +61,8 @@ latest = book.latest()
 if b[2].button("Save policy", disabled=latest is None, icon=":material/save:"):
     with user_errors():
         saved = runs.save_run(latest)
-        st.session_state[Keys.PPO_FLASH] = (f"Saved {saved.policy}. It is now the sidebar's pair "
-                                         f"({saved.label}).")
+        st.session_state[Keys.PPO_FLASH] = (f"Saved the policy of run {latest.name}. It is now the sidebar's "
+                                            f"pair ({saved.label}).")  # no server path on the page
         st.rerun()
 
 
@@ -80,7 +83,8 @@ def live_panel() -> None:
     c[2].caption(plain(f"{run.name} · {'polling every ' + str(runs.REFRESH_S) + ' s' if running else 'idle'}"
                        f" · refresh {polls}" + (f" · {snap.stop_reason}" if snap.stop_reason else "")))
     if snap.error:
-        show_error(snap.error)
+        source = current().source
+        show_error(source.explain(snap.error) if source else snap.error)
     left, right = st.columns([3, 2])
     progress = tuple((name, s.step, s.state) for name, s in snaps.items())
     left.plotly_chart(book.figure("curves", progress, lambda: plots.ppo_curves_figure(

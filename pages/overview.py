@@ -9,7 +9,7 @@ import streamlit as st
 
 from klviz.views import plots
 
-from klviz.app import data, first_view
+from klviz.app import data, first_view, guard
 from klviz.app.downloads import downloads, table_later
 from klviz.app.feedback import plain, user_errors
 from klviz.app.keys import Keys
@@ -40,6 +40,8 @@ reward_name = figures.selectbox("Reward", ["(none)", "sentiment", "length", "oth
 if reward_name == "other…":
     reward_name = figures.text_input("Reward name", placeholder="keyword:WORD, module:function or a folder",
                                      key=Keys.OVERVIEW_REWARD_OTHER)
+    with figures:
+        guard.reward_note()
 if reward_name and reward_name != "(none)":
     with user_errors():
         rewards = data.mean_rewards(data.require_table(), reward_name)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Mapping
 
 import streamlit as st
 
-from klviz.app import opened
+from klviz.app import guard, opened
 from klviz.app.feedback import OOM_SENTENCE, is_oom, plain, show_error, user_errors
 from klviz.app.keys import Keys
 from klviz.app.view import View, current
@@ -82,6 +82,9 @@ def ensure_pair():
             cur.pair = load_pair_cached(cur)
         except KlvizError as e:
             cur.error = cur.source.explain(str(e))
+            from klviz.app.sidebar import discard_refused_uploads
+
+            discard_refused_uploads(cur.source, cur.error)  # a refused upload is deleted at once
         except Exception as e:
             if not is_oom(e):
                 raise
@@ -117,7 +120,7 @@ def _read_prompts(path: str, content: str) -> list:
 
 def all_prompts(settings: SamplingSettings) -> list:
     """Every prompt of the settings' prompts file (cached by path and the file's fingerprint)."""
-    path = resolve(settings.prompts)
+    path = guard.user_path(settings.prompts, text_file=True)  # inside the allowed roots only
     return _read_prompts(path, fingerprint(path))
 
 
@@ -131,12 +134,13 @@ def prompts() -> list:
         return found[: s.n_prompts] if s.n_prompts else found
 
 
-@st.cache_data(max_entries=16, show_spinner="Sampling and scoring…")
-def _analysis(table: str, _settings: SamplingSettings, _pair, _prompts) -> pd.DataFrame:
-    """The token table; `table` (View.table_key: the pair's key, the prompts' content, the settings) keys the cache."""
-    from klviz import sampling  # torch: loaded with the pair, after the first view
+def _pair_spec(view: View):
+    """Where an analysis worker loads the view's pair from (klviz.analysis_job)."""
+    from klviz.analysis_job import PairSpec
 
-    return sampling.settings_table(_pair, _prompts, _settings)
+    src = view.source
+    return PairSpec(resolve(src.policy), resolve(src.sft), resolve(src.policy_base) if src.policy_base else None,
+                    device=view.device, dtype=view.dtype)
 
 
 def require_table() -> pd.DataFrame:
@@ -151,9 +155,10 @@ def require_table() -> pd.DataFrame:
     table = cur.warm_table()
     if table is not None:
         return table
-    pair, found = require_pair(), prompts()
-    with user_errors(stop=True):
-        return _analysis(cur.table_key, cur.settings, pair, found)
+    require_pair()
+    found = prompts()
+    with user_errors(stop=True):  # sampled and scored in a worker process; this run draws its progress
+        return guard.analysis_table(cur.table_key, _pair_spec(cur), found, cur.settings, cur.source.explain)
 
 
 def overview() -> tuple[dict, Mapping]:
@@ -280,13 +285,17 @@ def _mean_rewards(table: str, reward_name: str, _df, _tokenizer, _texts) -> dict
     from klviz.ppo.rewards import get_reward
 
     seq = tables.per_sequence(_df)
-    scores = get_reward(reward_name, _tokenizer)([_texts.get(i, "") for i in seq["prompt_id"]],
+    scores = get_reward(reward_name, _tokenizer, allow_code=guard.code_allowed())([_texts.get(i, "") for i in seq["prompt_id"]],
                                                  list(seq["response"]))
     return seq.assign(reward=scores.numpy()).groupby("source", sort=False)["reward"].mean().to_dict()
 
 
 def mean_rewards(df: pd.DataFrame, reward_name: str) -> dict[str, float]:
-    """Mean reward of the sampled responses (prompt + response), by source; cached per table."""
+    """Mean reward of the sampled responses (prompt + response), by source; cached per table. A reward that
+    runs code is refused (KlvizError) unless the owner started the dashboard with --allow-code."""
+    from klviz.ppo.rewards import check_allowed
+
+    check_allowed(reward_name, guard.code_allowed())
     texts = {str(p.id): prompt_text(p) for p in prompts()}
     pair = require_pair()
     return _mean_rewards(current().table_key, reward_name, df, pair.tokenizer, texts)

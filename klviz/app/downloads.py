@@ -40,8 +40,9 @@ def meta() -> dict[str, str]:
         with user_errors(stop=True):
             info = {k: v for k, v in opened.read(cur.table)[1].items() if k != "vocab"}  # the report lists the rest
         return {"table": cur.table.shown, "step": str(cur.step), **info}
-    out = {"pair": cur.source.label if cur.source else "", "policy": cur.source.policy if cur.source else "",
-           "sft": cur.source.sft if cur.source else ""}
+    src = cur.source  # paths as the user gave them (an upload's file name), never the server's
+    out = {"pair": src.label if src else "", "policy": src.explain(src.policy) if src else "",
+           "sft": src.explain(src.sft) if src else ""}
     if cur.pair is not None:
         out.update(device=str(cur.pair.device), dtype=str(cur.pair.dtype))
     elif cur.shipped is not None:  # the shipped default table, computed on the CPU in float32

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 from klviz import pairs
-from klviz.app import data
+from klviz.app import data, guard
 from klviz.app.keys import Keys
 from klviz.app.view import current
 from klviz.errors import KlvizError
@@ -57,9 +57,11 @@ def session_id() -> str:
 def start_run(cfg, start_from_policy: bool = False) -> Run:
     """Start a PPO job on a copy of the current pair's SFT model (or its policy); KlvizError when the
     server is full or the settings are invalid. The cached models are only read (PPO trains a copy)."""
+    from klviz.ppo.jobs import ModelSpec
     from klviz.ppo.losses import ESTIMATOR_METRIC
 
-    pair, cur, book = data.require_pair(), current(), runbook()
+    data.require_pair()  # a loaded, checked pair; the worker loads its own copies from their paths
+    cur, book = current(), runbook()
     if book.any_running():
         raise KlvizError("A PPO run is already training in this tab: stop it before starting another.")
     texts = [prompt_text(p) for p in data.prompts()]  # a chat prompt trains as its messages' text
@@ -67,8 +69,11 @@ def start_run(cfg, start_from_policy: bool = False) -> Run:
     name = f"#{book.count} {cfg.kl_estimator} in {cfg.kl_placement}, β={cfg.kl_coef:g}"
     if cfg.target_kl is not None:
         name += f"→KL {cfg.target_kl:g}"
-    job = job_registry().start(session_id(), pair.sft, pair.tokenizer, texts, cfg,
-                               policy_init=pair.policy if start_from_policy else None)
+    src = cur.source
+    sft = ModelSpec(pairs.resolve(src.sft), dtype=cur.dtype)
+    init = (ModelSpec(pairs.resolve(src.policy), base=pairs.resolve(src.policy_base) if src.policy_base else None,
+                      dtype=cur.dtype) if start_from_policy else None)
+    job = job_registry().start(session_id(), sft, texts, cfg, policy_init=init, allow_code=guard.code_allowed())
     run = Run(name, job, cur.source.sft, ESTIMATOR_METRIC[cfg.kl_estimator])
     book.add(run)
     return run

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from klviz import pairs, server_options
-from klviz.app import opened
+from klviz import pairs, paths, server_options, uploads
+from klviz.app import guard, opened
 from klviz.app.feedback import plain, show_error, user_errors
 from klviz.app.keys import Keys
 from klviz.app.opened import TableSource
@@ -21,11 +21,28 @@ LOCAL, UPLOAD = "Local paths…", "Upload checkpoints…"
 
 
 def _uploaded_path(uploaded, types: tuple = UPLOAD_TYPES) -> Path:
-    """Save a st.file_uploader file once per upload (by its file_id)."""
+    """Save a st.file_uploader file once per upload (by its file_id) into this session's unguessable upload
+    folder (klviz.app.guard); an upload refused before (its file deleted) raises its sentence again."""
     saved = st.session_state.setdefault(Keys.UPLOADED, {})
     if uploaded.file_id not in saved:
-        saved[uploaded.file_id] = pairs.save_upload(uploaded.name, uploaded.getvalue(), pairs.UPLOAD_ROOT, types)
-    return saved[uploaded.file_id]
+        folder = guard.upload_folder()
+        saved[uploaded.file_id] = (uploads.save_upload(uploaded.name, uploaded.getvalue(), folder)
+                                   if types == UPLOAD_TYPES else
+                                   pairs.save_upload(uploaded.name, uploaded.getvalue(), folder, types))
+    found = saved[uploaded.file_id]
+    if isinstance(found, str):
+        raise KlvizError(found)
+    return found
+
+
+def discard_refused_uploads(source: PairSource, message: str) -> None:
+    """Delete the uploads of a pair that failed to load: those the message names, else both."""
+    saved = st.session_state.get(Keys.UPLOADED, {})
+    mine = {str(p): fid for fid, p in saved.items() if isinstance(p, Path)}
+    named = [path for path, name in source.shown if path in mine and name in message]
+    for path in named or [path for path, _ in source.shown if path in mine]:
+        uploads.discard(path)
+        saved[mine[path]] = message
 
 
 def given_pair() -> dict[str, PairSource]:
@@ -41,7 +58,8 @@ def _pair_options() -> dict[str, PairSource | TableSource | None]:
     options: dict[str, PairSource | TableSource | None] = {**opened.given_tables(), **given_pair()}
     options.update({k: PairSource(k, *v) for k, v in SHIPPED_PAIRS.items()})
     for saved in st.session_state.get(Keys.SAVED, {}).values():
-        options[saved.label] = PairSource(saved.label, saved.policy, saved.sft)
+        options[saved.label] = PairSource(saved.label, saved.policy, saved.sft,
+                                          shown=((saved.policy, f"the policy saved from {saved.label}"),))
     options[LOCAL], options[UPLOAD], options[opened.OPEN_TABLE] = None, None, None
     return options
 
@@ -87,8 +105,14 @@ def _local_pair() -> PairSource | None:
     if not (policy.strip() and sft.strip()):
         st.info("Enter both paths.")
         return None
-    return PairSource(f"{Path(policy).name} vs {Path(sft).name}", policy.strip(), sft.strip(),
-                      base.strip() or None)
+    with user_errors(stop=False):  # inside the allowed roots, no special files, a bounded folder walk
+        typed = [t.strip() for t in (policy, sft, base) if t.strip()]
+        real = [guard.user_path(t) for t in typed]
+        for r, t in zip(real, typed):
+            paths.fingerprint(r, shown=t)
+        return PairSource(f"{Path(typed[0]).name} vs {Path(typed[1]).name}", real[0], real[1],
+                          real[2] if len(real) > 2 else None, shown=tuple(zip(real, typed)))
+    return None
 
 
 def _uploaded_pair() -> PairSource | None:

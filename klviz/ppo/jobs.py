@@ -1,41 +1,53 @@
-"""A PPO run in a background thread, read through frozen snapshots. No streamlit here.
+"""A PPO run in a worker process, read through frozen snapshots. No streamlit here.
 
-    job = PPOJob(sft_model, tokenizer, prompts, PPOConfig(steps=60))
-    job.start()                 # returns at once; the trainer is built and run in a daemon thread
+    job = PPOJob(ModelSpec("runs/sft"), prompts, PPOConfig(steps=60))
+    job.start()                 # returns at once; the worker loads the SFT model from its path and trains
     snap = job.snapshot()       # JobSnapshot: state, step, metrics, bands, error (a copy)
-    job.save("out/policy")      # waits for the current step to finish, then writes atomically
-    job.stop()                  # cooperative: takes effect between steps
+    job.save("out/policy")      # the worker writes the policy between steps (or, once it has ended,
+                                # the final policy it left behind is copied), atomically
+    job.stop()                  # cooperative: takes effect between steps; the process then exits
 
-Threads. torch.set_num_threads is process-wide in effect: with torch's OpenMP build (the CPU
-wheels) it sets the calling thread's pool size and the default that every thread created later
-starts with (checked on torch 2.13: a thread that already existed keeps its own setting). So the
-job thread lowers it to `num_threads` (default 1: on a 2-core laptop one core stays free for the
-UI), the first running job records the process's setting and the last one to finish restores it
-(`_TorchThreads`). A UI thread started while a job runs (a Streamlit rerun) scores with
-`num_threads` threads: slower, but never queued behind the job's pool. The divergence engine's numba
-kernel can reset the count to all cores; PPOTrainer puts it back after each call.
+Why a process (klviz.workers): in a thread of the Streamlit server the run shared the server's GIL
+and made no progress while its page refreshed. The worker runs at a lower priority than the
+server, on `num_threads` torch threads (default 1: on a 2-core laptop one core stays free for the
+server), and is sent paths, never models: it loads the SFT model (and the policy to start from)
+itself, so nothing large is pickled and the server's cached models are never touched.
 
-Idle timeout. `snapshot()` is the heartbeat: a job not polled for `idle_timeout_s` stops itself
-between steps, so a closed browser tab does not leave training running. JobRegistry caps how many
-jobs run at once on one server.
+A run keeps going while nobody looks at it. It ends when stopped, when finished, when its PPOJob is
+dropped (the pipe closes: see klviz.workers) or when the server process dies. The dashboard stops
+the runs of a browser session when the session ends. JobRegistry caps how many run at once.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
-import time
+import uuid
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import torch
 
 from klviz.engine.columns import BAND_COLUMNS
 from klviz.errors import KlvizError
 from klviz.ppo.config import PPOConfig
-from klviz.ppo.trainer import PPOTrainer
+from klviz.ppo.rewards import check_allowed
+from klviz.workers import NICE, Worker
 
-DEFAULT_IDLE_TIMEOUT_S = 120.0
-"""Seconds without a snapshot() after which a running job stops itself."""
+SAVE_TIMEOUT_S = 600.0
+"""Longest wait for the worker to write a policy asked for while it trains (it saves between steps)."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Where a worker loads a model from: it is sent this, never a pickled model."""
+
+    source: str
+    """The checkpoint: an HF folder, a .zip of one, a LoRA adapter folder or a .gguf file."""
+    base: str | None = None
+    """An adapter's base checkpoint (None: not an adapter, or the SFT checkpoint for a policy adapter)."""
+    dtype: str = "auto"
+    """Weights' dtype as klviz.models.load_model takes it (auto: float32 on CPU)."""
 
 
 @dataclass(frozen=True)
@@ -55,7 +67,7 @@ class JobSnapshot:
     error: str | None = None
     """A KlvizError's sentence, or "training failed: <exception>"; None unless state is error."""
     stop_reason: str | None = None
-    """Why a stopped job stopped: "stopped on request" or the idle timeout."""
+    """Why a stopped job stopped: "stopped on request", or that the dashboard went away."""
 
 
 def _copy_band(record: dict) -> dict:
@@ -63,141 +75,189 @@ def _copy_band(record: dict) -> dict:
     return {k: list(v) if isinstance(v, list) else v for k, v in record.items()}
 
 
-class _TorchThreads:
-    """Process-wide torch intra-op thread count while any job runs: lowered by the first, restored by the last."""
+class _Progress:
+    """What the worker has reported, written by the reader thread and read by snapshot()."""
 
-    _lock = threading.Lock()
-    _active = 0
-    _saved: int | None = None
+    def __init__(self):
+        self.cond = threading.Condition()  # guards everything below; notified on each message
+        self.state, self.error, self.stop_reason = "idle", None, None
+        self.metrics: list[dict] = []
+        self.bands: list[dict] = []
+        self.saved: dict[str, tuple[str | None, str | None]] = {}  # save id -> (path, error)
+        self.exited = False
 
-    def __init__(self, num_threads: int):
-        self.num_threads = num_threads
+    def on_message(self, message: tuple) -> None:
+        kind, *rest = message
+        with self.cond:
+            if kind == "step":
+                metrics = dict(rest[0])
+                band = {k: metrics.pop(k) for k in BAND_COLUMNS if k in metrics}
+                self.metrics.append(metrics)
+                if band:
+                    self.bands.append({"step": metrics["step"], **band})
+            elif kind == "saved":
+                save_id, path, error = rest
+                self.saved[save_id] = (path, error)
+            elif kind == "end":
+                self.state, self.error, reason = rest
+                self.stop_reason = self.stop_reason or reason
+            self.cond.notify_all()
 
-    def __enter__(self):
-        with _TorchThreads._lock:
-            if _TorchThreads._active == 0:
-                _TorchThreads._saved = torch.get_num_threads()
-            _TorchThreads._active += 1
-            torch.set_num_threads(self.num_threads)
-        return self
+    def on_exit(self) -> None:
+        with self.cond:
+            self.exited = True
+            if self.state == "running":  # killed, or crashed before it could say why
+                self.state, self.error = "error", "training failed: the training process ended unexpectedly."
+            self.cond.notify_all()
 
-    def __exit__(self, *exc):
-        with _TorchThreads._lock:
-            _TorchThreads._active -= 1
-            if _TorchThreads._active == 0 and _TorchThreads._saved is not None:
-                torch.set_num_threads(_TorchThreads._saved)
+
+def _copy_folder(src: Path, path: Path) -> Path:
+    """Copy the folder `src` onto `path` atomically (a temporary sibling renamed into place)."""
+    if path.exists() and not path.is_dir():
+        raise KlvizError(f"Cannot save the policy to {path.name}: it is a file, not a folder.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        shutil.copytree(src, tmp)
+        old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
+        if path.exists():
+            path.rename(old)
+        tmp.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
 
 
 class PPOJob:
-    """PPOTrainer.step() in a daemon thread, with stop, snapshots and a thread-safe save."""
+    """PPOTrainer.step() in a worker process, with stop, snapshots and save."""
 
-    def __init__(self, sft_model, tokenizer, prompts: list[str], cfg: PPOConfig | None = None,
-                 policy_init=None, num_threads: int = 1, idle_timeout_s: float | None = DEFAULT_IDLE_TIMEOUT_S):
+    def __init__(self, sft: ModelSpec | str | Path, prompts: list[str], cfg: PPOConfig | None = None,
+                 policy_init: ModelSpec | str | Path | None = None, num_threads: int = 1, nice: int = NICE,
+                 allow_code: bool = True):
         if num_threads < 1:
             raise KlvizError(f"num_threads must be >= 1, got {num_threads}.")
         self.cfg = cfg if cfg is not None else PPOConfig()
-        self._args = (sft_model, tokenizer, list(prompts), self.cfg, policy_init)
-        self.num_threads, self.idle_timeout_s = num_threads, idle_timeout_s
-        self._lock = threading.Lock()  # guards the fields below
-        self._step_lock = threading.Lock()  # held for a whole step, and while saving
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._trainer: PPOTrainer | None = None
-        self._state, self._error, self._stop_reason = "idle", None, None
-        self._metrics: list[dict] = []
-        self._bands: list[dict] = []
-        self._last_poll = time.monotonic()
+        as_spec = lambda m: m if isinstance(m, ModelSpec) or m is None else ModelSpec(str(m))  # noqa: E731
+        self.sft, self.policy_init = as_spec(sft), as_spec(policy_init)
+        self.prompts = [str(p) for p in prompts]
+        self.num_threads, self.nice, self.allow_code = num_threads, nice, allow_code
+        check_allowed(self.cfg.reward, allow_code)  # refused here, and again in the worker
+        self._progress = _Progress()
+        self._worker: Worker | None = None
+        self._final = Path(tempfile.mkdtemp(prefix="klviz-ppo-job-")) / "policy"  # the worker's last policy
+        weakref.finalize(self, shutil.rmtree, self._final.parent, True)
 
     def start(self) -> "PPOJob":
-        """Start training in a daemon thread; returns at once. A job runs once."""
-        with self._lock:
-            if self._state != "idle":
+        """Start the worker process; returns at once. A job runs once."""
+        p = self._progress
+        with p.cond:
+            if p.state != "idle":
                 raise KlvizError("This PPO job has already been started: create a new job to train again.")
-            self._state, self._last_poll = "running", time.monotonic()
-        self._thread = threading.Thread(target=self._run, name="klviz-ppo-job", daemon=True)
-        self._thread.start()
+            p.state = "running"
+        self._worker = Worker.spawn("klviz.ppo.jobs:run_job",
+                                    (self.sft, self.prompts, self.cfg, self.policy_init, str(self._final),
+                                     self.allow_code),
+                                    on_message=p.on_message, on_exit=p.on_exit,
+                                    nice=self.nice, num_threads=self.num_threads)
         return self
 
+    @property
+    def pid(self) -> int | None:
+        """The worker process's id (None before start)."""
+        return self._worker.process.pid if self._worker is not None else None
+
     def stop(self) -> None:
-        """Ask the job to stop after the current step (cooperative)."""
-        with self._lock:
-            if self._stop_reason is None:
-                self._stop_reason = "stopped on request"
-        self._stop.set()
+        """Ask the worker to stop after the current step (cooperative); it then exits."""
+        with self._progress.cond:
+            if self._progress.stop_reason is None:
+                self._progress.stop_reason = "stopped on request"
+        if self._worker is not None:
+            self._worker.send(("stop",))
 
     def join(self, timeout: float | None = None) -> bool:
-        """Wait for the thread to end; True if it has ended (or never started)."""
-        if self._thread is not None:
-            self._thread.join(timeout)
-        return self._thread is None or not self._thread.is_alive()
+        """Wait for the worker to end and its last report to arrive; True if it has (or never started)."""
+        return self._worker is None or self._worker.join(timeout)
 
     def snapshot(self) -> JobSnapshot:
-        """A frozen copy of the progress so far; also the heartbeat that keeps the job alive."""
-        with self._lock:
-            self._last_poll = time.monotonic()
-            stop_reason = self._stop_reason if self._state == "stopped" else None
-            return JobSnapshot(state=self._state, step=len(self._metrics), steps=self.cfg.steps,
-                               metrics=[dict(m) for m in self._metrics],
-                               bands=[_copy_band(b) for b in self._bands],
-                               error=self._error, stop_reason=stop_reason)
+        """A frozen copy of the progress so far."""
+        p = self._progress
+        with p.cond:
+            return JobSnapshot(state=p.state, step=len(p.metrics), steps=self.cfg.steps,
+                               metrics=[dict(m) for m in p.metrics], bands=[_copy_band(b) for b in p.bands],
+                               error=p.error, stop_reason=p.stop_reason if p.state == "stopped" else None)
 
     @property
     def running(self) -> bool:
-        with self._lock:
-            return self._state == "running"
-
-    @property
-    def policy(self):
-        """The policy being trained (for inspection; None until the trainer is built). Do not modify."""
-        return self._trainer.policy if self._trainer is not None else None
+        with self._progress.cond:
+            return self._progress.state == "running"
 
     def save(self, path: str | Path) -> Path:
-        """Save the policy as an HF folder; waits for a running step so no update is half-applied."""
-        with self._step_lock:
-            if self._trainer is None:
-                raise KlvizError("The PPO job has no policy yet: start it and wait for the first step.")
-            return self._trainer.save(path)
+        """Save the policy as an HF folder: by the worker between steps, or from the policy it left at the end."""
+        path, p = Path(path), self._progress
+        save_id = uuid.uuid4().hex
+        if self._worker is not None and self.running and self._worker.send(("save", save_id, str(path))):
+            with p.cond:
+                p.cond.wait_for(lambda: save_id in p.saved or p.exited, timeout=SAVE_TIMEOUT_S)
+                reply = p.saved.pop(save_id, None)
+            if reply is not None:
+                if reply[1] is not None:
+                    raise KlvizError(reply[1])
+                return Path(reply[0])
+            if not p.exited:
+                raise KlvizError("The PPO run did not save its policy in time: try again after its next step.")
+        if not self._final.is_dir():
+            raise KlvizError("The PPO job has no policy yet: start it and wait for the first step.")
+        return _copy_folder(self._final, path)
 
-    def _idle_for(self) -> float:
-        with self._lock:
-            return time.monotonic() - self._last_poll
 
-    def _should_stop(self) -> bool:
-        if self._stop.is_set():
-            return True
-        if self.idle_timeout_s is not None and self._idle_for() > self.idle_timeout_s:
-            with self._lock:
-                self._stop_reason = f"stopped: not polled for {self.idle_timeout_s:g} s (was the page closed?)"
-            return True
-        return False
+# --- the worker's side --------------------------------------------------------------------------
 
-    def _record(self, metrics: dict) -> None:
-        band = {k: metrics.pop(k) for k in BAND_COLUMNS if k in metrics}
-        with self._lock:
-            self._metrics.append(metrics)
-            if band:
-                self._bands.append({"step": metrics["step"], **band})
-
-    def _finish(self, state: str, error: str | None = None) -> None:
-        with self._lock:
-            self._state, self._error = state, error
-
-    def _run(self) -> None:
-        with _TorchThreads(self.num_threads):
+def _serve_saves(channel, trainer) -> None:
+    for command in channel.commands():
+        if command[0] == "save":
+            _, save_id, path = command
             try:
-                with self._step_lock:
-                    self._trainer = PPOTrainer(*self._args[:4], policy_init=self._args[4])
-                for _ in range(self.cfg.steps):
-                    if self._should_stop():
-                        return self._finish("stopped")
-                    with self._step_lock:
-                        metrics = self._trainer.step()
-                    self._record(metrics)
-                self._finish("done")
+                channel.send(("saved", save_id, str(trainer.save(path)), None))
             except KlvizError as e:
-                self._finish("error", str(e))
-            except Exception as e:  # shown to the user as one line; the thread must not die silently
-                self._finish("error", f"training failed: {type(e).__name__}: {e}")
+                channel.send(("saved", save_id, None, str(e)))
+            except OSError as e:
+                channel.send(("saved", save_id, None, f"Could not save the policy to {Path(path).name}: "
+                                                      f"{e.strerror or e}."))
+
+
+def _load(spec: ModelSpec, device: str, role: str, base: str | None = None):
+    from klviz.models import load_model
+
+    return load_model(spec.source, device=device, dtype=spec.dtype, base=spec.base or base, role=role)
+
+
+def run_job(channel, sft: ModelSpec, prompts: list[str], cfg: PPOConfig, policy_init: ModelSpec | None,
+            final: str, allow_code: bool) -> None:
+    """The worker process's task (klviz.workers): load, train, report each step, leave the final policy."""
+    from klviz.ppo.trainer import PPOTrainer
+
+    try:
+        check_allowed(cfg.reward, allow_code)  # before PPOTrainer's get_reward could import anything
+        ref = _load(sft, cfg.device, "sft")
+        init = _load(policy_init, cfg.device, "policy", base=sft.source) if policy_init is not None else None
+        trainer = PPOTrainer(ref.model, ref.tokenizer, prompts, cfg, policy_init=init.model if init else None)
+        del init
+        for _ in range(cfg.steps):
+            _serve_saves(channel, trainer)
+            if channel.should_stop():
+                break
+            channel.send(("step", trainer.step()))
+        if channel.stop_reason == "the dashboard went away":
+            return
+        trainer.save(final)  # so the policy can still be saved once this process has gone
+        _serve_saves(channel, trainer)
+        stopped = channel.should_stop()
+        channel.send(("end", "stopped" if stopped else "done", None, channel.stop_reason if stopped else None))
+    except KlvizError as e:
+        channel.send(("end", "error", str(e), None))
+    except Exception as e:  # shown to the user as one line; the worker must not die silently
+        channel.send(("end", "error", f"training failed: {type(e).__name__}: {e}", None))
 
 
 class JobRegistry:

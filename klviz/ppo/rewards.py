@@ -7,6 +7,10 @@ Names (REWARD_FORMS):
   keyword:WORD      1.0 if WORD occurs in the response as a whole word (case-insensitive), else 0.0
   module:function   an importable Python callable taking (prompts, responses), returning B numbers
   FOLDER            a local Hugging Face sequence-classification model whose tokenizer is the policy's
+
+The last two run code (an import, or a model's files); the CLI offers them, the dashboard only when
+its owner started it with --allow-code (klviz.server_options): `check_allowed` decides from the name
+alone, before anything is imported or any path is looked at.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ import torch
 from klviz.errors import KlvizError
 
 REWARD_FORMS = "sentiment, length, keyword:WORD, module:function, or a local reward-model folder"
+SAFE_FORMS = "sentiment, length or keyword:WORD"
+CODE_SENTENCE = ("runs code (a module:function or a reward-model folder), which this dashboard does not allow: "
+                 "use " + SAFE_FORMS + ", or ask its owner to start it with --allow-code")
 _MODULE_FUNCTION = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
@@ -130,10 +137,24 @@ class RewardModel:
         return torch.cat(out)
 
 
-def get_reward(name: str, tokenizer) -> Reward:
-    """The reward called `name` (forms in the module docstring); KlvizError if there is none."""
+def runs_code(name: str) -> bool:
+    """Whether the reward `name` would import a module or load a model folder (decided from the name only)."""
+    name = name.strip()
+    return not (name in ("sentiment", "length") or name.startswith("keyword:"))
+
+
+def check_allowed(name: str, allow_code: bool) -> None:
+    """KlvizError, before anything runs, for a reward that runs code when code is not allowed."""
+    if not allow_code and isinstance(name, str) and name.strip() and runs_code(name):
+        raise KlvizError(f"Reward {name.strip()!r} {CODE_SENTENCE}.")
+
+
+def get_reward(name: str, tokenizer, allow_code: bool = True) -> Reward:
+    """The reward called `name` (forms in the module docstring); KlvizError if there is none, or if it runs
+    code and `allow_code` is False (the dashboard without --allow-code)."""
     if not isinstance(name, str) or not name.strip():
         raise KlvizError(f"The reward name is empty: use {REWARD_FORMS}.")
+    check_allowed(name, allow_code)
     name = name.strip()
     if name == "sentiment":
         return FunctionReward(name, _sentiment)

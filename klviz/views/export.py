@@ -5,7 +5,6 @@ No streamlit here: klviz/app/downloads.py calls these only when a download butto
 
 from __future__ import annotations
 
-import io
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -25,15 +24,11 @@ def parquet_bytes(df: pd.DataFrame, meta: dict) -> bytes:
 
 
 def csv_bytes(df: pd.DataFrame) -> bytes:
-    """The table as CSV; list columns (the band sums) become "[a, b, ...]", one value per cell."""
-    flat = df.copy()
-    for col in flat.columns:
-        if flat[col].dtype == object and len(flat) and not isinstance(flat[col].iloc[0], str):
-            flat[col] = flat[col].map(lambda v: "[" + ", ".join(f"{float(x):.9g}" for x in v) + "]"
-                                      if hasattr(v, "__len__") else v)
-    buf = io.StringIO()
-    flat.to_csv(buf, index=False)
-    return buf.getvalue().encode()
+    """The table as CSV: list columns become "[a, b, ...]", text a spreadsheet would run is neutralised
+    (klviz.csv_export)."""
+    from klviz.csv_export import table_csv_bytes
+
+    return table_csv_bytes(df)
 
 
 def report_bytes(title: str, figures: Callable[[], list], info: dict, df: pd.DataFrame | None = None) -> bytes:

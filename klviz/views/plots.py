@@ -70,8 +70,11 @@ def ranked_axis(labels: Sequence[str]) -> dict:
 
 
 def esc(s) -> str:
-    """Token text for plotly: html-escaped (so `<script>` shows as text)."""
-    return html.escape(str(s), quote=True)
+    """Token text for plotly: <, > and & escaped (so `<script>` shows as text), quotes left as they are:
+    plotly's pseudo-HTML decodes only a few named entities and `&quot;` is not one of them, so a `"`
+    escaped as `&quot;` showed as `&quot;` (plotly.js src/constants/string_mappings.js, entityToUnicode).
+    Without `<` no tag, and so no attribute, can be formed from token text."""
+    return html.escape(str(s), quote=False)
 
 
 def visible_token_text(s: str) -> str:

@@ -91,6 +91,14 @@ def shown(markdown: str) -> str:
     return html.unescape(re.sub(r"\\(.)", r"\1", markdown))
 
 
+def allow_root(monkeypatch, *roots: Path, allow_code: bool = False) -> None:
+    """As if the dashboard's owner had started it with --data-root ROOT ... (and --allow-code)."""
+    from klviz import server_options
+
+    opts = server_options.ServerOptions(data_roots=tuple(Path(r) for r in roots), allow_code=allow_code)
+    monkeypatch.setattr(server_options, "current", lambda: opts)
+
+
 def current(at: AppTest) -> View:
     return at.session_state[K.CURRENT]
 
@@ -158,9 +166,9 @@ def test_the_default_view_starts_from_the_shipped_table_and_still_loads_the_pair
     clean(at.run())  # the browser's next fragment run (AppTest: the next run) loads it, then reruns the app
     assert any("Running on cpu · float32" in c.value for c in at.sidebar.caption)
     assert current(at).pair is not None and computed == [] and len(charts(at)) == 1
-    at.number_input(key=K.SEED).set_value(1).run()  # any other setting: sampled and scored
+    at.number_input(key=K.SEED).set_value(1).run()  # any other setting: sampled and scored...
     clean(at)
-    assert len(computed) == 1 and len(charts(at)) == 1
+    assert computed == [] and len(charts(at)) == 1  # ...by a worker process (klviz.analysis_job), not this one
 
 
 def test_second_shipped_pair_and_both_sources_on_mass_shift():
@@ -303,8 +311,9 @@ def test_a_file_that_is_no_checkpoint_is_refused(tiny):
     assert "weights.zip" in shown(at.error[0].value)
 
 
-def test_local_paths_load_a_pair(tiny_dirs):
+def test_local_paths_load_a_pair(tiny_dirs, monkeypatch):
     policy, sft = tiny_dirs
+    allow_root(monkeypatch, policy.parent)  # the owner's --data-root
     at = clean(app(**{K.PAIR: sidebar.LOCAL, K.POLICY_PATH: str(policy), K.SFT_PATH: str(sft), K.N_PROMPTS: 2}).run())
     assert current(at).source.label == "policy vs sft" and len(charts(at)) == 1
 
@@ -316,7 +325,13 @@ def test_out_of_memory_is_a_sentence_not_a_traceback(monkeypatch):
     def oom(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr(klviz.sampling, "analyze", oom)
+    from klviz import analysis_job
+
+    # The analysis runs in a worker process, where this test cannot patch analyze: the worker's report of
+    # an out-of-memory error (tests/integration/test_analysis_job.py) is what the page gets.
+    monkeypatch.setattr(analysis_job.AnalysisJob, "start", lambda self: self)
+    monkeypatch.setattr(analysis_job.AnalysisJob, "snapshot",
+                        lambda self: analysis_job.AnalysisSnapshot("error", 0.0, "sampling", oom=True))
     at = app(**FEW_PROMPTS).run()
     assert not at.exception and [shown(e.value) for e in at.error] == [feedback.OOM_SENTENCE]
     st.cache_resource.clear()
@@ -332,6 +347,7 @@ def test_streamlit_config():
     assert config["browser"]["gatherUsageStats"] is False
     assert config["client"]["toolbarMode"] == "minimal"
     assert config["server"]["headless"] is True and config["server"]["maxUploadSize"] >= 1024
+    assert config["server"]["address"] == "127.0.0.1"  # loopback unless the owner shares it (README)
 
 
 def test_plain_shows_markup_as_text():
@@ -355,7 +371,7 @@ def click(at: AppTest, label: str) -> AppTest:
     return next(b for b in at.button if b.label == label).click().run()
 
 
-def wait_for_state(at: AppTest, states: tuple, timeout: float = 90) -> AppTest:
+def wait_for_state(at: AppTest, states: tuple, timeout: float = 240) -> AppTest:  # a worker starts first
     deadline = time.monotonic() + timeout
     while metric(at, "State") not in states:
         assert time.monotonic() < deadline, f"still {metric(at, 'State')} at step {metric(at, 'Step')}"
@@ -400,17 +416,18 @@ def test_closing_the_tab_stops_its_runs():
     # What AppSession.clear_session_caches does when a browser tab disconnects ("test session id"
     # is AppTest's session): the session's run book is released and its runs stop.
     clear_session_resource_cache("test session id")
-    assert job.join(60) and job.snapshot().state == "stopped"
+    assert job.join(240) and job.snapshot().state == "stopped"  # stops once its worker has loaded
 
 
 def test_the_server_wide_job_limit_is_a_clear_message(monkeypatch):
     from klviz.ppo.config import PPOConfig
 
     monkeypatch.setattr(runs, "MAX_JOBS", 1)
-    tok = make_tokenizer()
+    from klviz.ppo.jobs import ModelSpec
+
     cfg = PPOConfig(steps=10_000, batch_size=2, minibatches=1, ppo_epochs=1, max_new_tokens=4, device="cpu")
-    elsewhere = runs.job_registry().start("another-browser-session", make_tiny_model("gpt2", len(tok)), tok,
-                                        ["the food was"], cfg)  # the server's one slot is taken
+    elsewhere = runs.job_registry().start("another-browser-session", ModelSpec(str(ROOT / "sample_data" / "sft")),
+                                          ["the food was"], cfg)  # the server's one slot is taken
     try:
         at = click(ppo_page(steps=3), "Start")
         assert not at.exception
@@ -418,4 +435,4 @@ def test_the_server_wide_job_limit_is_a_clear_message(monkeypatch):
         assert metric(at, "Step") == "0" and elsewhere.running
     finally:
         elsewhere.stop()
-        assert elsewhere.join(30)
+        assert elsewhere.join(240)

@@ -100,7 +100,7 @@ def live_ppo(tab, rec: Record) -> None:
     set_number(tab, "Batch size", 8)
     tab.get_by_role("button", name="Start").click()
     tab.locator("[data-testid='stMetric']", has_text="State").get_by_text("running").wait_for()
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120  # the first step includes the worker's start: imports and model load
     while metric_value(tab, "Step") == "0":
         assert time.monotonic() < deadline, "the Step metric did not advance"
         time.sleep(0.1)

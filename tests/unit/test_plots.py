@@ -204,3 +204,9 @@ def test_kl_axes_state_units(df):
 
 def fig_text(fig):
     return _text(fig)
+
+
+def test_token_text_is_escaped_exactly_once_for_plotly():
+    # plotly decodes &lt; &gt; &amp; (and numeric entities) but not &quot;: a quote must reach it as is
+    assert plots.esc('say "hi" & <b>') == 'say "hi" &amp; &lt;b&gt;'
+    assert plots.esc("it's") == "it's"

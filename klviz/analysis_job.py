@@ -1,0 +1,183 @@
+"""Sampling and scoring a pair (the dashboard's token table) in a worker process. No streamlit here.
+
+    job = AnalysisJob(PairSpec("runs/policy", "runs/sft"), prompts, SamplingSettings()).start()
+    snap = job.snapshot()   # AnalysisSnapshot: state, fraction done, what it is doing, table or error
+
+The worker (klviz.workers: its own interpreter, lower priority) loads the pair from its paths and
+runs `sampling.settings_table`, the same computation the dashboard ran in its own process
+before, so its table is the one the CLI and the shipped sample view give. Progress comes from the
+tqdm bars of sampling and scoring: the worker reads them from its stderr (tqdm writes
+"desc:  40%|####  | 4/10") and sends (fraction, stage) at most every PROGRESS_EVERY_S.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from klviz.errors import KlvizError
+from klviz.workers import NICE, Worker
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from klviz.settings import SamplingSettings
+
+PROGRESS_EVERY_S = 0.25
+"""Least time between two progress messages from the worker."""
+LOAD_SHARE = 0.1
+"""The progress bar's share for loading the pair; sampling and scoring share the rest by their tqdm bars."""
+_TQDM = re.compile(r"(?P<desc>[a-z][\w ()]*): *(?P<pct>\d+)%")
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    """Where the worker loads the pair from (paths, never pickled models), and how."""
+
+    policy: str
+    """The policy checkpoint (folder, .zip, adapter or .gguf)."""
+    sft: str
+    """The SFT checkpoint."""
+    policy_base: str | None = None
+    """A policy adapter's base (None: the SFT checkpoint)."""
+    device: str = "auto"
+    """Where to run (klviz.device)."""
+    dtype: str = "auto"
+    """Weights' dtype (auto: float32 on CPU)."""
+
+
+@dataclass(frozen=True)
+class AnalysisSnapshot:
+    """A job's progress at one moment."""
+
+    state: str
+    """idle | running | done | error."""
+    fraction: float
+    """Share of the work done, 0..1 (for st.progress)."""
+    stage: str
+    """What the worker is doing: "loading the pair", "sampling (policy)", "scoring", ..."""
+    table: "pd.DataFrame | None" = None
+    """The token table once done (shared: do not modify)."""
+    error: str | None = None
+    """One sentence when state is error."""
+    oom: bool = False
+    """The error was running out of memory (the page says what to lower)."""
+
+
+class _Progress:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.state, self.fraction, self.stage = "idle", 0.0, "waiting"
+        self.table, self.error, self.oom = None, None, False
+
+    def on_message(self, message: tuple) -> None:
+        kind, *rest = message
+        with self.lock:
+            if kind == "progress":
+                self.fraction, self.stage = rest
+            elif kind == "done":
+                self.state, self.table, self.fraction, self.stage = "done", rest[0], 1.0, "done"
+            elif kind == "error":
+                self.state, self.error = "error", rest[0]
+            elif kind == "oom":
+                self.state, self.error, self.oom = "error", "Out of memory.", True
+
+    def on_exit(self) -> None:
+        with self.lock:
+            if self.state == "running":
+                self.state, self.error = "error", "Sampling failed: the worker process ended unexpectedly."
+
+
+class AnalysisJob:
+    """`sampling.settings_table` for a pair given by paths, in a worker process."""
+
+    def __init__(self, pair: PairSpec, prompts: list, settings: "SamplingSettings", nice: int = NICE,
+                 num_threads: int = 1):
+        self.pair, self.prompts, self.settings = pair, list(prompts), settings
+        self.nice, self.num_threads = nice, num_threads
+        self._progress = _Progress()
+        self._worker: Worker | None = None
+
+    def start(self) -> "AnalysisJob":
+        with self._progress.lock:
+            if self._progress.state != "idle":
+                raise KlvizError("This analysis has already been started.")
+            self._progress.state = "running"
+        self._worker = Worker.spawn("klviz.analysis_job:run_analysis", (self.pair, self.prompts, self.settings),
+                                    on_message=self._progress.on_message, on_exit=self._progress.on_exit,
+                                    nice=self.nice, num_threads=self.num_threads)
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self._worker.process.pid if self._worker is not None else None
+
+    def snapshot(self) -> AnalysisSnapshot:
+        p = self._progress
+        with p.lock:
+            return AnalysisSnapshot(p.state, p.fraction, p.stage, p.table, p.error, p.oom)
+
+    def join(self, timeout: float | None = None) -> bool:
+        return self._worker is None or self._worker.join(timeout)
+
+    def cancel(self) -> None:
+        """End the worker now (nothing it computed is kept)."""
+        if self._worker is not None:
+            self._worker.kill()
+
+
+# --- the worker's side --------------------------------------------------------------------------
+
+class _TqdmFeed:
+    """A stand-in stderr that turns tqdm's progress lines into ("progress", fraction, stage) messages."""
+
+    def __init__(self, channel, stages: int):
+        self.channel, self.stages = channel, stages
+        self.done_stages, self.last_desc, self.last_sent = 0, None, 0.0
+
+    def write(self, text: str) -> int:
+        for m in _TQDM.finditer(text):
+            desc, pct = m["desc"].strip(), int(m["pct"])
+            if self.last_desc is not None and desc != self.last_desc:
+                self.done_stages += 1
+            self.last_desc = desc
+            now = time.monotonic()
+            if now - self.last_sent >= PROGRESS_EVERY_S or pct == 100:
+                share = (min(self.done_stages, self.stages - 1) + pct / 100) / self.stages
+                self.channel.send(("progress", LOAD_SHARE + (1 - LOAD_SHARE) * share, desc))
+                self.last_sent = now
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def run_analysis(channel, pair: PairSpec, prompts: list, settings: "SamplingSettings") -> None:
+    """The worker's task: load the pair, sample and score with progress, send the table."""
+    from klviz.models import load_pair
+    from klviz.sampling import settings_table
+
+    try:
+        channel.send(("progress", 0.0, "loading the pair"))
+        loaded = load_pair(pair.policy, pair.sft, device=pair.device, dtype=pair.dtype, policy_base=pair.policy_base)
+        stages = (2 if settings.sample_from == "both" else 1) + 1  # sampling per source, then scoring
+        channel.send(("progress", LOAD_SHARE, "sampling"))
+        sys.stderr = _TqdmFeed(channel, stages)
+        try:
+            table = settings_table(loaded, prompts, settings, progress=True)
+        finally:
+            sys.stderr = sys.__stderr__
+        channel.send(("done", table))
+    except KlvizError as e:
+        channel.send(("error", str(e)))
+    except Exception as e:  # one line for the page; the worker must not die silently
+        import torch
+
+        if isinstance(e, (MemoryError, torch.OutOfMemoryError)):
+            channel.send(("oom",))  # the page's out-of-memory sentence (klviz.app.feedback)
+        else:
+            channel.send(("error", f"Sampling failed: {type(e).__name__}: {e}"))

@@ -1,0 +1,34 @@
+"""Sampling + scoring in a worker process (klviz.analysis_job): the same table as in-process, with progress."""
+
+import pandas as pd
+
+from klviz.analysis_job import AnalysisJob, PairSpec
+from klviz.models import load_pair
+from klviz.prompts import Prompt
+from klviz.sampling import settings_table
+from klviz.settings import SamplingSettings
+from tests.helpers.tiny import save_pair, torch_threads
+
+PROMPTS = [Prompt(id="0", text="the food was"), Prompt(id="1", text="staff")]
+SETTINGS = SamplingSettings(samples_per_prompt=2, max_new_tokens=5, sample_from="both")
+
+
+def test_worker_table_equals_the_in_process_table(tmp_path):
+    policy, sft = save_pair(tmp_path, kind="gpt2")
+    job = AnalysisJob(PairSpec(str(policy), str(sft), device="cpu"), PROMPTS, SETTINGS, nice=0).start()
+    seen = set()
+    while not job.join(timeout=0.05):
+        seen.add(job.snapshot().stage)
+    snap = job.snapshot()
+    assert snap.state == "done" and snap.error is None and snap.fraction == 1.0
+    assert {"sampling (policy)", "sampling (sft)"} <= seen or "scoring" in seen  # progress came in stages
+    with torch_threads(1):
+        expected = settings_table(load_pair(str(policy), str(sft), device="cpu"), PROMPTS, SETTINGS)
+    pd.testing.assert_frame_equal(snap.table, expected)
+
+
+def test_worker_error_is_one_sentence(tmp_path):
+    job = AnalysisJob(PairSpec(str(tmp_path / "nope"), str(tmp_path / "nope")), PROMPTS, SETTINGS, nice=0).start()
+    assert job.join(timeout=120)
+    snap = job.snapshot()
+    assert snap.state == "error" and snap.table is None and "\n" not in snap.error and "nope" in snap.error
