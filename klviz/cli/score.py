@@ -9,13 +9,14 @@ import klviz
 from klviz.engine.columns import BAND_EDGES
 from klviz.engine.divergence import ScoreInput, score
 from klviz.errors import KlvizError
-from klviz.cli.common import log, pair_arguments, quiet_transformers
+from klviz.cli.common import log, pair_arguments, quiet_transformers, ray_arguments
 from klviz.io import read_jsonl, write_table
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", required=True, help='JSONL: {"prompt", "response"} or {"prompt_ids", "response_ids"} per line')
     pair_arguments(p)
+    ray_arguments(p)
 
 
 def _ids(row: dict, key: str, path: Path) -> list[int]:
@@ -69,6 +70,10 @@ def table_metadata(pair, **extra) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     from klviz.models import load_pair
 
+    if args.ray is not None:
+        from klviz.distributed_tables import score_on_ray
+
+        return score_on_ray(args)
     quiet_transformers()
     out = Path(args.out)
     rows = read_jsonl(args.input)  # malformed input fails before any model is loaded
