@@ -242,6 +242,8 @@ def spec_from_args(args) -> PairSpec:
 
 
 def settings_from_args(args) -> RaySettings:
+    """RaySettings from --ray/--actors; Ray's absence is reported here, before any work."""
+    require_ray()
     if args.actors is not None and args.actors < 1:
         raise KlvizError(f"--actors must be at least 1, got {args.actors}.")
     return RaySettings(address=args.ray or None, actors=args.actors)

@@ -8,6 +8,7 @@ restarted by Ray and the table must still be complete.
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -136,3 +137,14 @@ def test_bad_input_names_file_and_line_before_ray_runs_and_writes_nothing(pair, 
     err = capsys.readouterr().err
     assert code == 2 and err.strip().splitlines()[-1] == f"klviz: error: {inp}, line 2: not valid JSON (Expecting value)."
     assert list(tmp_path.iterdir()) == [inp]
+
+
+def test_without_ray_the_flag_is_one_sentence_exit_2(pair, score_input, tmp_path, capsys, monkeypatch):
+    from klviz.distributed import RAY_MISSING
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets where the extra is not installed
+    policy, sft = pair
+    code = main(["score", "--policy", str(policy), "--sft", str(sft), "--input", str(score_input),
+                 "--out", str(tmp_path / "out.parquet"), "--ray"])
+    assert code == 2 and capsys.readouterr().err.strip() == f"klviz: error: {RAY_MISSING}"
+    assert not (tmp_path / "out.parquet").exists()
