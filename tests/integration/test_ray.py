@@ -148,3 +148,17 @@ def test_without_ray_the_flag_is_one_sentence_exit_2(pair, score_input, tmp_path
                  "--out", str(tmp_path / "out.parquet"), "--ray"])
     assert code == 2 and capsys.readouterr().err.strip() == f"klviz: error: {RAY_MISSING}"
     assert not (tmp_path / "out.parquet").exists()
+
+
+def test_an_error_in_an_actor_is_the_single_process_sentence(pair, tmp_path, capsys):
+    """A KlvizError raised inside an actor (here: no room for a prompt in the 128-token context)."""
+    policy, sft = pair
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("the food was\n")
+    code = main(["analyze", "--policy", str(policy), "--sft", str(sft), "--prompts", str(prompts),
+                 "--max-new-tokens", "200", "--out", str(tmp_path / "out.parquet"), "--ray", "--actors", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == ("klviz: error: max_new_tokens=200 leaves no room for a prompt in the "
+                                            "models' 128-token context: lower --max-new-tokens.")
+    assert list(tmp_path.iterdir()) == [prompts]
