@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import sys
 import warnings
-from dataclasses import dataclass
 
 import pandas as pd
 import torch
@@ -26,48 +25,14 @@ from transformers import GenerationConfig
 from klviz.engine.divergence import ScoreInput, score
 from klviz.errors import KlvizError
 from klviz.prompts import Prompt
+from klviz.settings import TOP_K, SamplingConfig, SamplingSettings
+from klviz.tokens import eos_ids, left_pad
 
-SOURCES = ("policy", "sft", "both")
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length", "seq_length")
 # Settings a checkpoint's generation_config.json could add on top of ours; generate applies them
 # and klviz cannot switch them off without mutating the (shared) model, so it says so.
 FORCING_KEYS = ("forced_bos_token_id", "forced_eos_token_id", "bad_words_ids", "suppress_tokens",
                 "begin_suppress_tokens", "sequence_bias")
-
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    """How responses are sampled. Validated on construction."""
-
-    samples_per_prompt: int = 4
-    """Responses per prompt and per sampling model."""
-    max_new_tokens: int = 64
-    """Most tokens per response; a response also ends at EOS (which is not kept)."""
-    temperature: float = 1.0
-    """Softmax temperature; 1.0 samples the model's own distribution, 0 means greedy decoding."""
-    top_p: float = 1.0
-    """Nucleus sampling: keep the smallest set of tokens with this much mass; 1.0 keeps all."""
-    top_k: int = 0
-    """Keep only the k most likely tokens; 0 keeps all."""
-    seed: int = 0
-    """Seed of every batch's sampling; the same seed and settings give the same responses."""
-    sample_from: str = "policy"
-    """Which model writes the responses: "policy", "sft" or "both" (the `source` column says which)."""
-    batch_size: int = 16
-    """Sequences per generate (and scoring) batch; only memory and speed depend on it."""
-
-    def __post_init__(self):
-        for name in ("samples_per_prompt", "max_new_tokens", "batch_size", "top_k", "seed"):
-            value = getattr(self, name)
-            low = 0 if name in ("top_k", "seed") else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise KlvizError(f"{name} must be an integer >= {low}, got {value!r}.")
-        if not isinstance(self.temperature, (int, float)) or not 0 <= self.temperature <= 100:
-            raise KlvizError(f"temperature must be between 0 (greedy) and 100, got {self.temperature!r}.")
-        if not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
-            raise KlvizError(f"top_p must be in (0, 1], got {self.top_p!r}.")
-        if self.sample_from not in SOURCES:
-            raise KlvizError(f"sample_from must be one of {', '.join(SOURCES)}, got {self.sample_from!r}.")
 
 
 def context_length(*models) -> int | None:
@@ -82,13 +47,6 @@ def _batch_seed(seed: int, source: str, batch: int) -> int:
     """A 63-bit seed per (seed, source, batch), independent of the other sources and batches."""
     digest = hashlib.sha256(f"klviz-sample/{seed}/{source}/{batch}".encode()).digest()
     return int.from_bytes(digest[:8], "little") >> 1
-
-
-def _eos_ids(model, tokenizer) -> list[int]:
-    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    gen_eos = getattr(model.generation_config, "eos_token_id", None)
-    ids |= set(gen_eos) if isinstance(gen_eos, (list, tuple)) else ({gen_eos} if gen_eos is not None else set())
-    return sorted(ids)
 
 
 def _generation_config(cfg: SamplingConfig, eos: list[int], pad: int) -> GenerationConfig:
@@ -106,16 +64,12 @@ def _generation_config(cfg: SamplingConfig, eos: list[int], pad: int) -> Generat
 def _generate(model, prompts: list[list[int]], gen: GenerationConfig, seed: int, pad: int, eos: list[int]):
     """Left-pad `prompts` (Long[B, T]), generate, and cut each response at its first EOS."""
     device = model.get_input_embeddings().weight.device
-    T = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), T), pad, dtype=torch.long)
-    mask = torch.zeros((len(prompts), T), dtype=torch.long)
-    for b, p in enumerate(prompts):
-        ids[b, T - len(p):] = torch.tensor(p, dtype=torch.long)  # left padding: the last column is the newest token
-        mask[b, T - len(p):] = 1
+    ids, mask = left_pad(prompts, pad, device)
+    T = ids.shape[1]
     cuda = list(range(torch.cuda.device_count())) if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):  # reseed without disturbing the caller's RNG state
         torch.manual_seed(seed)
-        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=gen)
+        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=gen)
     responses = []
     for row in out[:, T:].tolist():  # (B, new tokens); after EOS generate writes pad
         cut = next((i for i, t in enumerate(row) if t in eos), len(row))
@@ -159,7 +113,7 @@ def sample(pair, prompts: list[Prompt], cfg: SamplingConfig, progress: bool = Tr
     for source in (("policy", "sft") if cfg.sample_from == "both" else (cfg.sample_from,)):
         model = pair.policy if source == "policy" else pair.sft
         _warn_forcing(model, source)
-        eos = _eos_ids(model, pair.tokenizer)
+        eos = eos_ids(model, pair.tokenizer)
         gen = _generation_config(cfg, eos, pad)
         with tqdm(total=len(jobs), desc=f"sampling ({source})", unit="response", file=sys.stderr,
                   disable=not progress) as bar:
@@ -189,3 +143,9 @@ def analyze(pair, prompts: list[Prompt], cfg: SamplingConfig, top_k: int = 10,
                          "nothing to score: try other prompts or a higher temperature.")
     return score(pair.policy, pair.sft, pair.tokenizer, inputs, top_k=top_k, batch_size=cfg.batch_size,
                  progress=progress)
+
+
+def settings_table(pair, prompts: list[Prompt], settings: SamplingSettings) -> pd.DataFrame:
+    """The token table the dashboard shows for `settings` (any of them, the default view's included):
+    sampled and scored by `analyze` in the dashboard's batches, with its top-k."""
+    return analyze(pair, prompts, settings.config(), top_k=TOP_K, progress=False)

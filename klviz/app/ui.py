@@ -34,7 +34,7 @@ from klviz import shipped_view
 from klviz.errors import KlvizError
 from klviz.io import atomic_path, write_table
 from klviz.prompts import prompt_text
-from klviz.shipped_view import SamplingSettings
+from klviz.settings import SamplingSettings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -462,7 +462,9 @@ def prompts() -> list:
 @st.cache_data(max_entries=16, show_spinner="Sampling and scoring…")
 def _analysis(table: str, _settings: SamplingSettings, _pair, _prompts) -> pd.DataFrame:
     """The token table; `table` (`table_key`: the pair's key, the prompts' content, the settings) keys the cache."""
-    return shipped_view.default_table(_pair, _prompts, _settings)
+    from klviz import sampling  # torch: loaded with the pair, after the first view
+
+    return sampling.settings_table(_pair, _prompts, _settings)
 
 
 @st.cache_data(max_entries=8, show_spinner=False)

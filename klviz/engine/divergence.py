@@ -28,14 +28,14 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from klviz.engine.columns import BAND_COLUMNS, BAND_EDGES, N_BANDS, RANK_COLUMNS, SCALAR_COLUMNS, TOP_COLUMNS
+from klviz.engine.columns import (BAND_COLUMNS, BAND_EDGES, N_BANDS, RANK_COLUMNS, SCALAR_COLUMNS, TOP_COLUMNS,
+                                  token_columns)
 from klviz.errors import KlvizError
 from klviz.engine.fused_cpu import HAVE_NUMBA, fused_token_stats
 from klviz.engine.heads import split_model
 
-# Elements of one [positions, vocab] float32 chunk: 2**23 is 32 MiB, so each model's logits buffer
-# stays at 32 MiB whatever the batch, length or vocabulary. Larger chunks make the head's matmul
-# faster (bench/score.py, vocab 32k: 262 rows at a time against 131 saved about 0.8 s in 14 s).
+# Elements of one [positions, vocab] float32 chunk (32 MiB): bounds each model's logits buffer whatever
+# the batch, length or vocabulary, yet large enough for a fast head matmul (bench/RESULTS.md).
 CHUNK_ELEMENTS = 2**23
 
 
@@ -108,17 +108,14 @@ def token_stats_torch(logp: torch.Tensor, logq: torch.Tensor, token_ids: torch.T
         # Some entry has probability exactly 0: 0 * log 0 must count as 0, not NaN.
         return _token_stats_guarded(logp, logq, token_ids, top_k)
     p, q = logp.exp(), logq.exp()
-    y = token_ids[:, None]
-    logp_y, logq_y = logp.gather(1, y)[:, 0], logq.gather(1, y)[:, 0]
-    log_ratio = logp_y - logq_y
+    logp_y, logq_y = _at_token(logp, logq, token_ids)
     d = logp - logq  # log p/q per entry
     rev_v = p * d  # p log(p/q): each entry's share of KL(policy || SFT)
     fwd_neg_v = q * d  # -q log(q/p): minus each entry's share of KL(SFT || policy)
     diff = p - q
     gained_v = diff.clamp(min=0)
     del d
-    inner_edges = torch.tensor(BAND_EDGES[1:-1], dtype=q.dtype, device=q.device)
-    band = torch.bucketize(q, inner_edges, right=True)  # Long[n, V]: edge_i <= q < edge_{i+1}
+    band = _band_index(q)
     gained_b, diff_b = _by_band(band, gained_v), _by_band(band, diff)
     lost_b = (gained_b - diff_b).clamp_(min=0)  # per band: sum max(q-p, 0) = sum max(p-q, 0) - sum (p-q)
     rev_b, fwd_b = _by_band(band, rev_v), -_by_band(band, fwd_neg_v)
@@ -126,65 +123,50 @@ def token_stats_torch(logp: torch.Tensor, logq: torch.Tensor, token_ids: torch.T
     k = min(top_k, logp.shape[-1])
     gained_top = rev_v.topk(k, dim=1)
     lost_top = fwd_neg_v.topk(k, dim=1, largest=False)  # most negative -q log(q/p) = largest q log(q/p)
-    return {
-        "logp_policy": logp_y,
-        "logp_sft": logq_y,
-        "log_ratio": log_ratio,
-        "kl_reverse": rev_b.sum(1),
-        "kl_forward": fwd_b.sum(1),
-        "entropy_policy": -_rowdot(p, logp),
-        "entropy_sft": -_rowdot(q, logq),
-        "tv": 0.5 * (gained_b.sum(1) + lost_b.sum(1)),  # 1/2 sum_v |p - q|
-        **_estimators(log_ratio),
-        "rank_sft": (logq > logq_y[:, None]).sum(1) + 1,
-        "rank_policy": (logp > logp_y[:, None]).sum(1) + 1,
-        "mass_gained_by_sft_bin": gained_b,
-        "mass_lost_by_sft_bin": lost_b,
-        "kl_reverse_by_sft_bin": rev_b,
-        "kl_forward_by_sft_bin": fwd_b,
-        **_top("gained", gained_top.indices, gained_top.values, p, q),
-        **_top("lost", lost_top.indices, -lost_top.values, p, q),
-    }
+    return token_columns(logp_y, logq_y, (-_rowdot(p, logp), -_rowdot(q, logq)),
+                         _ranks(logp, logq, logp_y, logq_y), (gained_b, lost_b, rev_b, fwd_b),
+                         _top(gained_top.indices, gained_top.values, p, q),
+                         _top(lost_top.indices, -lost_top.values, p, q))
 
 
-def _estimators(log_ratio: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Schulman's k1, k2, k3 of KL(policy || SFT) at the sampled token, r = log p(y)/q(y)."""
-    return {"k1": log_ratio, "k2": 0.5 * log_ratio**2,
-            "k3": torch.expm1(-log_ratio) + log_ratio}  # exp(-r) - 1 + r
+def _at_token(logp: torch.Tensor, logq: torch.Tensor, token_ids: torch.Tensor):
+    """(log p(y_t), log q(y_t)), each Float[n], of the sampled tokens token_ids Long[n]."""
+    y = token_ids[:, None]
+    return logp.gather(1, y)[:, 0], logq.gather(1, y)[:, 0]
 
 
-def _top(prefix: str, ids: torch.Tensor, contrib: torch.Tensor, p: torch.Tensor, q: torch.Tensor) -> dict:
-    return {f"{prefix}_top_ids": ids, f"{prefix}_top_contrib": contrib,
-            f"{prefix}_top_p": p.gather(1, ids), f"{prefix}_top_q": q.gather(1, ids)}
+def _band_index(q: torch.Tensor) -> torch.Tensor:
+    """Long[n, V]: the SFT-probability band of each entry, edge_i <= q < edge_{i+1}."""
+    inner_edges = torch.tensor(BAND_EDGES[1:-1], dtype=q.dtype, device=q.device)
+    return torch.bucketize(q, inner_edges, right=True)
+
+
+def _ranks(logp, logq, logp_y, logq_y) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rank_sft, rank_policy): 1 + the number of entries more likely than the sampled token."""
+    return (logq > logq_y[:, None]).sum(1) + 1, (logp > logp_y[:, None]).sum(1) + 1
+
+
+def _top(ids: torch.Tensor, contrib: torch.Tensor, p: torch.Tensor, q: torch.Tensor) -> tuple:
+    """(ids, contrib, p, q) of the top-k entries ids Long[n, k]: the order of token_columns' tops."""
+    return ids, contrib, p.gather(1, ids), q.gather(1, ids)
 
 
 def _token_stats_guarded(logp, logq, token_ids, top_k):
     """token_stats where some probabilities are exactly 0 (logits of -inf): slower, same columns."""
     p, q = logp.exp(), logq.exp()
-    y = token_ids[:, None]
-    logp_y, logq_y = logp.gather(1, y)[:, 0], logq.gather(1, y)[:, 0]
+    logp_y, logq_y = _at_token(logp, logq, token_ids)
     rev_v, fwd_v = _p_log_ratio(p, logp, logq), _p_log_ratio(q, logq, logp)
     diff = p - q
     gained_v, lost_v = diff.clamp(min=0), (-diff).clamp(min=0)
-    inner_edges = torch.tensor(BAND_EDGES[1:-1], dtype=q.dtype, device=q.device)
-    band = torch.bucketize(q, inner_edges, right=True)
+    band = _band_index(q)
     k = min(top_k, logp.shape[-1])
     gained_top, lost_top = rev_v.topk(k, dim=1), fwd_v.topk(k, dim=1)
     zero = torch.zeros_like(logp)
-    return {
-        "logp_policy": logp_y, "logp_sft": logq_y, "log_ratio": logp_y - logq_y,
-        "kl_reverse": rev_v.sum(1), "kl_forward": fwd_v.sum(1),
-        "entropy_policy": -_p_log_ratio(p, logp, zero).sum(1),
-        "entropy_sft": -_p_log_ratio(q, logq, zero).sum(1),
-        "tv": 0.5 * (gained_v + lost_v).sum(1),
-        **_estimators(logp_y - logq_y),
-        "rank_sft": (logq > logq_y[:, None]).sum(1) + 1,
-        "rank_policy": (logp > logp_y[:, None]).sum(1) + 1,
-        "mass_gained_by_sft_bin": _by_band(band, gained_v), "mass_lost_by_sft_bin": _by_band(band, lost_v),
-        "kl_reverse_by_sft_bin": _by_band(band, rev_v), "kl_forward_by_sft_bin": _by_band(band, fwd_v),
-        **_top("gained", gained_top.indices, gained_top.values, p, q),
-        **_top("lost", lost_top.indices, lost_top.values, p, q),
-    }
+    entropies = (-_p_log_ratio(p, logp, zero).sum(1), -_p_log_ratio(q, logq, zero).sum(1))
+    bands = tuple(_by_band(band, v) for v in (gained_v, lost_v, rev_v, fwd_v))
+    return token_columns(logp_y, logq_y, entropies, _ranks(logp, logq, logp_y, logq_y), bands,
+                         _top(gained_top.indices, gained_top.values, p, q),
+                         _top(lost_top.indices, lost_top.values, p, q))
 
 
 @dataclass
@@ -252,25 +234,17 @@ def _libc():
 
 
 def _trim_heap() -> None:
-    """Hand freed heap memory back to the OS (glibc's malloc_trim): after a batch's decoders, and
-    again after its chunks.
-
-    Each batch's decoder activations are freed into glibc's heap, which then grew batch after batch
-    (bench/score.py: +130 MiB over 8k tokens). Trimming is a few page walks, not measurable in time.
-    """
+    """Hand freed heap memory back to the OS (glibc's malloc_trim) after a batch's decoders and chunks:
+    otherwise glibc's heap keeps each batch's activations and grows batch after batch (bench/RESULTS.md)."""
     libc = _libc()
     if libc is not None and hasattr(libc, "malloc_trim"):
         libc.malloc_trim(0)
 
 
 def _cpu_buffers(chunk: int, vocab_size: int) -> list[torch.Tensor]:
-    """Two Float32[chunk, V] buffers, each model's logits, reused by every chunk of a batch when
-    both heads are on the CPU (the fused sweep needs nothing more).
-
-    Fresh [chunk, V] tensors per chunk made glibc's heap grow (RSS +1.5 GiB over 8k tokens in
-    bench/score.py); two buffers per batch, and the heap trimmed around them, keep memory flat.
-    Not used elsewhere (CUDA's allocator caches).
-    """
+    """Two Float32[chunk, V] buffers, each model's logits, reused by every chunk of a batch when both
+    heads are on the CPU: fresh tensors per chunk grew glibc's heap (bench/RESULTS.md). Not used
+    elsewhere (CUDA's allocator caches)."""
     return [torch.empty(chunk, vocab_size, dtype=torch.float32) for _ in range(2)]
 
 

@@ -29,6 +29,8 @@ import math
 import numpy as np
 import torch
 
+from klviz.engine.columns import token_columns
+
 try:  # numba is a dependency, but a missing or broken install only costs speed
     import numba
     from llvmlite import ir
@@ -280,20 +282,10 @@ def fused_token_stats(policy_logits: torch.Tensor, sft_logits: torch.Tensor, tok
         # numba's OpenMP layer resets the thread's OpenMP team size, which torch reads as its own
         # thread count: put back what the caller (e.g. a PPO job limited to 1 thread) had set.
         torch.set_num_threads(torch_threads)
-    t = torch.from_numpy
-    log_ratio = t(scalars[:, 2] - scalars[:, 3])
-    gained, lost = bands[:, 0], bands[:, 1]
-    return {
-        "logp_policy": t(scalars[:, 2].copy()), "logp_sft": t(scalars[:, 3].copy()), "log_ratio": log_ratio,
-        "kl_reverse": t(bands[:, 2].sum(1)), "kl_forward": t(bands[:, 3].sum(1)),
-        "entropy_policy": t(scalars[:, 0].copy()), "entropy_sft": t(scalars[:, 1].copy()),
-        "tv": t(0.5 * (gained.sum(1) + lost.sum(1))),  # 1/2 sum_v |p - q|
-        "k1": log_ratio, "k2": 0.5 * log_ratio**2, "k3": torch.expm1(-log_ratio) + log_ratio,
-        "rank_sft": t(ranks[:, 0].copy()), "rank_policy": t(ranks[:, 1].copy()),
-        "mass_gained_by_sft_bin": t(gained.copy()), "mass_lost_by_sft_bin": t(lost.copy()),
-        "kl_reverse_by_sft_bin": t(bands[:, 2].copy()), "kl_forward_by_sft_bin": t(bands[:, 3].copy()),
-        "gained_top_ids": t(top_ids[:, 0].copy()), "gained_top_contrib": t(top_vals[:, 0].copy()),
-        "gained_top_p": t(top_p[:, 0].copy()), "gained_top_q": t(top_q[:, 0].copy()),
-        "lost_top_ids": t(top_ids[:, 1].copy()), "lost_top_contrib": t(top_vals[:, 1].copy()),
-        "lost_top_p": t(top_p[:, 1].copy()), "lost_top_q": t(top_q[:, 1].copy()),
-    }
+    def t(a):  # an owned, contiguous tensor of a numpy column (slices of the outputs above)
+        return torch.from_numpy(a.copy())
+
+    return token_columns(t(scalars[:, 2]), t(scalars[:, 3]), (t(scalars[:, 0]), t(scalars[:, 1])),
+                         (t(ranks[:, 0]), t(ranks[:, 1])), tuple(t(bands[:, i]) for i in range(4)),
+                         (t(top_ids[:, 0]), t(top_vals[:, 0]), t(top_p[:, 0]), t(top_q[:, 0])),
+                         (t(top_ids[:, 1]), t(top_vals[:, 1]), t(top_p[:, 1]), t(top_q[:, 1])))

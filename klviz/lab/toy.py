@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from klviz.engine.estimators import estimators
 from klviz.errors import KlvizError
 
 ESTIMATORS = ("k1", "k2", "k3")
@@ -101,8 +102,7 @@ def kl_forward(policy: np.ndarray, ref: np.ndarray) -> float:
 
 def estimator_values(lr: np.ndarray) -> dict[str, np.ndarray]:
     """k1, k2, k3 of Schulman's note as functions of log_ratio = log(pi/ref); any shape."""
-    lr = np.asarray(lr, dtype=np.float64)
-    return {"k1": lr, "k2": 0.5 * lr**2, "k3": np.expm1(-lr) + lr}
+    return estimators(np.asarray(lr, dtype=np.float64))
 
 
 def estimator_derivatives(lr: np.ndarray) -> dict[str, np.ndarray]:

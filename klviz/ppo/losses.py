@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from klviz.engine.divergence import kl_exact
+from klviz.engine.estimators import estimators
 from klviz.errors import KlvizError
 
 KL_ESTIMATORS = ("k1", "k2", "k3", "exact-reverse", "exact-forward")
@@ -72,12 +73,7 @@ def kl_estimate(logp: torch.Tensor, ref_logp: torch.Tensor, name: str, *,
     Returns Float[...]: k1, k2, k3 (module docstring) or the exact kl_reverse_t / kl_forward_t.
     """
     if name in ("k1", "k2", "k3"):
-        log_ratio = logp - ref_logp  # r_t = log pi(y_t) - log ref(y_t)
-        if name == "k1":
-            return log_ratio
-        if name == "k2":
-            return 0.5 * log_ratio**2
-        return torch.expm1(-log_ratio) + log_ratio  # exp(-r) - 1 + r, >= 0; written as the engine does
+        return estimators(logp - ref_logp)[name]  # r_t = log pi(y_t) - log ref(y_t); the engine's formulas
     if name in ("exact-reverse", "exact-forward"):
         if logprobs is None or ref_logprobs is None:
             raise ValueError(f"kl estimator {name!r} needs the full log-softmax rows")

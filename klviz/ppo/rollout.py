@@ -56,17 +56,6 @@ def gather_tokens(logprobs: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
     return logprobs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
 
 
-def left_pad(id_lists: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Left-pad prompts (decoder-only generation continues from the right edge): Long[B, P] ids, mask."""
-    P = max(len(ids) for ids in id_lists)
-    ids = torch.full((len(id_lists), P), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(id_lists), P), dtype=torch.long)
-    for b, row in enumerate(id_lists):
-        ids[b, P - len(row):] = torch.tensor(row, dtype=torch.long)
-        mask[b, P - len(row):] = 1
-    return ids.to(device), mask.to(device)
-
-
 def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     """Long[B, L]: 0 at each row's first real token, counting up; padding gets 0 (it is masked anyway)."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)

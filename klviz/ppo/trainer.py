@@ -15,9 +15,10 @@ One `PPOTrainer.step()`:
 The SFT model passed in is never modified: the policy is a deep copy, and the reference is used
 under no_grad only (or copied, if it lives elsewhere or is in training mode).
 
-Speed (bench/ppo.py; about half of TRL RLOO's CPU step): the sampling loop's outputs stand in for
-a policy scoring pass; the reference and training passes run in length chunks that skip padding;
-the policy copy's GPT-2 activation is the fused kernel of the same function (klviz.ppo.rollout).
+Why it is fast on a CPU (figures against TRL RLOO: bench/RESULTS.md): the sampling loop's outputs
+stand in for a policy scoring pass; the reference and training passes run in length chunks that
+skip padding; the policy copy's GPT-2 activation is the fused kernel of the same function
+(klviz.ppo.rollout).
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ from klviz.errors import KlvizError
 from klviz.ppo.config import PPOConfig
 from klviz.ppo.losses import (AdaptiveKLController, PolicyLoss, gae, kl_estimate, policy_loss_terms,
                               token_rewards, value_loss, whiten)
-from klviz.ppo.rollout import (Chunk, Rollout, fuse_activations, gather_tokens, left_pad, length_chunks,
+from klviz.ppo.rollout import (Chunk, Rollout, fuse_activations, gather_tokens, length_chunks,
                                response_forward, sample, scale_logits)
 from klviz.ppo.rewards import get_reward
+from klviz.tokens import eos_ids, left_pad
 
 __all__ = ["PPOTrainer"]
 
@@ -84,7 +86,7 @@ class PPOTrainer:
         # eval(): dropout off, so the ratio pi/pi_old is 1 before the first update (TRL does the same).
         self.policy = copy.deepcopy(source).to(device=self.device, dtype=torch.float32).eval()
         self.policy.requires_grad_(True)
-        fuse_activations(self.policy)  # same function, one kernel: ~10% of a CPU step
+        fuse_activations(self.policy)  # same function, one kernel (bench/RESULTS.md)
         hidden_size = self.policy.get_output_embeddings().weight.shape[1]
         self.value_head = torch.nn.Linear(hidden_size, 1).to(self.device)
         torch.nn.init.zeros_(self.value_head.weight)  # V = 0 to start: deterministic, no seed needed
@@ -96,7 +98,8 @@ class PPOTrainer:
                        if cfg.target_kl is not None else None)
         self._prompts, self._prompt_ids = self._tokenize_prompts(prompts)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.eos_ids = self._eos_ids()
+        # -1 when there is none: no EOS, every response runs to max_new_tokens.
+        self.eos_ids = eos_ids(self.policy, tokenizer) or [-1]
         self._order_gen = torch.Generator().manual_seed(cfg.seed)  # prompt and minibatch order (CPU)
         self._sample_gen = torch.Generator(device=self.device).manual_seed(cfg.seed)  # token sampling
         self._order: list[int] = []
@@ -119,13 +122,6 @@ class PPOTrainer:
                              f"{self.cfg.max_new_tokens} that exceeds the model's {limit} positions: "
                              "shorten the prompts or lower max_new_tokens.")
         return prompts, ids
-
-    def _eos_ids(self) -> list[int]:
-        ids = {self.tokenizer.eos_token_id}
-        gen_eos = getattr(getattr(self.policy, "generation_config", None), "eos_token_id", None)
-        ids |= set(gen_eos) if isinstance(gen_eos, (list, tuple)) else {gen_eos}
-        ids.discard(None)
-        return sorted(ids) or [-1]  # -1: no EOS, every response runs to max_new_tokens
 
     def _next_prompt_indices(self) -> list[int]:
         """batch_size prompt indices: a seeded shuffle, reshuffled each time it runs out (cycling)."""

@@ -107,11 +107,10 @@ def measure(folder: Path, policy: str, settings: MeasureSettings = MEASURE_SETTI
     """Figures for folder/<policy> against folder/sft on folder/prompts.jsonl."""
     from klviz.models import load_pair
     from klviz.prompts import read_prompts
-    from klviz.sampling import SamplingConfig, analyze
+    from klviz.sampling import analyze
+    from klviz.settings import SamplingConfig
 
     prompts = read_prompts(folder / "prompts.jsonl")
     pair = load_pair(folder / policy, folder / "sft", device="cpu", dtype="float32")
-    cfg = SamplingConfig(samples_per_prompt=settings.samples_per_prompt, max_new_tokens=settings.max_new_tokens,
-                         seed=settings.seed, batch_size=settings.batch_size, sample_from=settings.sample_from)
-    table = analyze(pair, prompts, cfg, progress=False)
+    table = analyze(pair, prompts, SamplingConfig.from_settings(settings), progress=False)
     return summarize(table, {p.id: p.text for p in prompts}, pair.tokenizer)

@@ -23,7 +23,7 @@ from streamlit.testing.v1 import AppTest
 
 from klviz.app import ui
 
-from klviz import shipped_view
+from klviz import sampling, settings, shipped_view
 from klviz.errors import KlvizError
 from klviz.views.plots import KL_FORWARD, KL_REVERSE
 from tests.helpers.tiny import make_tiny_model, make_tokenizer, save_model, save_pair
@@ -111,8 +111,8 @@ def test_every_page_renders_on_the_sample_pair():
     assert "Sample: policy_k3_loss vs SFT" in pair.options
     assert {ui.LOCAL, ui.UPLOAD} <= set(pair.options)
     assert any("Running on cpu · float32" in c.value for c in at.sidebar.caption)
-    assert at.text_input(key=K.PROMPTS).value == shipped_view.DEFAULT_PROMPTS
-    assert at.number_input(key=K.MAX_NEW_TOKENS).value == shipped_view.DEFAULT_MAX_NEW_TOKENS
+    assert at.text_input(key=K.PROMPTS).value == settings.DEFAULT_PROMPTS
+    assert at.number_input(key=K.MAX_NEW_TOKENS).value == settings.DEFAULT_MAX_NEW_TOKENS
     assert at.number_input(key=K.SAMPLES).value == 4 and at.number_input(key=K.SEED).value == 0
     assert at.slider(key=K.TEMPERATURE).value == 1.0
     assert at.button_group(key=K.SAMPLE_FROM).value == "policy"
@@ -144,8 +144,8 @@ def test_every_page_renders_on_the_sample_pair():
 
 def test_the_default_view_starts_from_the_shipped_table_and_still_loads_the_pair(monkeypatch):
     computed = []
-    real = shipped_view.default_table
-    monkeypatch.setattr(shipped_view, "default_table", lambda *a: computed.append(a) or real(*a))
+    real = sampling.settings_table
+    monkeypatch.setattr(sampling, "settings_table", lambda *a: computed.append(a) or real(*a))
     at = clean(app().run())
     # The first run: the Overview's headline alone (title, figures, chart), from the shipped view.
     assert computed == [] and len(charts(at)) == 1 and len(at.metric) == 5

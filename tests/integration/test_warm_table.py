@@ -1,7 +1,7 @@
 """The dashboard's shipped default-view table (klviz.shipped_view): current, exact, and used only when it fits.
 
 The table in sample_data/ must be what the dashboard would compute now: its key matches the shipped
-files and settings, a fresh `default_table` on the CPU in float32 gives the same rows and numbers,
+files and settings, a fresh `settings_table` on the CPU in float32 gives the same rows and numbers,
 and its rows agree with a float64 brute force over the whole vocabulary.
 """
 
@@ -19,6 +19,8 @@ import torch
 
 from klviz import shipped_view
 from klviz.engine.columns import BAND_COLUMNS, RANK_COLUMNS, SCALAR_COLUMNS, TOP_COLUMNS
+from klviz.sampling import settings_table
+from klviz.settings import TOP_K, SamplingSettings
 from tests.helpers.brute import assert_row_close, brute_row
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,7 +31,7 @@ REGENERATE = "regenerate it: python -c \"import klviz.shipped_view as w; w.write
 
 @pytest.fixture(scope="module")
 def shipped() -> pd.DataFrame:
-    key = shipped_view.warm_key(POLICY, SFT, PROMPTS, shipped_view.SamplingSettings())
+    key = shipped_view.warm_key(POLICY, SFT, PROMPTS, SamplingSettings())
     table = shipped_view.read_warm_table(SAMPLE / shipped_view.WARM_TABLE, key)
     assert table is not None, f"sample_data/{shipped_view.WARM_TABLE} is missing or stale; {REGENERATE}"
     return table
@@ -54,7 +56,7 @@ FLOAT32_KERNELS = dict(rtol=1e-5, atol=1e-5)
 def test_shipped_table_is_what_the_dashboard_computes_now(shipped, pair):
     from klviz.prompts import read_prompts
 
-    fresh = shipped_view.default_table(pair, read_prompts(str(PROMPTS)), shipped_view.SamplingSettings())
+    fresh = settings_table(pair, read_prompts(str(PROMPTS)), SamplingSettings())
     assert list(fresh.columns) == list(shipped.columns)
     for col in ("prompt_id", "sample_id", "position", "token_id", "token", "source"):
         assert fresh[col].tolist() == shipped[col].tolist(), f"{col} differs; {REGENERATE}"
@@ -78,7 +80,7 @@ def test_shipped_rows_match_a_float64_brute_force(shipped, pair):
         lp, lq = policy(ids).logits[0], sft(ids).logits[0]
         for _, row in rows.sort_values("position").head(4).iterrows():
             t = len(prompt) + int(row["position"]) - 1  # logits at P+t-1 predict response token t
-            want = brute_row(lp[t].tolist(), lq[t].tolist(), int(row["token_id"]), top_k=shipped_view.TOP_K)
+            want = brute_row(lp[t].tolist(), lq[t].tolist(), int(row["token_id"]), top_k=TOP_K)
             assert_row_close(row.to_dict(), want, rtol=1e-5, atol=1e-6)
 
 
@@ -89,7 +91,7 @@ def _float64(model):
 
 
 def test_the_key_covers_settings_and_contents(tmp_path):
-    settings = shipped_view.SamplingSettings()
+    settings = SamplingSettings()
     key = shipped_view.warm_key(POLICY, SFT, PROMPTS, settings)
     assert shipped_view.warm_key(POLICY, SFT, PROMPTS, replace(settings, seed=1)) != key
     assert shipped_view.warm_key(POLICY, SFT, PROMPTS, replace(settings, prompts="elsewhere.jsonl")) == key  # by content
@@ -121,7 +123,7 @@ def test_the_first_view_imports_neither_torch_nor_pandas():
 def test_the_shipped_view_is_what_the_overview_computes_from_the_table(shipped):
     # The Overview draws sample_data/dashboard_view.json on the default view: it must be exactly
     # tables.headline and tables.band_totals of the shipped table (checked above against a brute force).
-    key = shipped_view.warm_key(POLICY, SFT, PROMPTS, shipped_view.SamplingSettings())
+    key = shipped_view.warm_key(POLICY, SFT, PROMPTS, SamplingSettings())
     view = shipped_view.read_warm_view(SAMPLE / shipped_view.WARM_VIEW, key)
     assert view is not None, f"sample_data/{shipped_view.WARM_VIEW} is missing or stale; {REGENERATE}"
     from klviz.views import tables
