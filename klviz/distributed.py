@@ -137,7 +137,8 @@ class PairActor:
 
     def sample(self, unit: SampleUnit) -> list[tuple[list[int], list[int]]]:
         """(prompt ids, response ids) per job: batch `batch_index` of klviz.sampling.sample, same seed."""
-        from klviz.sampling import _batch_seed, _eos_ids, _generate, _generation_config, _prompt_ids, _warn_forcing
+        from klviz.sampling import _batch_seed, _generate, _generation_config, _prompt_ids, _warn_forcing
+        from klviz.tokens import eos_ids
 
         p, cfg = self.pair, unit.cfg
         order = sorted(unit.prompts)
@@ -145,7 +146,7 @@ class PairActor:
         model = p.policy if unit.source == "policy" else p.sft
         _warn_forcing(model, unit.source)
         pad = p.tokenizer.pad_token_id if p.tokenizer.pad_token_id is not None else 0
-        eos = _eos_ids(model, p.tokenizer)
+        eos = eos_ids(model, p.tokenizer)
         responses = _generate(model, [ids[i] for i, _ in unit.jobs], _generation_config(cfg, eos, pad),
                               _batch_seed(cfg.seed, unit.source, unit.batch_index), pad, set(eos))
         return [(list(ids[i]), r) for (i, _), r in zip(unit.jobs, responses)]
