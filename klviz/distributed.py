@@ -111,8 +111,13 @@ class PairActor:
 
         quiet_transformers()
         torch.set_num_threads(max(1, spec.threads))
-        self.pair = load_pair(spec.policy, spec.sft, device=spec.device, dtype=spec.dtype,
-                              policy_base=spec.policy_base)
+        self.error = None
+        try:
+            self.pair = load_pair(spec.policy, spec.sft, device=spec.device, dtype=spec.dtype,
+                                  policy_base=spec.policy_base)
+        except KlvizError as e:  # the user's mistake: every call reports it (a raise would only restart us)
+            self.error, self.facts = e, None
+            return
         p = self.pair
         self.facts = PairFacts(p.dtype, p.device, p.policy_info, p.sft_info)
 
@@ -123,6 +128,16 @@ class PairActor:
         return {"unit": np.asarray(batch["unit"]), "result": np.array(results, dtype=object)}
 
     def run(self, unit):
+        """The unit's result, or the KlvizError it met: returned, not raised, so that it reaches the
+        driver as itself (Ray's wrappers keep only its text) and is not retried (it would fail again)."""
+        if self.error is not None:
+            return self.error
+        try:
+            return self._run(unit)
+        except KlvizError as e:
+            return e
+
+    def _run(self, unit):
         if isinstance(unit, ScoreUnit):
             return self.score(unit)
         return self.sample(unit)
@@ -203,31 +218,14 @@ def run_units(ray, settings: RaySettings, spec: PairSpec, units: list, actor_cls
     ds = ds.map_batches(actor_cls, fn_constructor_args=(spec,), batch_size=1,
                         compute=ray.data.ActorPoolStrategy(size=n),
                         max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES, **resources)
-    try:
-        rows = ds.take_all()
-    except Exception as e:  # a KlvizError raised in an actor reaches here wrapped by Ray
-        user = _klviz_error(e)
-        if user is not None:
-            raise user from None
-        raise
+    rows = ds.take_all()
     by_unit = {int(r["unit"]): pickle.loads(r["result"]) for r in rows}
     if sorted(by_unit) != list(range(len(units))):
         raise KlvizError(f"The Ray run returned {len(by_unit)} of {len(units)} batches; nothing was written.")
+    for value, _ in (by_unit[k] for k in range(len(units))):
+        if isinstance(value, KlvizError):
+            raise value
     return [by_unit[k] for k in range(len(units))]
-
-
-def _klviz_error(e: BaseException) -> KlvizError | None:
-    """The KlvizError behind Ray's wrappers (RayTaskError.cause, __cause__), as one plain sentence."""
-    seen = set()
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        cause = getattr(e, "cause", None)
-        if isinstance(cause, KlvizError):
-            return KlvizError(str(cause.args[0]) if cause.args else str(cause))
-        if isinstance(e, KlvizError) and type(e) is KlvizError:
-            return e
-        e = cause if isinstance(cause, BaseException) else (e.__cause__ or e.__context__)
-    return None
 
 
 def spec_from_args(args) -> PairSpec:
