@@ -7,14 +7,13 @@ st.navigation over the thin pages in pages/.
 import os
 from pathlib import Path
 
-# Before torch loads: its OpenMP workers otherwise spin between parallel regions, and on a busy
-# 2-core machine (a PPO job, the browser, other processes) the spinning starves the threads doing
-# the work: the sample pair's analysis took 2-27 s instead of about 1 s. PASSIVE lets them sleep.
+# Before torch loads: idle OpenMP workers sleep instead of spinning, which on a busy machine starved
+# the threads doing the work (bench/RESULTS.md).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import streamlit as st  # noqa: E402
 
-from klviz.app import ui  # noqa: E402
+from klviz.app import first_view  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -36,9 +35,4 @@ pages = [
             icon=":material/science:", url_path="kl_lab"),
 ]
 page = st.navigation(pages)
-if ui.start_warm(page is pages[0]):  # a new session on the default view: its page first, from the shipped table
-    page.run()
-    ui.sidebar()
-else:
-    ui.sidebar()
-    page.run()
+first_view.run(page, default_page=page is pages[0])  # the sidebar and the page, in the first view's order

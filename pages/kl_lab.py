@@ -17,7 +17,8 @@ from klviz.lab import claims, toy
 
 from klviz.views import lab_plots
 
-from klviz.app import ui
+from klviz.app.data import claim_verdicts
+from klviz.app.tabs import open_tab
 from klviz.errors import KlvizError
 
 KEY_KIND = "kl_lab.kind"
@@ -89,7 +90,7 @@ def _optima(ref, reward) -> None:
 
 def _claims_section() -> None:
     st.subheader("Claims, settled now (same as `klviz claims`)")
-    found = ui.claim_verdicts(CLAIMS_SEED)
+    found = claim_verdicts(CLAIMS_SEED)
     st.dataframe(pd.DataFrame([{"id": c.id, "holds": c.holds, "statement": c.statement} for c in found]),
                  hide_index=True, column_config={"statement": st.column_config.TextColumn(width="large")})
     by_id = {c.id: c for c in found}
@@ -118,7 +119,7 @@ SECTIONS = {
     "Optima": lambda: _optima(ref, reward),
     "Claims": _claims_section,
 }
-name, tab = ui.open_tab(list(SECTIONS), KEY_SECTION)  # one section at a time: only the open tab runs
+name, tab = open_tab(list(SECTIONS), KEY_SECTION)  # one section at a time: only the open tab runs
 with tab:
     if policy is None and name != "Claims":
         st.info("Fix the table above to see this section; the claims do not depend on it.")

@@ -9,63 +9,64 @@ import streamlit as st
 
 from klviz.views import plots
 
-from klviz.app import ui
+from klviz.app import data, runs
+from klviz.app.feedback import plain, show_error, user_errors
+from klviz.app.keys import Keys
 from klviz.ppo.config import PPOConfig
 from klviz.ppo.losses import ESTIMATOR_METRIC
 
-K = ui.Keys
 PLACEMENTS = {"reward": "in the reward (InstructGPT)", "loss": "in the loss (GRPO)", "none": "none"}
 
 st.title("Live PPO")
-ui.require_pair()
-book = ui.runbook()
-flash = st.session_state.pop(K.PPO_FLASH, None)
+data.require_pair()
+book = runs.runbook()
+flash = st.session_state.pop(Keys.PPO_FLASH, None)
 if flash:
-    st.success(ui.plain(flash))
+    st.success(plain(flash))
     st.page_link("pages/overview.py", label="Inspect the saved policy on the Overview", icon=":material/arrow_forward:")
 
 with st.container(border=True):
     c = st.columns(4)
-    reward = c[0].selectbox("Reward", ["sentiment", "length", "keyword:delicious"], key=K.PPO_REWARD,
+    reward = c[0].selectbox("Reward", ["sentiment", "length", "keyword:delicious"], key=Keys.PPO_REWARD,
                             accept_new_options=True,
                             help="sentiment, length, keyword:WORD, module:function or a folder")
-    placement = c[1].selectbox("KL placement", list(PLACEMENTS), format_func=PLACEMENTS.get, key=K.PPO_PLACEMENT)
-    estimator = c[2].selectbox("KL estimator", list(ESTIMATOR_METRIC), key=K.PPO_ESTIMATOR)
-    beta = c[3].number_input("beta (KL coefficient)", 0.0, 10.0, 0.05, 0.01, format="%.3f", key=K.PPO_BETA)
+    placement = c[1].selectbox("KL placement", list(PLACEMENTS), format_func=PLACEMENTS.get, key=Keys.PPO_PLACEMENT)
+    estimator = c[2].selectbox("KL estimator", list(ESTIMATOR_METRIC), key=Keys.PPO_ESTIMATOR)
+    beta = c[3].number_input("beta (KL coefficient)", 0.0, 10.0, 0.05, 0.01, format="%.3f", key=Keys.PPO_BETA)
     c = st.columns(4)
-    lr = c[0].number_input("Learning rate", 1e-6, 1e-1, 3e-4, format="%.0e", key=K.PPO_LR)
-    steps = c[1].number_input("Steps", 1, 2000, 40, key=K.PPO_STEPS)
-    batch = c[2].number_input("Batch size", 2, 512, 32, key=K.PPO_BATCH)
-    adaptive = c[3].checkbox("Adaptive beta (target KL)", key=K.PPO_ADAPTIVE)
-    target = c[3].number_input("Target KL (nats per response)", 0.01, 100.0, 2.0, key=K.PPO_TARGET,
+    lr = c[0].number_input("Learning rate", 1e-6, 1e-1, 3e-4, format="%.0e", key=Keys.PPO_LR)
+    steps = c[1].number_input("Steps", 1, 2000, 40, key=Keys.PPO_STEPS)
+    batch = c[2].number_input("Batch size", 2, 512, 32, key=Keys.PPO_BATCH)
+    adaptive = c[3].checkbox("Adaptive beta (target KL)", key=Keys.PPO_ADAPTIVE)
+    target = c[3].number_input("Target KL (nats per response)", 0.01, 100.0, 2.0, key=Keys.PPO_TARGET,
                                disabled=not adaptive)
-    start_from = st.radio("Start from", ["SFT model", "the pair's policy"], horizontal=True, key=K.PPO_FROM)
+    start_from = st.radio("Start from", ["SFT model", "the pair's policy"], horizontal=True, key=Keys.PPO_FROM)
 
 running = book.any_running()
 b = st.columns([1, 1, 1, 5])
 if b[0].button("Start", type="primary", disabled=running, icon=":material/play_arrow:"):
-    with ui.user_errors():
+    with user_errors():
         cfg = PPOConfig(reward=reward or "", steps=int(steps), batch_size=int(batch), kl_placement=placement,
                         kl_estimator=estimator, kl_coef=float(beta), target_kl=float(target) if adaptive else None,
                         lr=float(lr), minibatches=min(4, int(batch)), bands_every=1)
-        ui.start_run(cfg, start_from_policy=start_from != "SFT model")
+        runs.start_run(cfg, start_from_policy=start_from != "SFT model")
         st.rerun()
 if b[1].button("Stop", disabled=not running, icon=":material/stop:"):
     book.stop_all()
     st.rerun()
 latest = book.latest()
 if b[2].button("Save policy", disabled=latest is None, icon=":material/save:"):
-    with ui.user_errors():
-        saved = ui.save_run(latest)
-        st.session_state[K.PPO_FLASH] = (f"Saved {saved.policy}. It is now the sidebar's pair "
+    with user_errors():
+        saved = runs.save_run(latest)
+        st.session_state[Keys.PPO_FLASH] = (f"Saved {saved.policy}. It is now the sidebar's pair "
                                          f"({saved.label}).")
         st.rerun()
 
 
-@st.fragment(run_every=ui.REFRESH_S if running else None)
+@st.fragment(run_every=runs.REFRESH_S if running else None)
 def live_panel() -> None:
-    runs = dict(book.runs)
-    snaps = {name: run.job.snapshot() for name, run in runs.items()}  # the heartbeat: only while shown
+    # The heartbeat: snapshots are read only while the panel is shown.
+    snaps = {name: run.job.snapshot() for name, run in dict(book.runs).items()}
     run = book.latest()
     if run is None:
         st.metric("Step", "0")
@@ -75,16 +76,16 @@ def live_panel() -> None:
     c = st.columns([1, 1, 4])
     c[0].metric("Step", f"{snap.step}", help=f"of {snap.steps} steps")
     c[1].metric("State", snap.state)
-    polls = ui.count_poll()
-    c[2].caption(ui.plain(f"{run.name} · {'polling every ' + str(ui.REFRESH_S) + ' s' if running else 'idle'}"
-                          f" · refresh {polls}" + (f" · {snap.stop_reason}" if snap.stop_reason else "")))
+    polls = runs.count_poll()
+    c[2].caption(plain(f"{run.name} · {'polling every ' + str(runs.REFRESH_S) + ' s' if running else 'idle'}"
+                       f" · refresh {polls}" + (f" · {snap.stop_reason}" if snap.stop_reason else "")))
     if snap.error:
-        ui.show_error(snap.error)
+        show_error(snap.error)
     left, right = st.columns([3, 2])
     progress = tuple((name, s.step, s.state) for name, s in snaps.items())
     left.plotly_chart(book.figure("curves", progress, lambda: plots.ppo_curves_figure(
         {n: s.metrics for n, s in snaps.items()}, run.estimator)), key="ppo.curves")
-    bands = ui.ppo_bands(run, snap)
+    bands = runs.ppo_bands(run, snap)
     if bands:
         right.plotly_chart(book.figure("bands", (run.name, bands[0]), lambda: plots.mass_moved_figure(bands[1])),
                            key="ppo.mass_moved")

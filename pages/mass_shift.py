@@ -10,7 +10,10 @@ import streamlit as st
 
 from klviz.views import plots
 
-from klviz.app import ui
+from klviz.app import data
+from klviz.app.downloads import downloads
+from klviz.app.keys import Keys
+from klviz.app.tabs import open_tab
 
 LABELS = {"policy": "Policy samples", "sft": "SFT samples", "both": "Both"}
 VIEW_CAPTIONS = {
@@ -28,16 +31,16 @@ VIEW_CAPTIONS = {
 }
 
 st.title("Mass shift")
-df = ui.require_table()
-pair = ui.require_pair()
-options = ui.shift_choices(df)
+df = data.require_table()
+pair = data.require_pair()
+options = data.shift_choices(df)
 choice = st.segmented_control("Samples", options, default=options[-1] if options else None, required=True,
-                              format_func=lambda s: LABELS.get(s, f"{s} samples"), key=ui.Keys.SHIFT_SOURCE)
+                              format_func=lambda s: LABELS.get(s, f"{s} samples"), key=Keys.SHIFT_SOURCE)
 if len(options) > 1:
     st.caption("Policy samples show the contexts the policy writes (where it went); SFT samples show "
                "the SFT model's own contexts (what the policy left behind).")
-rows = ui.shift_rows(df, choice)
-f = ui.mass_shift(rows, choice, pair)  # klviz.views.tables.mass_shift, cached per table and choice
+rows = data.shift_rows(df, choice)
+f = data.mass_shift(rows, choice, pair)  # klviz.views.tables.mass_shift, cached per table and choice
 figures = {
     "Mass moved": lambda: plots.mass_moved_figure(f["bands"]),
     "KL by band": lambda: plots.kl_by_band_figure(f["bands"]),
@@ -48,9 +51,9 @@ figures = {
 }
 headline, *views = figures
 st.plotly_chart(figures[headline](), key=f"shift.{headline}")
-# One view at a time: only the open tab's chart is built and drawn, so the page shows in well
-# under a second; the HTML report holds all six.
-name, tab = ui.open_tab(views, ui.Keys.SHIFT_VIEW)
+# One view at a time: only the open tab's chart is built and drawn (page switch times: bench/RESULTS.md);
+# the HTML report holds all six.
+name, tab = open_tab(views, Keys.SHIFT_VIEW)
 tab.caption(VIEW_CAPTIONS[name])
 tab.plotly_chart(figures[name](), key=f"shift.{name}")
-ui.downloads(rows, "klviz mass shift", lambda: [(name, build()) for name, build in figures.items()])
+downloads(rows, "klviz mass shift", lambda: [(name, build()) for name, build in figures.items()])

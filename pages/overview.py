@@ -9,13 +9,17 @@ import streamlit as st
 
 from klviz.views import plots
 
-from klviz.app import ui
+from klviz.app import data, first_view
+from klviz.app.downloads import downloads, table_later
+from klviz.app.feedback import plain, user_errors
+from klviz.app.keys import Keys
+from klviz.app.view import current
 from klviz.views.plots import KL_FORWARD, KL_REVERSE
 
 st.title("Overview")
-head, bands = ui.overview()  # on the default view: from the shipped view, before pandas has loaded
-st.caption(ui.plain(f"{ui.current().source.label}: {head['n_sequences']} responses, "
-                    f"{head['n_tokens']} tokens, sampled from {ui.current().settings.sample_from}."))
+head, bands = data.overview()  # on the default view: from the shipped view, before pandas has loaded
+st.caption(plain(f"{current().source.label}: {head['n_sequences']} responses, "
+                 f"{head['n_tokens']} tokens, sampled from {current().settings.sample_from}."))
 
 figures, chart = st.container(), st.container()
 # The chart is sent first (it shows below the figures): the browser starts loading plotly.js sooner.
@@ -30,19 +34,19 @@ cols[2].metric(f"{KL_REVERSE} per sequence", f"{head['kl_reverse_per_sequence']:
 cols[3].metric(f"{KL_FORWARD} per sequence", f"{head['kl_forward_per_sequence']:.3f}")
 cols[4].metric("Total variation per token", f"{head['tv_per_token']:.4f}",
                help="Half the L1 distance: the mass gained, which equals the mass lost.")
-ui.headline_only()  # a new session's first run ends here; the sidebar and the rest follow 1.5 s later
+first_view.headline_only()  # a new session's first run ends here; the rest follows (klviz/app/first_view.py)
 
 reward_name = figures.selectbox("Reward", ["(none)", "sentiment", "length", "other…"],
-                               key=ui.Keys.OVERVIEW_REWARD,
+                               key=Keys.OVERVIEW_REWARD,
                                help="Score the sampled responses with a reward from klviz.ppo.rewards.")
 if reward_name == "other…":
     reward_name = figures.text_input("Reward name", placeholder="keyword:WORD, module:function or a folder",
-                                     key=ui.Keys.OVERVIEW_REWARD_OTHER)
+                                     key=Keys.OVERVIEW_REWARD_OTHER)
 if reward_name and reward_name != "(none)":
-    with ui.user_errors():
-        rewards = ui.mean_rewards(ui.require_table(), reward_name)
+    with user_errors():
+        rewards = data.mean_rewards(data.require_table(), reward_name)
         for col, (source, value) in zip(figures.columns(max(len(rewards), 1)), rewards.items()):
-            col.metric(ui.plain(f"Mean reward ({reward_name}), {source} samples"), f"{value:.3f}")
+            col.metric(plain(f"Mean reward ({reward_name}), {source} samples"), f"{value:.3f}")
 
-ui.downloads(ui.table_later(), "klviz overview", lambda: [("Mass moved", plots.mass_moved_figure(bands)),
+downloads(table_later(), "klviz overview", lambda: [("Mass moved", plots.mass_moved_figure(bands)),
                                             ("KL by band", plots.kl_by_band_figure(bands))])

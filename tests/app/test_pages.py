@@ -2,9 +2,9 @@
 of zipped tiny models (a good pair, an incompatible pair, a file that is no checkpoint), a live PPO
 run that advances and whose saved policy becomes the sidebar's pair, and the server-wide job limit.
 
-Also: local paths, out of memory, the downloads' contents, token text escaping, a closed tab
-stopping its runs, and .streamlit/config.toml. A user error must end as one st.error sentence,
-never a traceback (at.exception stays empty).
+Also: local paths, out of memory, token text escaping, a closed tab stopping its runs, and
+.streamlit/config.toml. A user error must end as one st.error sentence, never a traceback
+(at.exception stays empty).
 """
 
 import html
@@ -14,24 +14,23 @@ import time
 import zipfile
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import streamlit as st
 import torch
 from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
-from klviz.app import ui
-
-from klviz import sampling, settings, shipped_view
-from klviz.errors import KlvizError
+from klviz import pairs, sampling, settings, shipped_view
+from klviz.app import feedback, runs, sidebar
+from klviz.app.keys import Keys
+from klviz.app.view import View
 from klviz.views.plots import KL_FORWARD, KL_REVERSE
 from tests.helpers.tiny import make_tiny_model, make_tokenizer, save_model, save_pair
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "app.py")
 TIMEOUT = 120  # the first run imports torch/transformers and samples the sample pair on 2 CPU cores
-K = ui.Keys
+K = Keys
 FEW_PROMPTS = {K.N_PROMPTS: 4}  # pages other than the first test need only a few responses
 PAGES = ("pages/token_inspector.py", "pages/mass_shift.py", "pages/live_ppo.py", "pages/kl_lab.py")
 
@@ -47,9 +46,9 @@ def _fresh(monkeypatch, tmp_path):
     """
     st.cache_data.clear()
     st.cache_resource.clear()
-    monkeypatch.setattr(ui, "_TRIED", set())  # as on a fresh server: nothing loaded yet
-    monkeypatch.setattr(ui, "UPLOAD_ROOT", tmp_path / "uploads")
-    monkeypatch.setattr(ui, "SAVED_ROOT", tmp_path / "saved")
+    # (clearing st.cache_resource also empties the tried pairs: as on a fresh server, nothing loaded yet)
+    monkeypatch.setattr(pairs, "UPLOAD_ROOT", tmp_path / "uploads")
+    monkeypatch.setattr(pairs, "SAVED_ROOT", tmp_path / "saved")
     original = PagesManager.__init__
 
     def init(self, *args, **kwargs):
@@ -88,11 +87,11 @@ def zipped(folder: Path) -> bytes:
 
 
 def shown(markdown: str) -> str:
-    """What a st.error/st.caption built with ui.plain displays: backslash escapes and entities undone."""
+    """What a st.error/st.caption built with feedback.plain displays: backslash escapes and entities undone."""
     return html.unescape(re.sub(r"\\(.)", r"\1", markdown))
 
 
-def current(at: AppTest) -> ui.Current:
+def current(at: AppTest) -> View:
     return at.session_state[K.CURRENT]
 
 
@@ -109,7 +108,7 @@ def test_every_page_renders_on_the_sample_pair():
     pair = at.selectbox(key=K.PAIR)
     assert pair.value == "Sample: policy vs SFT"
     assert "Sample: policy_k3_loss vs SFT" in pair.options
-    assert {ui.LOCAL, ui.UPLOAD} <= set(pair.options)
+    assert {sidebar.LOCAL, sidebar.UPLOAD} <= set(pair.options)
     assert any("Running on cpu · float32" in c.value for c in at.sidebar.caption)
     assert at.text_input(key=K.PROMPTS).value == settings.DEFAULT_PROMPTS
     assert at.number_input(key=K.MAX_NEW_TOKENS).value == settings.DEFAULT_MAX_NEW_TOKENS
@@ -150,7 +149,7 @@ def test_the_default_view_starts_from_the_shipped_table_and_still_loads_the_pair
     # The first run: the Overview's headline alone (title, figures, chart), from the shipped view.
     assert computed == [] and len(charts(at)) == 1 and len(at.metric) == 5
     assert not at.sidebar.selectbox and not at.download_button and not at.selectbox
-    view = shipped_view.read_warm_view(ROOT / "sample_data" / shipped_view.WARM_VIEW, ui._warm_key(current(at)))
+    view = shipped_view.read_warm_view(ROOT / "sample_data" / shipped_view.WARM_VIEW, current(at).shipped_key)
     assert metric(at, f"{KL_REVERSE} per token") == f"{view['headline']['kl_reverse_per_token']:.4f}"
     assert metric(at, f"{KL_FORWARD} per sequence") == f"{view['headline']['kl_forward_per_sequence']:.3f}"
     clean(at.run())  # its fragment's next run (AppTest: the next run): the sidebar and the rest of the page
@@ -267,7 +266,7 @@ def tiny(tiny_dirs):
 
 
 def upload(tiny_files: dict, policy: str, sft: str, sft_name: str = "sft.zip") -> AppTest:
-    at = app(**{K.PAIR: ui.UPLOAD, K.N_PROMPTS: 2})
+    at = app(**{K.PAIR: sidebar.UPLOAD, K.N_PROMPTS: 2})
     at.run()
     assert [f.label for f in at.file_uploader] == ["Policy checkpoint", "SFT checkpoint"]
     assert set(at.file_uploader[0].allowed_type) == {".zip", ".gguf"}
@@ -306,7 +305,7 @@ def test_a_file_that_is_no_checkpoint_is_refused(tiny):
 
 def test_local_paths_load_a_pair(tiny_dirs):
     policy, sft = tiny_dirs
-    at = clean(app(**{K.PAIR: ui.LOCAL, K.POLICY_PATH: str(policy), K.SFT_PATH: str(sft), K.N_PROMPTS: 2}).run())
+    at = clean(app(**{K.PAIR: sidebar.LOCAL, K.POLICY_PATH: str(policy), K.SFT_PATH: str(sft), K.N_PROMPTS: 2}).run())
     assert current(at).source.label == "policy vs sft" and len(charts(at)) == 1
 
 
@@ -319,31 +318,12 @@ def test_out_of_memory_is_a_sentence_not_a_traceback(monkeypatch):
 
     monkeypatch.setattr(klviz.sampling, "analyze", oom)
     at = app(**FEW_PROMPTS).run()
-    assert not at.exception and [shown(e.value) for e in at.error] == [ui.OOM_SENTENCE]
+    assert not at.exception and [shown(e.value) for e in at.error] == [feedback.OOM_SENTENCE]
     st.cache_resource.clear()
     monkeypatch.setattr(klviz.models, "load_pair", oom)
     at.session_state[K.DEVICE] = "cpu"  # another cache key: the pair is loaded again
     at.run()
-    assert not at.exception and [shown(e.value) for e in at.error] == [ui.OOM_SENTENCE]
-
-
-def test_downloads_are_the_token_table_and_a_report(tiny_dirs):
-    from klviz.views import plots, tables
-    from klviz.models import load_pair
-    from klviz.views.report import report_html
-    from klviz.prompts import Prompt
-    from klviz.sampling import SamplingConfig, analyze
-
-    pair = load_pair(*tiny_dirs, device="cpu")
-    df = analyze(pair, [Prompt(id="a", text="the food was")], SamplingConfig(samples_per_prompt=2, max_new_tokens=5),
-                 progress=False)
-    back = pd.read_parquet(io.BytesIO(ui._parquet_bytes(df, {"pair": "tiny"})))
-    assert list(back.columns) == list(df.columns) and len(back) == len(df)
-    assert back["kl_reverse"].tolist() == df["kl_reverse"].tolist()
-    csv = pd.read_csv(io.BytesIO(ui._csv_bytes(df)))
-    assert len(csv) == len(df) and csv["mass_gained_by_sft_bin"].str.startswith("[").all()
-    page = report_html("klviz", [("Mass moved", plots.mass_moved_figure(tables.band_totals(df)))], {"pair": "tiny"})
-    assert page.startswith("<!DOCTYPE html>") and "Mass moved" in page
+    assert not at.exception and [shown(e.value) for e in at.error] == [feedback.OOM_SENTENCE]
 
 
 def test_streamlit_config():
@@ -354,18 +334,8 @@ def test_streamlit_config():
     assert config["server"]["headless"] is True and config["server"]["maxUploadSize"] >= 1024
 
 
-def test_save_upload_writes_each_upload_once_under_a_safe_name(tmp_path):
-    first = ui.save_upload("my model (v2).zip", b"PK-bytes", tmp_path)
-    again = ui.save_upload("my model (v2).zip", io.BytesIO(b"PK-bytes"), tmp_path)
-    assert first == again and first.name == "my_model__v2_.zip" and first.read_bytes() == b"PK-bytes"
-    assert first.parent.parent == tmp_path
-    assert ui.save_upload("../../etc/evil.gguf", b"x", tmp_path).parent.parent == tmp_path
-    with pytest.raises(KlvizError, match=r"notes\.txt is neither a \.zip .* nor a \.gguf file"):
-        ui.save_upload("notes.txt", b"x", tmp_path)
-
-
 def test_plain_shows_markup_as_text():
-    shown = ui.plain("<script>alert(1)</script> *bold* $x$ [a](b)")
+    shown = feedback.plain("<script>alert(1)</script> *bold* $x$ [a](b)")
     assert "<script>" not in shown and "&lt;script&gt;" in shown
     for raw in ("*bold*", "$x$", "[a](b)"):
         assert raw not in shown
@@ -421,23 +391,11 @@ def test_stop_ends_a_run_and_a_second_run_is_overlaid():
     assert "#1 k1 in reward" in curves and "#2 k1 in reward" in curves
 
 
-def test_the_run_book_keeps_the_newest_four_runs_and_never_drops_a_running_one():
-    class FakeJob:
-        def __init__(self, running: bool):
-            self.running = running
-
-    book = ui.RunBook(max_runs=4)
-    book.add(ui.Run("#1", FakeJob(running=True), "sft", "k1"))
-    for i in range(2, 7):
-        book.add(ui.Run(f"#{i}", FakeJob(running=False), "sft", "k1"))
-    assert list(book.runs) == ["#1", "#4", "#5", "#6"] and book.latest().name == "#6"
-
-
 def test_closing_the_tab_stops_its_runs():
     from streamlit.runtime.caching import clear_session_resource_cache
 
     at = clean(click(ppo_page(steps=2000), "Start"))
-    job = ui.job_registry().get(at.session_state[K.SESSION])
+    job = runs.job_registry().get(at.session_state[K.SESSION])
     assert job is not None and job.running
     # What AppSession.clear_session_caches does when a browser tab disconnects ("test session id"
     # is AppTest's session): the session's run book is released and its runs stop.
@@ -448,10 +406,10 @@ def test_closing_the_tab_stops_its_runs():
 def test_the_server_wide_job_limit_is_a_clear_message(monkeypatch):
     from klviz.ppo.config import PPOConfig
 
-    monkeypatch.setattr(ui, "MAX_JOBS", 1)
+    monkeypatch.setattr(runs, "MAX_JOBS", 1)
     tok = make_tokenizer()
     cfg = PPOConfig(steps=10_000, batch_size=2, minibatches=1, ppo_epochs=1, max_new_tokens=4, device="cpu")
-    elsewhere = ui.job_registry().start("another-browser-session", make_tiny_model("gpt2", len(tok)), tok,
+    elsewhere = runs.job_registry().start("another-browser-session", make_tiny_model("gpt2", len(tok)), tok,
                                         ["the food was"], cfg)  # the server's one slot is taken
     try:
         at = click(ppo_page(steps=3), "Start")

@@ -114,7 +114,8 @@ def test_only_a_cpu_float32_choice_uses_it():
 def test_the_first_view_imports_neither_torch_nor_pandas():
     # What app.py and the Overview import before the default view's chart is sent (pandas and
     # pyarrow load after it, for the token table; torch once the pair loads).
-    code = ("import sys; import klviz.app.ui, klviz.views.plots, klviz.shipped_view, klviz.views.report; "
+    code = ("import sys; import klviz.app.first_view, klviz.app.data, klviz.app.downloads, klviz.app.feedback, "
+            "klviz.app.keys, klviz.app.view, klviz.views.plots, klviz.shipped_view, klviz.views.report; "
             "print(sorted(m for m in ('torch', 'pandas', 'pyarrow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -1,0 +1,221 @@
+"""The cached things pages draw from: the loaded pair, the prompts, the token table and its frames,
+mean rewards, the KL lab's verdicts.
+
+Caching follows Streamlit's own advice: a loaded pair is an `st.cache_resource` (shared by every
+session, keyed by klviz.pairs.pair_key, never mutated: PPO trains a copy), a table or frame an
+`st.cache_data` keyed by the View's table_key. torch and pandas are imported only when something
+needs them, so the default view's chart is sent without either (bench/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import threading
+from typing import TYPE_CHECKING, Mapping
+
+import streamlit as st
+
+from klviz.app.feedback import OOM_SENTENCE, is_oom, plain, show_error, user_errors
+from klviz.app.view import View, current
+from klviz.errors import KlvizError
+from klviz.pairs import fingerprint, resolve
+from klviz.prompts import prompt_text
+from klviz.settings import SamplingSettings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+class TriedPairs:
+    """Keys of pairs this server has loaded (st.cache_resource holds them) or failed to load.
+
+    Shared by every session's thread, hence the lock; the first view loads a pair late only when
+    it is not in here (klviz.app.first_view)."""
+
+    def __init__(self):
+        self._keys: set[str] = set()
+        self._lock = threading.Lock()
+
+    def add(self, key: str) -> None:
+        with self._lock:
+            self._keys.add(key)
+
+    def __contains__(self, key: str) -> bool:
+        with self._lock:
+            return key in self._keys
+
+
+@st.cache_resource(show_spinner=False)
+def tried_pairs() -> TriedPairs:
+    """The server's one TriedPairs, held by st.cache_resource rather than a module global."""
+    return TriedPairs()
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the pair…")
+def _load_pair(policy: str, sft: str, policy_base: str | None, device: str, dtype: str, content: str):
+    """One shared Pair per (paths, device, dtype, content); `content` only keys the cache."""
+    from klviz.models import load_pair
+
+    pair = load_pair(policy, sft, device=device, dtype=dtype, policy_base=policy_base)
+    tried_pairs().add(content)
+    return pair
+
+
+def load_pair_cached(view: View):
+    """The view's Pair, from the shared cache when its files have not changed."""
+    source = view.source
+    base = resolve(source.policy_base) if source.policy_base else None
+    return _load_pair(resolve(source.policy), resolve(source.sft), base, view.device, view.dtype, view.pair_key)
+
+
+def ensure_pair():
+    """Load the current pair (from the cache when its files have not changed) once per run, and show
+    its device line, or its error, in the sidebar. Returns the Pair, or None."""
+    cur = current()
+    if cur.source is None or cur.pair is not None or cur.error:
+        return cur.pair
+    with (cur.status.container() if cur.status is not None else contextlib.nullcontext()):
+        try:
+            cur.pair = load_pair_cached(cur)
+        except KlvizError as e:
+            cur.error = cur.source.explain(str(e))
+        except Exception as e:
+            if not is_oom(e):
+                raise
+            cur.error = OOM_SENTENCE
+        if cur.error:
+            show_error(cur.error)
+        else:
+            st.caption(plain(f"Running on {cur.pair.device} · {str(cur.pair.dtype).removeprefix('torch.')}"))
+            for info in (cur.pair.policy_info, cur.pair.sft_info):
+                st.caption(plain(info.describe()))
+    return cur.pair
+
+
+def require_pair():
+    """The loaded Pair, or a note in the page and the end of this run."""
+    pair = ensure_pair()
+    if pair is None:
+        cur = current()
+        st.info("No pair is loaded: see the error in the sidebar." if cur.error else "Choose a pair in the sidebar.")
+        st.stop()
+    return pair
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _read_prompts(path: str, content: str) -> list:
+    from klviz.prompts import read_prompts
+
+    return read_prompts(path)
+
+
+def all_prompts(settings: SamplingSettings) -> list:
+    """Every prompt of the settings' prompts file (cached by path and the file's fingerprint)."""
+    path = resolve(settings.prompts)
+    return _read_prompts(path, fingerprint(path))
+
+
+def prompts() -> list:
+    """The sidebar's prompts (the first n when a number is set); stops the run with st.error if unreadable."""
+    s = current().settings
+    with user_errors(stop=True):
+        found = all_prompts(s)
+        return found[: s.n_prompts] if s.n_prompts else found
+
+
+@st.cache_data(max_entries=16, show_spinner="Sampling and scoring…")
+def _analysis(table: str, _settings: SamplingSettings, _pair, _prompts) -> pd.DataFrame:
+    """The token table; `table` (View.table_key: the pair's key, the prompts' content, the settings) keys the cache."""
+    from klviz import sampling  # torch: loaded with the pair, after the first view
+
+    return sampling.settings_table(_pair, _prompts, _settings)
+
+
+def require_table() -> pd.DataFrame:
+    """The token table of the current pair and settings (cached), or st.error and the end of this run."""
+    cur = current()
+    table = cur.warm_table()
+    if table is not None:
+        return table
+    pair, found = require_pair(), prompts()
+    with user_errors(stop=True):
+        return _analysis(cur.table_key, cur.settings, pair, found)
+
+
+def overview() -> tuple[dict, Mapping]:
+    """The Overview's headline figures (`tables.headline`) and band totals (`tables.band_totals`).
+
+    On the default view they come from the shipped view (klviz.shipped_view), so its chart is sent before
+    pandas has loaded; otherwise from the token table.
+    """
+    view = current().shipped
+    if view is not None:
+        return view["headline"], view["bands"]
+    from klviz.views import tables
+
+    df = require_table()
+    return tables.headline(df), tables.band_totals(df)
+
+
+def decoder(pair):
+    """token id -> text under the pair's tokenizer, memoized per pair."""
+    return _decoders(id(pair.tokenizer), pair.tokenizer)
+
+
+@functools.lru_cache(maxsize=8)
+def _decoders(_tok_id: int, tokenizer):
+    return functools.lru_cache(maxsize=None)(
+        lambda i: tokenizer.decode([int(i)], clean_up_tokenization_spaces=False))
+
+
+def sources_of(df: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(df["source"])) if "source" in df else []
+
+
+def shift_choices(df: pd.DataFrame) -> list[str]:
+    """The Mass shift page's sample choices: each source, and "both" when there are two (the default: last)."""
+    sources = sources_of(df)
+    return sources + (["both"] if len(sources) > 1 else [])
+
+
+def shift_rows(df: pd.DataFrame, choice: str | None) -> pd.DataFrame:
+    return df if choice in (None, "both") else df[df["source"] == choice]
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _mass_shift(table: str, choice: str | None, _rows: pd.DataFrame, _decode) -> dict[str, pd.DataFrame]:
+    from klviz.views import tables
+
+    return tables.mass_shift(_rows, _decode)
+
+
+def mass_shift(rows: pd.DataFrame, choice: str | None, pair) -> dict[str, pd.DataFrame]:
+    """`tables.mass_shift` of the current table's `rows` for `choice` (`shift_rows`), cached per table."""
+    return _mass_shift(current().table_key, choice, rows, decoder(pair))
+
+
+@st.cache_data(max_entries=2, show_spinner=False)
+def claim_verdicts(seed: int = 0) -> list:
+    """`klviz.lab.claims.evaluate_claims(seed)`, cached: the KL lab's verdicts (seed 0: as `klviz claims`)."""
+    from klviz.lab.claims import evaluate_claims
+
+    return evaluate_claims(seed)
+
+
+@st.cache_data(max_entries=16, show_spinner="Scoring rewards…")
+def _mean_rewards(table: str, reward_name: str, _df, _tokenizer, _texts) -> dict:
+    from klviz.views import tables
+    from klviz.ppo.rewards import get_reward
+
+    seq = tables.per_sequence(_df)
+    scores = get_reward(reward_name, _tokenizer)([_texts.get(i, "") for i in seq["prompt_id"]],
+                                                 list(seq["response"]))
+    return seq.assign(reward=scores.numpy()).groupby("source", sort=False)["reward"].mean().to_dict()
+
+
+def mean_rewards(df: pd.DataFrame, reward_name: str) -> dict[str, float]:
+    """Mean reward of the sampled responses (prompt + response), by source; cached per table."""
+    texts = {str(p.id): prompt_text(p) for p in prompts()}
+    pair = require_pair()
+    return _mean_rewards(current().table_key, reward_name, df, pair.tokenizer, texts)

@@ -1,0 +1,116 @@
+"""The first view of a new browser session, in three phases, so its chart shows first:
+
+1. Headline only. A new session on the Overview with the shipped default view (klviz.shipped_view)
+   runs the page before the sidebar, from the shipped figures (no torch, no pandas), and ends the run
+   after the headline (`headline_only`): the browser draws the title, figures and chart alone while
+   it evaluates plotly.js.
+2. The rest, REST_SOON_S later: a fragment's next run reruns the whole app: sidebar, controls, the
+   downloads.
+3. The pair, LOAD_SOON_S after that: another fragment's next run loads it (importing torch and
+   transformers holds the interpreter for seconds), warms the other pages' caches and reruns.
+
+Any other view loads its pair in the run itself (`load_pair`). Figures: bench/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import streamlit as st
+
+from klviz.app import data
+from klviz.app.keys import Keys
+from klviz.app.sidebar import sidebar
+from klviz.app.view import View, current, make_view
+from klviz.errors import KlvizError
+from klviz.pairs import SHIPPED_PAIRS, PairSource
+
+REST_SOON_S = 1.5  # phase 2 follows the headline this long after (the browser asks for it)
+LOAD_SOON_S = 1.5  # phase 3: the pair loads this long after the page reached the browser
+
+
+def run(page, default_page: bool) -> None:
+    """app.py's body: the page and the sidebar, in the first view's order on a new session."""
+    if start_warm(default_page):  # phase 1: the page first, from the shipped view
+        page.run()
+        load_pair(sidebar())
+    else:
+        load_pair(sidebar())
+        page.run()
+
+
+def start_warm(default_page: bool) -> bool:
+    """True, after storing the default view as this run's View, when a new browser session opens
+    on the default page (the Overview) and the shipped default view applies.
+
+    The sidebar's widgets hold their defaults on a session's first run anyway, so the page can run
+    before the sidebar is drawn.
+    """
+    if Keys.CURRENT in st.session_state or not default_page or any(k in st.session_state for k in Keys.SIDEBAR):
+        return False
+    label = next(iter(SHIPPED_PAIRS))
+    view = make_view(PairSource(label, *SHIPPED_PAIRS[label]))
+    if view.shipped is None:
+        return False
+    st.session_state[Keys.CURRENT] = view
+    st.session_state[Keys.HEADLINE_ONLY] = True
+    return True
+
+
+def headline_only() -> None:
+    """End a new session's first run here, after the default view's headline, when `start_warm` began it.
+
+    What would arrive with the chart (sidebar widgets, page controls) is rendered while plotly.js is
+    evaluated and delayed the first chart (bench/RESULTS.md); it follows REST_SOON_S later.
+    """
+    if st.session_state.pop(Keys.HEADLINE_ONLY, False):
+        _rest_soon()
+        st.stop()
+
+
+def load_pair(view: View) -> None:
+    """Load the view's pair in this run, or, on the shipped default view with a pair this server has
+    not tried yet, LOAD_SOON_S after the page has reached the browser (phase 3)."""
+    if view.source is None or view.shipped is None or view.pair_key in data.tried_pairs():
+        data.ensure_pair()
+    else:
+        with view.status.container():
+            _load_pair_soon()
+
+
+def _timed_run(key: str) -> bool:
+    """For a fragment with run_every: False when the run that draws it calls it (and noted under
+    `key`), True on the fragment's own next run, which the browser asks for after the interval."""
+    if st.session_state.pop(key, False):
+        return True
+    st.session_state[key] = True
+    return False
+
+
+@st.fragment(run_every=REST_SOON_S)
+def _rest_soon() -> None:
+    if _timed_run(Keys.REST_SOON):
+        st.rerun()  # the whole app: the sidebar, then the page with its controls
+
+
+@st.fragment(run_every=LOAD_SOON_S)
+def _load_pair_soon() -> None:
+    """Phase 3: load the pair on this fragment's next run, not in the run that sends the page
+    (that kept the finished page from being sent for seconds; bench/RESULTS.md)."""
+    if not _timed_run(Keys.LOAD_SOON):
+        st.caption("Loading the pair…")
+        return
+    cur = current()
+    try:
+        pair = data.load_pair_cached(cur)
+    except Exception:  # shown, as one sentence, by the full run below (ensure_pair loads it again)
+        data.tried_pairs().add(cur.pair_key)
+    else:  # and what the next pages need, into the caches: a first page visit is faster
+        with contextlib.suppress(KlvizError, OSError):  # the page that needs it shows any error
+            data.all_prompts(cur.settings)
+            table = cur.warm_table()  # pandas; and the Mass shift page's frames of its default choice
+            if table is not None and len(table):
+                choice = data.shift_choices(table)[-1]
+                data.mass_shift(data.shift_rows(table, choice), choice, pair)
+        data.claim_verdicts()  # the KL lab's verdicts
+    st.rerun()  # the whole app again: the sidebar and every page now have the pair

@@ -1,0 +1,106 @@
+"""Live PPO glue: a session's run book, the server-wide job cap, starting and saving runs.
+
+Training runs in klviz.ppo.jobs; this module only starts, stops and reads it. A session's runs live
+in a session-scoped st.cache_resource, so they stop when the browser tab goes away.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import TYPE_CHECKING
+
+import streamlit as st
+
+from klviz import pairs
+from klviz.app import data
+from klviz.app.keys import Keys
+from klviz.app.view import current
+from klviz.errors import KlvizError
+from klviz.pairs import SavedPolicy
+from klviz.ppo.runbook import Run, RunBook
+from klviz.prompts import prompt_text
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+MAX_JOBS = 2  # PPO jobs running at once on one server: each takes a CPU core (klviz.ppo.jobs)
+REFRESH_S = 0.4  # the live panel's polling interval while a job runs
+
+
+def _release_runs(book: RunBook) -> None:
+    book.stop_all()
+
+
+@st.cache_resource(scope="session", on_release=_release_runs, show_spinner=False)
+def runbook() -> RunBook:
+    """This browser session's runs; released (and every run stopped) when the session disconnects."""
+    from klviz.views.plots import MAX_RUNS
+
+    return RunBook(MAX_RUNS)
+
+
+@st.cache_resource(show_spinner=False)
+def job_registry():
+    """The server-wide cap on running PPO jobs (shared by every session)."""
+    from klviz.ppo.jobs import JobRegistry
+
+    return JobRegistry(max_jobs=MAX_JOBS)
+
+
+def session_id() -> str:
+    import uuid
+
+    return st.session_state.setdefault(Keys.SESSION, uuid.uuid4().hex)
+
+
+def start_run(cfg, start_from_policy: bool = False) -> Run:
+    """Start a PPO job on a copy of the current pair's SFT model (or its policy); KlvizError when the
+    server is full or the settings are invalid. The cached models are only read (PPO trains a copy)."""
+    from klviz.ppo.losses import ESTIMATOR_METRIC
+
+    pair, cur, book = data.require_pair(), current(), runbook()
+    if book.any_running():
+        raise KlvizError("A PPO run is already training in this tab: stop it before starting another.")
+    texts = [prompt_text(p) for p in data.prompts()]  # a chat prompt trains as its messages' text
+    book.count += 1
+    name = f"#{book.count} {cfg.kl_estimator} in {cfg.kl_placement}, β={cfg.kl_coef:g}"
+    if cfg.target_kl is not None:
+        name += f"→KL {cfg.target_kl:g}"
+    job = job_registry().start(session_id(), pair.sft, pair.tokenizer, texts, cfg,
+                               policy_init=pair.policy if start_from_policy else None)
+    run = Run(name, job, cur.source.sft, ESTIMATOR_METRIC[cfg.kl_estimator])
+    book.add(run)
+    return run
+
+
+def save_run(run: Run) -> SavedPolicy:
+    """Save a run's policy and list it in the sidebar's pair picker (selected on the next run)."""
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", run.name).strip("_")
+    path = run.job.save(pairs.SAVED_ROOT / session_id() / f"{slug}_{time.strftime('%H%M%S')}")
+    saved = SavedPolicy(f"PPO {run.name} vs its SFT", str(path), run.sft)
+    st.session_state.setdefault(Keys.SAVED, {})[saved.label] = saved
+    st.session_state[Keys.PENDING_PAIR] = saved.label
+    return saved
+
+
+def ppo_bands(run: Run, snap) -> tuple[int, pd.DataFrame] | None:
+    """(step, band frame per token) of the newest mass-moved record of a run's snapshot, or None.
+
+    The job records band sums over the rollout's response tokens; their number is the step's
+    mean response length (EOS included) times the batch size.
+    """
+    from klviz.views import tables
+
+    if not snap.bands:
+        return None
+    record = snap.bands[-1]
+    lengths = {m["step"]: m.get("response_len") for m in snap.metrics}
+    n_tokens = (lengths.get(record["step"]) or 0) * run.job.cfg.batch_size
+    return record["step"], tables.bands_from_ppo({**record, "n_tokens": n_tokens or None})
+
+
+def count_poll() -> int:
+    """Count this live-panel refresh (shown on the page; the browser benchmark reads it)."""
+    st.session_state[Keys.PPO_POLLS] = st.session_state.get(Keys.PPO_POLLS, 0) + 1
+    return st.session_state[Keys.PPO_POLLS]

@@ -1,0 +1,110 @@
+"""The shared sidebar: the pair picker (shipped pairs, saved PPO policies, local paths, uploads), the
+device and the sampling settings. It builds one View per run (klviz.app.view) for every page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from klviz import pairs
+from klviz.app.feedback import user_errors
+from klviz.app.keys import Keys
+from klviz.app.view import View, make_view
+from klviz.pairs import SHIPPED_PAIRS, UPLOAD_TYPES, PairSource
+from klviz.settings import SamplingSettings
+
+LOCAL, UPLOAD = "Local paths…", "Upload checkpoints…"
+
+
+def _uploaded_path(uploaded) -> Path:
+    """Save a st.file_uploader file once per upload (by its file_id)."""
+    saved = st.session_state.setdefault(Keys.UPLOADED, {})
+    if uploaded.file_id not in saved:
+        saved[uploaded.file_id] = pairs.save_upload(uploaded.name, uploaded.getvalue(), pairs.UPLOAD_ROOT)
+    return saved[uploaded.file_id]
+
+
+def _pair_options() -> dict[str, PairSource | None]:
+    options: dict[str, PairSource | None] = {k: PairSource(k, *v) for k, v in SHIPPED_PAIRS.items()}
+    for saved in st.session_state.get(Keys.SAVED, {}).values():
+        options[saved.label] = PairSource(saved.label, saved.policy, saved.sft)
+    options[LOCAL], options[UPLOAD] = None, None
+    return options
+
+
+def _local_pair() -> PairSource | None:
+    policy = st.text_input("Policy path", key=Keys.POLICY_PATH, placeholder="HF folder, .zip, LoRA, .gguf")
+    sft = st.text_input("SFT path", key=Keys.SFT_PATH)
+    base = st.text_input("Policy base (LoRA only)", key=Keys.POLICY_BASE)
+    if not (policy.strip() and sft.strip()):
+        st.info("Enter both paths.")
+        return None
+    return PairSource(f"{Path(policy).name} vs {Path(sft).name}", policy.strip(), sft.strip(),
+                      base.strip() or None)
+
+
+def _uploaded_pair() -> PairSource | None:
+    files = [st.file_uploader(label, type=list(UPLOAD_TYPES), key=key,
+                              help="A .zip of a Hugging Face model folder, or a .gguf file.")
+             for label, key in (("Policy checkpoint", Keys.POLICY_UPLOAD),
+                                ("SFT checkpoint", Keys.SFT_UPLOAD))]
+    if not all(files):
+        st.info("Upload both checkpoints.")
+        return None
+    with user_errors(stop=False):
+        policy, sft = (_uploaded_path(f) for f in files)
+        return PairSource(f"{files[0].name} vs {files[1].name}", str(policy), str(sft),
+                          shown=((str(policy), files[0].name), (str(sft), files[1].name)))
+    return None
+
+
+def _pair_picker() -> PairSource | None:
+    """The pair chooser: shipped pairs, saved PPO policies, local paths or two uploads."""
+    options = _pair_options()
+    pending = st.session_state.pop(Keys.PENDING_PAIR, None)
+    if pending in options:
+        st.session_state[Keys.PAIR] = pending
+    choice = st.selectbox("Pair", list(options), key=Keys.PAIR,
+                          help="Policy vs SFT. A policy saved on the Live PPO page appears here.")
+    if choice == LOCAL:
+        return _local_pair()
+    if choice == UPLOAD:
+        return _uploaded_pair()
+    return options[choice]
+
+
+def _sampling_settings() -> SamplingSettings:
+    d = SamplingSettings()
+    prompts = st.text_input("Prompts file", value=d.prompts, key=Keys.PROMPTS,
+                            help="JSONL with prompt or messages (optional id), or .txt, one prompt per line.")
+    n_prompts = st.number_input("Prompts used (0 = all)", 0, 10_000, d.n_prompts, key=Keys.N_PROMPTS)
+    samples = st.number_input("Samples per prompt", 1, 64, d.samples_per_prompt, key=Keys.SAMPLES)
+    max_new = st.number_input("Max new tokens", 1, 512, d.max_new_tokens, key=Keys.MAX_NEW_TOKENS)
+    temperature = st.slider("Temperature", 0.0, 2.0, d.temperature, 0.05, key=Keys.TEMPERATURE)
+    seed = st.number_input("Seed", 0, 2**31 - 1, d.seed, key=Keys.SEED)
+    sample_from = st.segmented_control("Sample from", ["policy", "sft", "both"], default=d.sample_from,
+                                       format_func={"policy": "Policy", "sft": "SFT", "both": "Both"}.get,
+                                       required=True, key=Keys.SAMPLE_FROM)
+    return SamplingSettings(prompts.strip() or d.prompts, int(n_prompts), int(samples), int(max_new),
+                            float(temperature), int(seed), sample_from or d.sample_from)
+
+
+def sidebar() -> View:
+    """Draw the shared sidebar; returns (and stores for the pages) this run's View.
+
+    The pair is not loaded here: klviz.app.first_view loads it now, or soon after the page.
+    """
+    with st.sidebar:
+        st.subheader("Pair")
+        source = _pair_picker()
+        with st.expander("Device"):
+            device = st.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key=Keys.DEVICE)
+            dtype = st.selectbox("Weights dtype", ["auto", "float32", "bfloat16"], key=Keys.DTYPE)
+        status = st.empty()
+        st.subheader("Sampling")
+        settings = _sampling_settings()
+    view = make_view(source, device, dtype, settings)
+    view.status = status
+    st.session_state[Keys.CURRENT] = view
+    return view

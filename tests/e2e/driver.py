@@ -1,0 +1,162 @@
+"""Driving the dashboard in a browser: `streamlit run app.py` on a free loopback port, Playwright through
+Debian's /usr/bin/chromium (never a downloaded browser), waits, widgets, and a `Record` of screenshots
+and timings. The steps themselves are in tests/e2e/flow.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+IDLE = "[data-testid='stApp'][data-test-script-state='notRunning']"
+RUNNING = "[data-testid='stApp'][data-test-script-state='running']"
+EXCEPTION = "[data-testid='stException']"
+
+
+@dataclass
+class Record:
+    """Where a run's screenshots go, and the timings it measured (measure -> "1.23 s")."""
+
+    shots: Path
+    """The folder screenshots are saved in."""
+    timings: dict[str, str] = field(default_factory=dict)
+    """Each measure's value, in the order measured."""
+
+    def shot(self, tab, name: str) -> None:
+        self.shots.mkdir(parents=True, exist_ok=True)
+        tab.screenshot(path=str(self.shots / f"{name}.png"), full_page=True)
+
+    def time(self, measure: str, start: float) -> None:
+        self.timings[measure] = f"{time.perf_counter() - start:.2f} s"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve(log_path: Path) -> Iterator[str]:
+    """`streamlit run app.py` on a free loopback port; yields its URL once /_stcore/health says ok.
+    On exit the server stops, and its log must hold no traceback."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+           "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
+           "--browser.gatherUsageStats", "false"]
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.read().decode().strip() == "ok":
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None, f"streamlit exited: {log_path.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"no health after 60 s: {log_path.read_text()[-3000:]}"
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        tail = log_path.read_text()[-4000:]
+        assert "Traceback" not in tail, tail
+
+
+@contextlib.contextmanager
+def browser(profile: Path):
+    """A Playwright tab in Debian's headless chromium."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        context = p.chromium.launch_persistent_context(
+            str(profile), executable_path=str(CHROMIUM), headless=True,
+            args=CHROMIUM_ARGS, viewport={"width": 1600, "height": 1100})
+        tab = context.new_page()
+        tab.set_default_timeout(60_000)
+        yield tab
+        context.close()
+
+
+# Checked on every animation frame: Playwright's own waits poll at growing intervals (up to 500 ms),
+# which would add up to half a second to a timing.
+DRAWN = """([title, charts, inPanel, text, idle]) => {
+  const app = document.querySelector("[data-testid='stApp']");
+  if (idle && (!app || app.getAttribute("data-test-script-state") !== "notRunning")) return false;
+  if (title && ![...document.querySelectorAll("h1")].some(h => h.textContent.includes(title))) return false;
+  let scope = document;
+  if (inPanel) {  // the open tab's panel
+    scope = [...document.querySelectorAll("[role='tabpanel']")].find(p => p.offsetParent !== null);
+    if (!scope) return false;
+  }
+  if (text && !scope.textContent.includes(text)) return false;
+  // A chart is drawn once plotly has built its SVG layers (it makes three .main-svg per chart).
+  const drawn = [...scope.querySelectorAll("[data-testid='stPlotlyChart']")].filter(c => c.querySelector(".main-svg"));
+  return drawn.length >= charts;
+}"""
+
+
+def drawn(tab, charts: int = 0, title: str | None = None, in_panel: bool = False, text: str | None = None,
+          idle: bool = True) -> None:
+    """Wait until `charts` charts are drawn (in the open tab's panel if `in_panel`), with `title`
+    and `text` shown and, if `idle`, the script finished."""
+    tab.wait_for_function(DRAWN, arg=[title, charts, in_panel, text, idle], polling="raf")
+
+
+def settle(tab, charts: int = 0, title: str | None = None) -> None:
+    """Wait until the script is idle, the page's title is shown and `charts` charts are drawn."""
+    drawn(tab, charts, title)
+
+
+def no_exception(tab) -> None:
+    assert tab.locator(EXCEPTION).count() == 0, tab.locator(EXCEPTION).first.inner_text()
+
+
+def nav(tab, name: str):
+    return tab.locator("[data-testid='stSidebarNav'] a", has_text=name).first
+
+
+def metric_value(tab, label: str) -> str:
+    box = tab.locator("[data-testid='stMetric']", has_text=label).first
+    return box.locator("[data-testid='stMetricValue']").inner_text().strip()
+
+
+def set_number(tab, label: str, value: int, wait: bool = True) -> None:
+    box = tab.get_by_label(label, exact=True)
+    box.fill(str(value))
+    box.press("Enter")
+    if wait:
+        tab.locator(IDLE).wait_for()
+
+
+def choose(tab, label: str, option: str) -> None:
+    """Pick `option` in the st.selectbox labelled `label`."""
+    tab.get_by_role("combobox", name=label).click()
+    tab.get_by_role("option", name=option).click()
+    tab.locator(IDLE).wait_for()
+
+
+def zipped(folder: Path, out: Path) -> Path:
+    with zipfile.ZipFile(out, "w") as z:
+        for f in sorted(folder.rglob("*")):
+            z.write(f, Path(folder.name) / f.relative_to(folder))
+    return out
