@@ -65,7 +65,7 @@ def analyze_metadata(args, cfg: SamplingConfig, pair) -> dict[str, str]:
 
 def run(args) -> int:
     """Run `klviz analyze` from an argparse Namespace; KlvizError for any bad input."""
-    if args.ray is not None:
+    if getattr(args, "ray", None) is not None:  # a Namespace built without the flags runs locally
         from klviz.distributed_tables import analyze_on_ray
 
         return analyze_on_ray(args)

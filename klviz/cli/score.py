@@ -70,7 +70,7 @@ def table_metadata(pair, **extra) -> dict[str, str]:
 def run(args: argparse.Namespace) -> int:
     from klviz.models import load_pair
 
-    if args.ray is not None:
+    if getattr(args, "ray", None) is not None:  # a Namespace built without the flags runs locally
         from klviz.distributed_tables import score_on_ray
 
         return score_on_ray(args)
