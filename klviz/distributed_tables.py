@@ -75,11 +75,12 @@ def analyze_on_ray(args, actor_cls=None) -> int:
     check_output(out)
     cfg = sampling_config(args)
     settings, spec = settings_from_args(args), spec_from_args(args)
+    units = sample_units(prompts, cfg)
     with ray_session(settings) as ray:
-        sampled = run_units(ray, settings, spec, sample_units(prompts, cfg), **_cls(actor_cls))
+        sampled = run_units(ray, settings, spec, units, **_cls(actor_cls))
         inputs = [ScoreInput(prompt_ids=ids, response_ids=r, prompt_id=prompts[i].id, sample_id=s,
-                             extra={"source": unit.source})
-                  for unit, (pairs, _) in zip(sample_units(prompts, cfg), sampled)
+                             extra={"source": unit.source})  # klviz.sampling.sample's order: source, batch, job
+                  for unit, (pairs, _) in zip(units, sampled)
                   for (i, s), (ids, r) in zip(unit.jobs, pairs) if r]
         if not inputs:
             raise KlvizError("Every sampled response was empty (the model ended each one at once), so there is "
