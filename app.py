@@ -4,12 +4,13 @@ The frame only: page config, the shared sidebar (which pair is loaded, the sampl
 st.navigation over the thin pages in pages/.
 """
 
-import os
 from pathlib import Path
 
+from klviz.threads import apply_thread_settings
+
 # Before torch loads: idle OpenMP workers sleep instead of spinning, which on a busy machine starved
-# the threads doing the work (bench/RESULTS.md).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# the threads doing the work (bench/RESULTS.md); the CLI applies the same settings (klviz.threads).
+apply_thread_settings()
 
 import streamlit as st  # noqa: E402
 

@@ -14,8 +14,11 @@ Start-up is cancelled out: each run times steps warmup+1..warmup+steps by the cl
 every step, i.e. time(N steps) - time(warmup steps). Each variant runs in its own subprocess with
 the same torch thread count, and the variants alternate `--repeats` times. On a shared machine the
 best (least disturbed) run is the headline; medians of wall time and of process CPU time beside it.
+Peak memory: each child's peak resident set (ru_maxrss), model and start-up included.
+A real model (issue 16): --sft <SmolLM2 folder> --batch 8 --lora-rank 8 (klviz trains a LoRA adapter,
+its reference the base with the adapter off; TRL gets the same LoraConfig through peft_config).
 Usage: python bench/ppo.py [--sft sample_data/sft] [--steps 6] [--warmup 2] [--repeats 5]
-                          [--threads 2] [--out bench/RESULTS_ppo.md]
+                          [--threads 2] [--batch 64] [--lora-rank 0] [--out bench/RESULTS_ppo.md]
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -68,7 +72,7 @@ def sentiment_reward(prompts, completions, **kwargs) -> list[float]:
     return [sentiment_score(p + c) for p, c in zip(prompts, completions)]
 
 
-def child_klviz(folder: Path, steps: int, warmup: int, exact: bool) -> list[float]:
+def child_klviz(folder: Path, steps: int, warmup: int, exact: bool, batch: int, lora_rank: int) -> list[float]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from klviz.ppo.config import PPOConfig
@@ -77,10 +81,10 @@ def child_klviz(folder: Path, steps: int, warmup: int, exact: bool) -> list[floa
 
     model = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True).eval()
     tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-    cfg = PPOConfig(reward="sentiment", steps=warmup + steps, batch_size=BATCH, max_new_tokens=NEW_TOKENS,
+    cfg = PPOConfig(reward="sentiment", steps=warmup + steps, batch_size=batch, max_new_tokens=NEW_TOKENS,
                     ppo_epochs=1, minibatches=1, kl_placement="reward", kl_estimator="k1", kl_coef=BETA,
-                    lr=LR, device="cpu", log_exact_kl=exact, bands_every=5 if exact else 0)
-    trainer = PPOTrainer(model, tok, _prompts(), cfg)
+                    lr=LR, device="cpu", log_exact_kl=exact, bands_every=5 if exact else 0, lora_rank=lora_rank)
+    trainer = PPOTrainer(model, tok, _prompts(), cfg, share_sft=True)  # as `klviz ppo` does
     stamps = [(time.perf_counter(), time.process_time())]
     for _ in range(warmup + steps):
         trainer.step()
@@ -88,7 +92,7 @@ def child_klviz(folder: Path, steps: int, warmup: int, exact: bool) -> list[floa
     return stamps
 
 
-def child_trl(folder: Path, steps: int, warmup: int) -> list[float]:
+def child_trl(folder: Path, steps: int, warmup: int, batch: int, lora_rank: int) -> list[float]:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import RLOOConfig, RLOOTrainer
@@ -101,9 +105,14 @@ def child_trl(folder: Path, steps: int, warmup: int) -> list[float]:
 
     total = warmup + steps
     prompts = _prompts()
-    rows = (prompts * (1 + total * BATCH // TRL_GENERATIONS // len(prompts)))
+    rows = (prompts * (1 + total * batch // TRL_GENERATIONS // len(prompts)))
+    peft_config = None
+    if lora_rank:
+        from klviz.ppo.lora import lora_config
+
+        peft_config = lora_config(lora_rank)
     with tempfile.TemporaryDirectory() as out:
-        args = RLOOConfig(output_dir=out, per_device_train_batch_size=BATCH, num_generations=TRL_GENERATIONS,
+        args = RLOOConfig(output_dir=out, per_device_train_batch_size=batch, num_generations=TRL_GENERATIONS,
                           max_completion_length=NEW_TOKENS, num_iterations=1, beta=BETA, learning_rate=LR,
                           max_steps=total, logging_steps=10**6, save_strategy="no", report_to="none",
                           use_cpu=True, bf16=False, seed=0, disable_tqdm=True, temperature=1.0)
@@ -111,7 +120,7 @@ def child_trl(folder: Path, steps: int, warmup: int) -> list[float]:
                               reward_funcs=[sentiment_reward], args=args,
                               train_dataset=Dataset.from_dict({"prompt": rows}),
                               processing_class=AutoTokenizer.from_pretrained(str(folder), local_files_only=True),
-                              callbacks=[Stamp()])
+                              callbacks=[Stamp()], peft_config=peft_config)
         stamps.append((time.perf_counter(), time.process_time()))
         trainer.train()
     return stamps
@@ -123,19 +132,21 @@ def child(args) -> None:
     torch.set_num_threads(args.threads)
     folder = Path(args.model_dir)
     if args.child == "trl-rloo":
-        stamps = child_trl(folder, args.steps, args.warmup)
+        stamps = child_trl(folder, args.steps, args.warmup, args.batch, args.lora_rank)
     else:
-        stamps = child_klviz(folder, args.steps, args.warmup, exact=args.child == "klviz")
+        stamps = child_klviz(folder, args.steps, args.warmup, args.child == "klviz", args.batch, args.lora_rank)
     first, last = stamps[args.warmup], stamps[args.warmup + args.steps]  # ends of steps warmup and N
     print(json.dumps({"variant": args.child, "step_s": (last[0] - first[0]) / args.steps,
                       "step_cpu_s": (last[1] - first[1]) / args.steps,
-                      "all_steps_s": [b[0] - a[0] for a, b in zip(stamps, stamps[1:])]}))
+                      "all_steps_s": [b[0] - a[0] for a, b in zip(stamps, stamps[1:])],
+                      "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))  # KiB on Linux
 
 
 def run_child(variant: str, model_dir: Path, args) -> dict:
     python = os.environ.get("KLVIZ_BENCH_PYTHON", sys.executable)
     cmd = [python, __file__, "--child", variant, "--model-dir", str(model_dir), "--steps", str(args.steps),
-           "--warmup", str(args.warmup), "--threads", str(args.threads)]
+           "--warmup", str(args.warmup), "--threads", str(args.threads), "--batch", str(args.batch),
+           "--lora-rank", str(args.lora_rank)]
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     if done.returncode != 0:
@@ -150,7 +161,7 @@ def report(results: dict[str, list[dict]], model_desc: str, args) -> str:
     lines = [
         "## PPO step time (bench/ppo.py)",
         "",
-        f"Model: {model_desc}. Workload: {BATCH} completions x up to {NEW_TOKENS} new tokens per step, "
+        f"Model: {model_desc}. Workload: {args.batch} completions x up to {NEW_TOKENS} new tokens per step, "
         "sentiment reward, one update per batch, k1 in the reward (beta 0.05), CPU, "
         f"{args.threads} torch thread(s). Steady-state step time = (clock at the end of step warmup+N - clock "
         f"at the end of step warmup) / N, warmup {args.warmup}, N {args.steps}; {args.repeats} alternating "
@@ -158,15 +169,18 @@ def report(results: dict[str, list[dict]], model_desc: str, args) -> str:
         f"{platform.machine()}, {os.cpu_count()} CPUs, shared with other jobs, so the best (least disturbed) "
         "run's wall time is the headline; medians of wall and of the process's CPU time beside it.",
         "",
-        "| variant | best wall s/step | median wall | median CPU | best wall vs TRL | median CPU vs TRL |",
-        "|---|---|---|---|---|---|",
+        f"LoRA rank: {args.lora_rank or 'none (every weight trains)'}.",
+        "",
+        "| variant | best wall s/step | median wall | median CPU | best wall vs TRL | median CPU vs TRL | peak RSS GB |",
+        "|---|---|---|---|---|---|---|",
     ]
     for v in VARIANTS:
         if v not in wall:
             continue
         rb = best[v] / best["trl-rloo"] if "trl-rloo" in best else float("nan")
         rc = cpu[v] / cpu["trl-rloo"] if "trl-rloo" in cpu else float("nan")
-        lines.append(f"| {v} | {best[v]:.3f} | {wall[v]:.3f} | {cpu[v]:.3f} | {rb:.2f}x | {rc:.2f}x |")
+        peak = max(r.get("peak_rss_gb", float("nan")) for r in results[v])
+        lines.append(f"| {v} | {best[v]:.3f} | {wall[v]:.3f} | {cpu[v]:.3f} | {rb:.2f}x | {rc:.2f}x | {peak:.2f} |")
     lines.append("")
     if "klviz" in wall and "klviz-noexact" in wall:
         lines.append(f"- Exact-KL logging (kl_reverse, kl_forward every step, bands every 5 steps) costs "
@@ -189,6 +203,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--batch", type=int, default=BATCH, help="completions per step")
+    p.add_argument("--lora-rank", type=int, default=0, help="train a LoRA adapter of this rank (0: every weight)")
     p.add_argument("--out", default=str(ROOT / "bench" / "RESULTS_ppo.md"))
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--model-dir", default=None, help=argparse.SUPPRESS)

@@ -2,7 +2,9 @@
 
 A source is a local Hugging Face folder (config.json, *.safetensors, tokenizer files), a .zip of one,
 a PEFT/LoRA adapter folder (adapter_config.json, merged into its base so the result is a plain
-model), or a .gguf file (transformers' GGUF support; needs the optional `gguf` package).
+model), or a .gguf file (transformers' GGUF support; needs the optional `gguf` package). A .gguf is
+dequantized, and a .zip unpacked, once: later loads read the copy klviz.model_cache keeps, keyed by
+the file's SHA-256. A model from a .gguf carries no quantizer marks (`strip_quantizer`), so it saves.
 
 Safety, whatever the source: `trust_remote_code` is never set, so no Python code from a checkpoint
 runs; `local_files_only` is always set, so nothing is downloaded; safetensors are preferred, and a
@@ -18,6 +20,7 @@ caches the returned Pair and never mutates it.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import re
@@ -31,8 +34,9 @@ from typing import Callable
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
+from klviz import model_cache
 from klviz.device import resolve_device, resolve_dtype
-from klviz.checkpoints import (_fmt_count, check_pickle, count_params, extract_zip,  # noqa: F401
+from klviz.checkpoints import (_fmt_count, _zip_root, check_pickle, count_params, extract_zip,  # noqa: F401
                                placement)
 from klviz.errors import KlvizError
 
@@ -165,8 +169,14 @@ def _load(source, role: str, dev: torch.device, dt: torch.dtype, bases: list) ->
     shown = str(source)
     kind, path = locate(source)
     if kind == "zip":
-        with tempfile.TemporaryDirectory(prefix="klviz-zip-") as tmp:
-            root = extract_zip(path, Path(tmp), shown)
+        entry = model_cache.cached(path, "zip", lambda d: extract_zip(path, d, shown),
+                                   expected_bytes=_unpacked_bytes(path))
+        with contextlib.ExitStack() as stack:
+            if entry is None:  # caching off, or too big for it: unpack for this load only
+                tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="klviz-zip-"))
+                root = extract_zip(path, Path(tmp), shown)
+            else:
+                root = _zip_root(entry, shown)
             inner = _folder_kind(root, shown)
             model, tok, base, where = _load_local(inner, root, shown, role, dev, dt, bases)
         kind = f"zip ({inner})"
@@ -185,17 +195,75 @@ def _load_local(kind, path: Path, shown, role, dev, dt, bases):
         return _load_adapter(path, shown, role, dev, dt, bases)
     if kind == "gguf":
         _require_gguf(shown)
-        # absolute: transformers looks for a bare gguf_file name in the working directory first
-        folder, extra = path.parent, {"gguf_file": str(path.resolve())}
+        entry = model_cache.cached(path, f"gguf-{str(dt).removeprefix('torch.')}",
+                                   lambda d: _dequantize_gguf_into(path, shown, role, dt, d))
+        if entry is not None:  # later loads read the dequantized folder: seconds, not a minute
+            path, extra = entry, {"use_safetensors": True}
+        else:
+            # absolute: transformers looks for a bare gguf_file name in the working directory first
+            extra = _gguf_kwargs(path)
+        folder = path.parent if entry is None else path
     else:
         folder, extra = path, {"use_safetensors": _weights_are_safetensors(path, shown)}
-    config = _read_config(folder, shown, extra.get("gguf_file"))
+    gguf_file = extra.get("gguf_file")
+    config = _read_config(folder, shown, gguf_file)
     placed, where = placement(count_params(config), dt, dev, shown, role)
-    model = _from_pretrained(folder, shown, role, dt, **placed, **extra)
+    model = strip_quantizer(_from_pretrained(folder, shown, role, dt, **placed, **extra), shown)
     if not placed and dev.type != "cpu":
         model = model.to(dev)
-    tok = _load_tokenizer(folder, shown, extra.get("gguf_file"))
+    tok = _load_tokenizer(folder, shown, gguf_file)
     return model, tok, None, where
+
+
+# ---- GGUF ------------------------------------------------------------------------------------
+
+def _gguf_kwargs(path: Path) -> dict:
+    """from_pretrained arguments that unpack every GGUF weight into a plain dense model.
+
+    Without dequantize=True, transformers keeps the weights in GGUF blocks whenever a matmul kernel
+    is installed (GgufConfig's docstring, transformers 5.x), and klviz's math needs plain weights.
+    """
+    from transformers import GgufConfig
+
+    gguf_file = str(path.resolve())  # absolute: a bare name is looked up in the working directory first
+    return {"gguf_file": gguf_file, "quantization_config": GgufConfig(gguf_file=gguf_file, dequantize=True)}
+
+
+def strip_quantizer(model: PreTrainedModel, shown: str = "the model") -> PreTrainedModel:
+    """Remove the GGUF quantizer marks transformers leaves on a dequantized model, so it saves.
+
+    Their weights are plain tensors, but save_pretrained refuses any model that still carries an
+    hf_quantizer ("The model is quantized with gguf and is not serializable"). A model whose weights
+    really are quantized is refused here, before any training spends time on it.
+    """
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is None:
+        return model
+    packed = [type(m).__name__ for m in model.modules() if type(m).__module__.startswith("transformers.integrations")]
+    if packed:  # e.g. GGUF blocks kept for a matmul kernel: not plain tensors
+        raise KlvizError(f"{shown} holds quantized weights ({packed[0]}), which klviz can neither train nor "
+                         "save: load a float checkpoint (or a .gguf, which klviz dequantizes).")
+    quantizer.remove_quantization_config(model)  # transformers' own undo: hf_quantizer, config, flags
+    return model
+
+
+def _dequantize_gguf_into(path: Path, shown: str, role: str, dt: torch.dtype, folder: Path) -> None:
+    """Dequantize the GGUF at `path` on the CPU and save it, with its tokenizer, as a safetensors folder."""
+    extra = _gguf_kwargs(path)
+    config = _read_config(path.parent, shown, extra["gguf_file"])
+    placement(count_params(config), dt, torch.device("cpu"), shown, role)
+    model = strip_quantizer(_from_pretrained(path.parent, shown, role, dt, **extra), shown)
+    model.save_pretrained(str(folder))
+    _load_tokenizer(path.parent, shown, extra["gguf_file"]).save_pretrained(str(folder))
+
+
+def _unpacked_bytes(path: Path) -> int:
+    """A .zip's total unpacked size (0 when unreadable: extract_zip then says why)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return sum(info.file_size for info in zf.infolist())
+    except (zipfile.BadZipFile, OSError):
+        return 0
 
 
 # ---- weights, config, tokenizer --------------------------------------------------------------

@@ -10,8 +10,12 @@ import argparse
 import os
 import sys
 
-from klviz.cli import analyze, claims, ppo, sample, score
-from klviz.errors import KlvizError
+from klviz.threads import apply_thread_settings
+
+apply_thread_settings()  # before anything imports torch (the command modules below do)
+
+from klviz.cli import analyze, claims, ppo, sample, score  # noqa: E402
+from klviz.errors import KlvizError  # noqa: E402
 
 EXIT_USAGE = 2
 COMMANDS = {  # name -> (module with add_arguments and run, one-line help)

@@ -29,7 +29,10 @@ CONFIG_ARGS = {  # PPOConfig field -> (type, help); each flag's default is the f
     "minibatches": (int, None), "kl_placement": (str, "reward (InstructGPT), loss (GRPO) or none"),
     "kl_estimator": (str, "k1 | k2 | k3 | exact-reverse | exact-forward"), "kl_coef": (float, "beta"),
     "target_kl": (float, "with --kl-horizon: adaptive beta (Ziegler et al. 2019)"), "kl_horizon": (int, None),
-    "lr": (float, "learning rate"), "seed": (int, None), "device": (str, None),
+    "lr": (float, "learning rate; unset: 3e-4 x min(1, 1M / trainable parameters)"),
+    "max_approxkl": (float, "stop when a step's approx-KL to the rollout policy exceeds this"),
+    "lora_rank": (int, "train a rank-r LoRA adapter (reference: the base, adapter off); 0: every weight"),
+    "seed": (int, None), "device": (str, None),
 }
 """The flags that map one-to-one onto PPOConfig fields."""
 REQUIRED = ("reward", "steps")  # a run says what it optimises and for how long
@@ -87,7 +90,10 @@ def run(args) -> int:
     sft = load_model(args.sft, device=cfg.device, role="sft")
     init = load_model(args.policy_init, device=cfg.device, role="policy init") if args.policy_init else None
     trainer = PPOTrainer(sft.model, sft.tokenizer, prompts, cfg,
-                         policy_init=init.model if init is not None else None)
+                         policy_init=init.model if init is not None else None,
+                         share_sft=True)  # loaded for this run: LoRA goes on it, not on a copy
+    if cfg.lr is None:
+        print(f"klviz ppo: learning rate {trainer.lr:.2g} (scaled to the trainable parameters; set --lr to override)")
     out.mkdir(parents=True, exist_ok=True)
     with (out / "metrics.jsonl").open("w", encoding="utf-8") as f, \
             tqdm(total=cfg.steps, desc="ppo", unit="step") as bar:

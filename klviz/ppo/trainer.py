@@ -13,7 +13,11 @@ One `PPOTrainer.step()`:
      gradient-norm clipping, AdamW ("The 37 implementation details of PPO", Huang et al. 2022);
   6. the adaptive KL controller (Ziegler et al.), when target_kl is set.
 The SFT model passed in is never modified: the policy is a deep copy, and the reference is used
-under no_grad only (or copied, if it lives elsewhere or is in training mode).
+under no_grad only (or copied, if it lives elsewhere or is in training mode). With lora_rank, the
+policy is one model with a LoRA adapter (klviz.ppo.lora) and the reference that model with the
+adapter off: on a copy of the SFT model, or with share_sft on the SFT model itself (`klviz ppo`).
+Before the first step the policy is checked savable (GGUF quantizer marks stripped), and each
+step's approx-KL is watched (max_approxkl): a blown-up update stops the run with a sentence.
 
 Why it is fast on a CPU (figures against TRL RLOO: bench/RESULTS.md): the sampling loop's outputs
 stand in for a policy scoring pass; the reference and training passes run in length chunks that
@@ -37,7 +41,9 @@ from klviz.device import resolve_device
 from klviz.engine.columns import BAND_COLUMNS
 from klviz.engine.divergence import kl_exact, token_stats
 from klviz.errors import KlvizError
-from klviz.ppo.config import PPOConfig
+from klviz.models import strip_quantizer
+from klviz.ppo.config import PPOConfig, default_lr
+from klviz.ppo.lora import attach_lora, merged_copy, reference_mode
 from klviz.ppo.losses import (AdaptiveKLController, PolicyLoss, gae, kl_estimate, policy_loss_terms,
                               token_rewards, value_loss, whiten)
 from klviz.ppo.rollout import (Chunk, Rollout, fuse_activations, gather_tokens, length_chunks,
@@ -72,27 +78,43 @@ class PPOTrainer:
     """PPO on a deep copy of `sft_model` (or of `policy_init`), against the frozen `sft_model`."""
 
     def __init__(self, sft_model, tokenizer, prompts: list[str], cfg: PPOConfig | None = None,
-                 policy_init=None):
+                 policy_init=None, share_sft: bool = False):
+        """share_sft: with cfg.lora_rank, put the adapter on `sft_model` itself rather than on a copy
+        (the caller gives the model up: `klviz ppo`, which loaded it for this run, saves a copy's memory)."""
         self.cfg = cfg = cfg if cfg is not None else PPOConfig()
         self.tokenizer = tokenizer
         self.device = resolve_device(cfg.device)
         self.reward = get_reward(cfg.reward, tokenizer)
-        self.ref = _frozen_reference(sft_model, self.device)
         source = policy_init if policy_init is not None else sft_model
         vocab = sft_model.get_output_embeddings().weight.shape[0]
         if source.get_output_embeddings().weight.shape[0] != vocab:
             raise KlvizError("The policy-init checkpoint's vocabulary differs from the SFT model's: "
                              "start from a checkpoint fine-tuned from the same SFT model.")
-        # eval(): dropout off, so the ratio pi/pi_old is 1 before the first update (TRL does the same).
-        self.policy = copy.deepcopy(source).to(device=self.device, dtype=torch.float32).eval()
-        self.policy.requires_grad_(True)
+        self.lora = None  # the PeftModel when training a LoRA adapter
+        if cfg.lora_rank:
+            if policy_init is not None:
+                raise KlvizError("LoRA training (lora_rank) puts an adapter on the SFT model, whose weights are "
+                                 "also the reference: it cannot start from a policy-init checkpoint.")
+            base = sft_model if share_sft else copy.deepcopy(sft_model)
+            # eval(): dropout off, so the ratio pi/pi_old is 1 before the first update (TRL does the same).
+            base = base.to(device=self.device).eval()
+            strip_quantizer(base, "The SFT model")  # checked now, not after the run (klviz.models)
+            self.lora = attach_lora(base, cfg.lora_rank)
+            self.policy = self.ref = self.lora.get_base_model()  # ref: under reference_mode (adapter off)
+        else:
+            self.ref = _frozen_reference(sft_model, self.device)
+            self.policy = copy.deepcopy(source).to(device=self.device, dtype=torch.float32).eval()
+            # Checked now, not after the run: a GGUF-born model must be plain to save (klviz.models).
+            strip_quantizer(self.policy, "The SFT model" if policy_init is None else "The policy-init model")
+            self.policy.requires_grad_(True)
         fuse_activations(self.policy)  # same function, one kernel (bench/RESULTS.md)
         hidden_size = self.policy.get_output_embeddings().weight.shape[1]
         self.value_head = torch.nn.Linear(hidden_size, 1).to(self.device)
         torch.nn.init.zeros_(self.value_head.weight)  # V = 0 to start: deterministic, no seed needed
         torch.nn.init.zeros_(self.value_head.bias)
-        params = list(self.policy.parameters()) + list(self.value_head.parameters())
-        self.optimizer = torch.optim.AdamW(params, lr=cfg.lr, eps=ADAM_EPS, weight_decay=0.0, foreach=True)
+        params = [p for p in self.policy.parameters() if p.requires_grad] + list(self.value_head.parameters())
+        self.lr = cfg.lr if cfg.lr is not None else default_lr(sum(p.numel() for p in params))
+        self.optimizer = torch.optim.AdamW(params, lr=self.lr, eps=ADAM_EPS, weight_decay=0.0, foreach=True)
         self.kl_coef = cfg.kl_coef
         self.kl_ctl = (AdaptiveKLController(cfg.kl_coef, cfg.target_kl, cfg.kl_horizon)
                        if cfg.target_kl is not None else None)
@@ -153,10 +175,11 @@ class PPOTrainer:
         """
         B, T, V = roll.logprobs.shape
         out = torch.full((B, T, V), -math.log(V), device=self.device)
-        for c in length_chunks(roll.query_mask, roll.mask, torch.arange(B, device=self.device)):
-            logits, _ = response_forward(self.ref, roll.query[c.rows, c.p0:], roll.query_mask[c.rows, c.p0:],
-                                         roll.response[c.rows, :c.t])  # (b, t, V)
-            out[c.rows, :c.t] = torch.log_softmax(scale_logits(logits.float(), self.cfg.temperature), dim=-1)
+        with reference_mode(self.lora):  # LoRA: the base weights, adapter off; else the frozen SFT model
+            for c in length_chunks(roll.query_mask, roll.mask, torch.arange(B, device=self.device)):
+                logits, _ = response_forward(self.ref, roll.query[c.rows, c.p0:], roll.query_mask[c.rows, c.p0:],
+                                             roll.response[c.rows, :c.t])  # (b, t, V)
+                out[c.rows, :c.t] = torch.log_softmax(scale_logits(logits.float(), self.cfg.temperature), dim=-1)
         return out
 
     def _scores(self, roll: Rollout) -> torch.Tensor:
@@ -263,12 +286,25 @@ class PPOTrainer:
                    **self._kl_metrics(roll, ref_logprobs, with_bands), "kl_coef": self.kl_coef}
         advantages, returns = self._advantages(roll, scores, ref_logprobs)
         metrics.update(self._update(roll, ref_logprobs, advantages, returns))
+        self._watch_approxkl(metrics["approxkl"])
         metrics["response_len"] = float(roll.mask.sum(1).mean())
         if self.kl_ctl is not None:
             measured = metrics["kl_forward" if self.cfg.kl_estimator == "exact-forward" else "kl_reverse"]
             self.kl_coef = self.kl_ctl.update(measured, self.cfg.batch_size)
         metrics["step_time_s"] = time.perf_counter() - start
         return metrics
+
+    def _watch_approxkl(self, approxkl: float) -> None:
+        """Stop with a sentence when an update moved the policy far from the one that sampled.
+
+        approx-KL (k3 of pi_old -> pi) stays near 0.01 in healthy PPO ("The 37 implementation
+        details of PPO" #12 log it for this); 3e-4 on SmolLM2-135M gave 5.8 in one step.
+        """
+        limit = self.cfg.max_approxkl
+        if limit is not None and not approxkl <= limit:  # NaN stops too
+            raise KlvizError(f"PPO step {self.step_count} moved the policy too far from the one that sampled "
+                             f"(approx-KL {approxkl:.3g} > {limit:g} nats per token, learning rate {self.lr:.2g}): "
+                             "the update blew up; lower the learning rate (--lr).")
 
     def save(self, path: str | Path) -> Path:
         """Write the policy (no value head) and tokenizer as an HF safetensors folder, atomically."""
@@ -278,7 +314,8 @@ class PPOTrainer:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
         try:
-            self.policy.save_pretrained(str(tmp))  # safetensors in transformers v5
+            plain = merged_copy(self.lora) if self.lora is not None else self.policy  # LoRA: base + adapter
+            plain.save_pretrained(str(tmp))  # safetensors in transformers v5
             self.tokenizer.save_pretrained(str(tmp))
             old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
             if path.exists():

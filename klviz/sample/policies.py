@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from klviz.ppo.config import PPOConfig
+from klviz.ppo.config import BASE_LR, PPOConfig
 
 from klviz.ppo.trainer import PPOTrainer
 
@@ -51,7 +51,7 @@ class PolicyConfig:
     """Minibatches per pass."""
     kl_coef: float = PPOConfig.kl_coef
     """beta: weight of the KL to the SFT model, the same in both runs."""
-    lr: float = PPOConfig.lr
+    lr: float = BASE_LR
     """AdamW learning rate of the policy."""
     seed: int = PPOConfig.seed
     """Seeds sampling and minibatch order."""

@@ -47,6 +47,15 @@ def _one_thread():
         yield
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _private_cache(tmp_path_factory):
+    """A model cache of this module's own, never the user's ~/.cache/klviz."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("KLVIZ_CACHE_DIR", str(tmp_path_factory.mktemp("klviz-cache")))
+        mp.delenv("KLVIZ_CACHE_MAX_GB", raising=False)
+        yield
+
+
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     return tmp_path_factory.mktemp("models")
@@ -147,6 +156,81 @@ def test_gguf_scores_like_the_folder(dirs, reference, root):
     pair = load_pair(gguf_path, dirs[1], device="cpu")
     assert pair.policy_info.kind == "gguf"
     assert_same_table(table(pair), reference, rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture
+def gguf_copy(dirs, tmp_path, monkeypatch):
+    """A GGUF of the policy, and an empty model cache for this test."""
+    pytest.importorskip("gguf")
+    monkeypatch.setenv("KLVIZ_CACHE_DIR", str(tmp_path / "cache"))
+    policy = load_model(dirs[0], device="cpu")
+    return write_gguf_llama(policy.model, policy.tokenizer, tmp_path / "copy.gguf")
+
+
+def _spy_loads(monkeypatch) -> list[bool]:
+    """Record, for each from_pretrained klviz makes, whether it read a GGUF (dequantized) or a folder."""
+    calls, real = [], models._from_pretrained
+    monkeypatch.setattr(models, "_from_pretrained",
+                        lambda *a, **kw: calls.append("gguf_file" in kw) or real(*a, **kw))
+    return calls
+
+
+def test_gguf_is_dequantized_once_then_loaded_from_the_cache(gguf_copy, dirs, reference, monkeypatch, tmp_path):
+    calls = _spy_loads(monkeypatch)
+    first = load_pair(gguf_copy, dirs[1], device="cpu")
+    assert calls == [True, False, False]  # dequantize into the cache, read it back, the SFT folder
+    renamed = gguf_copy.rename(tmp_path / "renamed.gguf")  # the key is the bytes, not the name
+    calls.clear()
+    second = load_pair(renamed, dirs[1], device="cpu")
+    assert calls == [False, False] and second.policy_info.kind == "gguf"
+    assert second.policy_info.path == str(renamed)
+    assert_same_table(table(second), table(first), rtol=0, atol=0)
+    assert_same_table(table(second), reference, rtol=1e-5, atol=1e-6)
+
+
+def test_gguf_without_the_cache_is_dequantized_on_every_load(gguf_copy, dirs, reference, monkeypatch):
+    monkeypatch.setenv("KLVIZ_CACHE_MAX_GB", "0")
+    calls = _spy_loads(monkeypatch)
+    for _ in range(2):
+        assert_same_table(table(load_pair(gguf_copy, dirs[1], device="cpu")), reference, rtol=1e-5, atol=1e-6)
+    assert calls == [True, False] * 2
+
+
+@pytest.mark.parametrize("cache", ["on", "off"])
+def test_a_model_loaded_from_a_gguf_saves_as_a_plain_folder(gguf_copy, dirs, reference, monkeypatch, tmp_path, cache):
+    if cache == "off":
+        monkeypatch.setenv("KLVIZ_CACHE_MAX_GB", "0")
+    loaded = load_model(gguf_copy, device="cpu")
+    assert getattr(loaded.model, "hf_quantizer", None) is None
+    assert not hasattr(loaded.model.config, "quantization_config")
+    loaded.model.save_pretrained(str(tmp_path / "saved"))  # transformers refused: "quantized with gguf"
+    loaded.tokenizer.save_pretrained(str(tmp_path / "saved"))
+    assert_same_table(table(load_pair(tmp_path / "saved", dirs[1], device="cpu")), reference, rtol=1e-5, atol=1e-6)
+
+
+def test_strip_quantizer_removes_what_transformers_leaves_on_a_gguf_model(gguf_copy, dirs):
+    """transformers' legacy GGUF loader dequantizes yet keeps hf_quantizer, and save_pretrained then refuses."""
+    from transformers import AutoModelForCausalLM
+
+    raw = AutoModelForCausalLM.from_pretrained(str(gguf_copy.parent), gguf_file=str(gguf_copy))
+    if getattr(raw, "hf_quantizer", None) is None:
+        pytest.skip("this transformers leaves no quantizer marks on a dequantized GGUF model")
+    with pytest.raises(ValueError, match="not serializable"):
+        raw.save_pretrained(str(gguf_copy.parent / "refused"))
+    models.strip_quantizer(raw, "copy.gguf").save_pretrained(str(gguf_copy.parent / "saved"))
+    assert (gguf_copy.parent / "saved" / "model.safetensors").is_file()
+
+
+def test_zip_is_unpacked_once_then_loaded_from_the_cache(dirs, reference, tmp_path, monkeypatch):
+    monkeypatch.setenv("KLVIZ_CACHE_DIR", str(tmp_path / "cache"))
+    z = make_zip(dirs[0], tmp_path / "once.zip")
+    assert_same_table(table(load_pair(z, dirs[1], device="cpu")), reference, rtol=0, atol=0)
+
+    def no_unpacking(*_):
+        raise AssertionError("the zip was unpacked again")
+
+    monkeypatch.setattr(models, "extract_zip", no_unpacking)
+    assert_same_table(table(load_pair(z, dirs[1], device="cpu")), reference, rtol=0, atol=0)
 
 
 def test_gguf_without_the_gguf_package_says_how_to_install_it(root, monkeypatch):
