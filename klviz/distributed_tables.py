@@ -43,23 +43,25 @@ def assemble(frames: list):
 
 def score_on_ray(args, actor_cls=None) -> int:
     """`klviz score --ray`: inputs read and checked here, scored in the pool, one table written."""
-    from klviz.cli.score import read_score_inputs, table_metadata
     from klviz.engine.divergence import _validate
-    from klviz.io import read_jsonl
+    from klviz.rollouts import read_rollouts, score_inputs
+    from klviz.tokentable import table_metadata, vocab_metadata
 
     out = Path(args.out)
-    rows = read_jsonl(args.input)  # malformed input fails before Ray starts or any model loads
     check_output(out)
-    settings, spec = settings_from_args(args), spec_from_args(args)
+    settings = settings_from_args(args)
+    fmt, rollouts = read_rollouts(args.input)  # malformed input fails before Ray starts or any model loads
+    spec = spec_from_args(args)
     quiet_transformers()
     with sft_tokenizer(args.sft) as (tokenizer, vocab_size):
-        inputs = read_score_inputs(args.input, tokenizer, rows)
+        inputs = score_inputs(rollouts, tokenizer)
     _validate(inputs, vocab_size)
     units = score_units(inputs, args.batch_size, args.top_k)
     with ray_session(settings) as ray:
         results = run_units(ray, settings, spec, units, **_cls(actor_cls))
     df = assemble([frame for frame, _ in results])
-    write_table(df, out, table_metadata(results[0][1], top_k=args.top_k))
+    meta = table_metadata(results[0][1], command="score", input=args.input, input_format=fmt, top_k=args.top_k)
+    write_table(df, out, {**meta, **vocab_metadata(df, tokenizer)})
     log(f"wrote {len(df)} token rows from {len(inputs)} responses to {out} ({len(units)} batches on Ray)")
     return 0
 
@@ -69,6 +71,7 @@ def analyze_on_ray(args, actor_cls=None) -> int:
     from klviz.cli.analyze import analyze_metadata, sampling_config
     from klviz.engine.divergence import ScoreInput
     from klviz.prompts import read_prompts
+    from klviz.tokentable import vocab_metadata
 
     prompts = read_prompts(args.prompts)
     out = Path(args.out)
@@ -88,7 +91,8 @@ def analyze_on_ray(args, actor_cls=None) -> int:
         results = run_units(ray, settings, spec, score_units(inputs, cfg.batch_size, args.top_k),
                             **_cls(actor_cls))
     df = assemble([frame for frame, _ in results])
-    write_table(df, out, analyze_metadata(args, cfg, results[0][1]))
+    with sft_tokenizer(args.sft) as (tokenizer, _):
+        write_table(df, out, {**analyze_metadata(args, cfg, results[0][1]), **vocab_metadata(df, tokenizer)})
     log(f"wrote {len(df)} token rows from {len(inputs)} responses to {out} (sampled and scored on Ray)")
     return 0
 

@@ -91,16 +91,17 @@ def pair_key(source: PairSource, device: str, dtype: str) -> str:
     return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
 
 
-def save_upload(name: str, data: bytes | BinaryIO, root: Path = UPLOAD_ROOT) -> Path:
+def save_upload(name: str, data: bytes | BinaryIO, root: Path = UPLOAD_ROOT, types: tuple = UPLOAD_TYPES) -> Path:
     """Write an uploaded checkpoint (.zip of an HF folder, or .gguf) under `root`; returns its path.
 
     The folder is named by the content's hash, so the same upload is written once and loads from
     the cache; the file name is reduced to safe characters.
     """
     suffix = Path(name).suffix.lower().lstrip(".")
-    if suffix not in UPLOAD_TYPES:
+    if suffix not in types:
         raise KlvizError(f"{name} is neither a .zip of a Hugging Face model folder nor a .gguf file: "
-                         "upload one of those.")
+                         "upload one of those." if types == UPLOAD_TYPES else
+                         f"{name} is not a .{' or .'.join(types)} file: upload one of those.")
     raw = data if isinstance(data, bytes) else data.read()
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name).name)[-120:]
     target = root / hashlib.sha256(raw).hexdigest()[:20] / safe

@@ -32,7 +32,6 @@ VIEW_CAPTIONS = {
 
 st.title("Mass shift")
 df = data.require_table()
-pair = data.require_pair()
 options = data.shift_choices(df)
 choice = st.segmented_control("Samples", options, default=options[-1] if options else None, required=True,
                               format_func=lambda s: LABELS.get(s, f"{s} samples"), key=Keys.SHIFT_SOURCE)
@@ -40,7 +39,7 @@ if len(options) > 1:
     st.caption("Policy samples show the contexts the policy writes (where it went); SFT samples show "
                "the SFT model's own contexts (what the policy left behind).")
 rows = data.shift_rows(df, choice)
-f = data.mass_shift(rows, choice, pair)  # klviz.views.tables.mass_shift, cached per table and choice
+f = data.mass_shift(rows, choice)  # klviz.views.tables.mass_shift, cached per table and choice
 figures = {
     "Mass moved": lambda: plots.mass_moved_figure(f["bands"]),
     "KL by band": lambda: plots.kl_by_band_figure(f["bands"]),

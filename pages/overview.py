@@ -13,13 +13,11 @@ from klviz.app import data, first_view
 from klviz.app.downloads import downloads, table_later
 from klviz.app.feedback import plain, user_errors
 from klviz.app.keys import Keys
-from klviz.app.view import current
 from klviz.views.plots import KL_FORWARD, KL_REVERSE
 
 st.title("Overview")
 head, bands = data.overview()  # on the default view: from the shipped view, before pandas has loaded
-st.caption(plain(f"{current().source.label}: {head['n_sequences']} responses, "
-                 f"{head['n_tokens']} tokens, sampled from {current().settings.sample_from}."))
+st.caption(plain(data.view_caption(head)))
 
 figures, chart = st.container(), st.container()
 # The chart is sent first (it shows below the figures): the browser starts loading plotly.js sooner.

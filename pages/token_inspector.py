@@ -19,7 +19,6 @@ LABELS = {**plots.QUANTITY_LABELS, "logp_policy": "log p(y), policy", "logp_sft"
 
 st.title("Token inspector")
 df = data.require_table()
-pair = data.require_pair()
 texts = {str(p.id): prompt_text(p) for p in data.prompts()}
 
 sources = data.sources_of(df)
@@ -50,7 +49,7 @@ st.subheader(plain(f"Position {int(row['position'])}: {plots.visible_token_text(
 cols = st.columns(6)
 for col, name in zip(cols, ["logp_policy", "logp_sft", "log_ratio", "kl_reverse", "kl_forward", "k3"]):
     col.metric(LABELS[name], f"{row[name]:.4f}")
-detail = tables.position_detail(row, data.decoder(pair))
+detail = tables.position_detail(row, data.decoder())
 left, right = st.columns(2)
 left.plotly_chart(plots.position_detail_figure(detail), key="inspect.detail")
 right.plotly_chart(plots.logq_vs_logp_figure(detail), key="inspect.logq_logp")

@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Mapping
 
 import streamlit as st
 
+from klviz.app import opened
 from klviz.app.feedback import OOM_SENTENCE, is_oom, plain, show_error, user_errors
+from klviz.app.keys import Keys
 from klviz.app.view import View, current
 from klviz.errors import KlvizError
 from klviz.pairs import fingerprint, resolve
@@ -98,6 +100,9 @@ def require_pair():
     pair = ensure_pair()
     if pair is None:
         cur = current()
+        if cur.table is not None:
+            st.info("This page needs a pair of models: a token table alone cannot run it. Choose a pair in the sidebar.")
+            st.stop()
         st.info("No pair is loaded: see the error in the sidebar." if cur.error else "Choose a pair in the sidebar.")
         st.stop()
     return pair
@@ -118,6 +123,8 @@ def all_prompts(settings: SamplingSettings) -> list:
 
 def prompts() -> list:
     """The sidebar's prompts (the first n when a number is set); stops the run with st.error if unreadable."""
+    if current().table is not None:
+        return []  # a table stores responses, not the prompts' text
     s = current().settings
     with user_errors(stop=True):
         found = all_prompts(s)
@@ -135,6 +142,12 @@ def _analysis(table: str, _settings: SamplingSettings, _pair, _prompts) -> pd.Da
 def require_table() -> pd.DataFrame:
     """The token table of the current pair and settings (cached), or st.error and the end of this run."""
     cur = current()
+    if cur.table is not None:
+        if cur.error:
+            st.info("The token table could not be read: see the error in the sidebar.")
+            st.stop()
+        with user_errors(stop=True):
+            return opened.rows(cur.table, cur.step)
     table = cur.warm_table()
     if table is not None:
         return table
@@ -158,8 +171,12 @@ def overview() -> tuple[dict, Mapping]:
     return tables.headline(df), tables.band_totals(df)
 
 
-def decoder(pair):
-    """token id -> text under the pair's tokenizer, memoized per pair."""
+def decoder(pair=None):
+    """token id -> text: from an opened table itself, else under the pair's tokenizer (memoized per pair)."""
+    cur = current()
+    if pair is None and cur.table is not None:
+        return opened.decoder(cur.table)
+    pair = pair if pair is not None else require_pair()
     return _decoders(id(pair.tokenizer), pair.tokenizer)
 
 
@@ -190,9 +207,51 @@ def _mass_shift(table: str, choice: str | None, _rows: pd.DataFrame, _decode) ->
     return tables.mass_shift(_rows, _decode)
 
 
-def mass_shift(rows: pd.DataFrame, choice: str | None, pair) -> dict[str, pd.DataFrame]:
+def mass_shift(rows: pd.DataFrame, choice: str | None, pair=None) -> dict[str, pd.DataFrame]:
     """`tables.mass_shift` of the current table's `rows` for `choice` (`shift_rows`), cached per table."""
     return _mass_shift(current().table_key, choice, rows, decoder(pair))
+
+
+def view_caption(head: Mapping) -> str:
+    """What the figures are of: the opened table (and step), or the pair and who sampled."""
+    cur = current()
+    counts = f"{head['n_sequences']} responses, {head['n_tokens']} tokens"
+    if cur.table is not None:
+        return f"{cur.table.shown}{'' if cur.step is None else f' at step {cur.step}'}: {counts}."
+    return f"{cur.source.label}: {counts}, sampled from {cur.settings.sample_from}."
+
+
+def require_series() -> pd.DataFrame:
+    """The opened checkpoint series (every step), or a note in the page and the end of this run."""
+    cur = current()
+    if cur.table is None or cur.error:
+        st.info("This page draws a checkpoint series, a table written by `klviz trajectory`: open one in the "
+                "sidebar (Open a token table…) or start `klviz dashboard series.parquet`.")
+        st.stop()
+    with user_errors(stop=True):
+        df, _ = opened.read(cur.table)
+    if not opened.series_steps(df):
+        st.info("This table holds one checkpoint: `klviz trajectory` writes a series of several.")
+        st.stop()
+    return df
+
+
+@st.cache_data(max_entries=4, show_spinner="Summarising the series…")
+def _trajectory_frames(key: str, _df: pd.DataFrame) -> dict:
+    from klviz.views import trajectory
+
+    gained, lost = trajectory.band_by_step(_df)
+    return {"steps": trajectory.by_step(_df), "gained": gained, "lost": lost, "moved": trajectory.most_moved(_df)}
+
+
+def trajectory_frames(df: pd.DataFrame) -> dict:
+    """klviz.views.trajectory's frames of the opened series (cached per table file)."""
+    return _trajectory_frames(opened.table_key(current().table, None), df)
+
+
+def point_at_step(step: int) -> None:
+    """Show `step`'s rows on the other pages (the sidebar's Checkpoint step), from the next run on."""
+    st.session_state[Keys.PENDING_STEP] = int(step)
 
 
 @st.cache_data(max_entries=2, show_spinner=False)

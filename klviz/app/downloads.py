@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Callable
 import streamlit as st
 
 from klviz import shipped_view
-from klviz.app import data
+from klviz.app import data, opened
+from klviz.app.feedback import user_errors
 from klviz.app.view import current
 from klviz.pairs import sample_file
 from klviz.views.export import csv_bytes, parquet_bytes, report_bytes
@@ -35,6 +36,10 @@ def table_later() -> Callable[[], pd.DataFrame]:
 def meta() -> dict[str, str]:
     """What the current view shows: the pair and the sampling settings (for reports and files)."""
     cur = current()
+    if cur.table is not None:
+        with user_errors(stop=True):
+            info = {k: v for k, v in opened.read(cur.table)[1].items() if k != "vocab"}  # the report lists the rest
+        return {"table": cur.table.shown, "step": str(cur.step), **info}
     out = {"pair": cur.source.label if cur.source else "", "policy": cur.source.policy if cur.source else "",
            "sft": cur.source.sft if cur.source else ""}
     if cur.pair is not None:

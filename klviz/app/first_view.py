@@ -19,8 +19,9 @@ import contextlib
 import streamlit as st
 
 from klviz.app import data
+from klviz.app import opened
 from klviz.app.keys import Keys
-from klviz.app.sidebar import sidebar
+from klviz.app.sidebar import given_pair, sidebar
 from klviz.app.view import View, current, make_view
 from klviz.errors import KlvizError
 from klviz.pairs import SHIPPED_PAIRS, PairSource
@@ -47,6 +48,8 @@ def start_warm(default_page: bool) -> bool:
     before the sidebar is drawn.
     """
     if Keys.CURRENT in st.session_state or not default_page or any(k in st.session_state for k in Keys.SIDEBAR):
+        return False
+    if opened.given_tables() or given_pair():  # the server opens on what it was given, not the sample
         return False
     label = next(iter(SHIPPED_PAIRS))
     view = make_view(PairSource(label, *SHIPPED_PAIRS[label]))

@@ -29,5 +29,9 @@ class Keys:
     HEADLINE_ONLY = "app.headline_only"  # this run draws only the default view's headline
     REST_SOON = "app.rest_soon"  # the rest of the default view follows on its fragment's next run
     LOAD_SOON = "pair.load_soon"  # the default view's pair loads on its fragment's next run
+    TABLE_PATH, TABLE_UPLOAD = "table.path", "table.upload"  # "Open a token table…": a typed path or an upload
+    TABLE_STEP = "table.step"  # the checkpoint step of a series the pages show
+    PENDING_STEP = "table.pending_step"  # a step to select on the next run (the Trajectory page's click)
+    TRAJ_PER, TRAJ_CHART = "trajectory.per", "trajectory.chart"
     SIDEBAR = (PAIR, DEVICE, DTYPE, PROMPTS, N_PROMPTS, SAMPLES, MAX_NEW_TOKENS, TEMPERATURE, SEED,
                SAMPLE_FROM, PENDING_PAIR)  # set once the sidebar has been drawn (or a test set them)

@@ -7,30 +7,77 @@ from pathlib import Path
 
 import streamlit as st
 
-from klviz import pairs
-from klviz.app.feedback import user_errors
+from klviz import pairs, server_options
+from klviz.app import opened
+from klviz.app.feedback import plain, show_error, user_errors
 from klviz.app.keys import Keys
+from klviz.app.opened import TableSource
 from klviz.app.view import View, make_view
+from klviz.errors import KlvizError
 from klviz.pairs import SHIPPED_PAIRS, UPLOAD_TYPES, PairSource
 from klviz.settings import SamplingSettings
 
 LOCAL, UPLOAD = "Local paths…", "Upload checkpoints…"
 
 
-def _uploaded_path(uploaded) -> Path:
+def _uploaded_path(uploaded, types: tuple = UPLOAD_TYPES) -> Path:
     """Save a st.file_uploader file once per upload (by its file_id)."""
     saved = st.session_state.setdefault(Keys.UPLOADED, {})
     if uploaded.file_id not in saved:
-        saved[uploaded.file_id] = pairs.save_upload(uploaded.name, uploaded.getvalue(), pairs.UPLOAD_ROOT)
+        saved[uploaded.file_id] = pairs.save_upload(uploaded.name, uploaded.getvalue(), pairs.UPLOAD_ROOT, types)
     return saved[uploaded.file_id]
 
 
-def _pair_options() -> dict[str, PairSource | None]:
-    options: dict[str, PairSource | None] = {k: PairSource(k, *v) for k, v in SHIPPED_PAIRS.items()}
+def given_pair() -> dict[str, PairSource]:
+    """The pair the server was started with (`klviz dashboard --policy P --sft S`), if any."""
+    opts = server_options.current()
+    if not (opts.policy and opts.sft):
+        return {}
+    label = f"Given: {Path(opts.policy).name} vs {Path(opts.sft).name}"
+    return {label: PairSource(label, opts.policy, opts.sft)}
+
+
+def _pair_options() -> dict[str, PairSource | TableSource | None]:
+    options: dict[str, PairSource | TableSource | None] = {**opened.given_tables(), **given_pair()}
+    options.update({k: PairSource(k, *v) for k, v in SHIPPED_PAIRS.items()})
     for saved in st.session_state.get(Keys.SAVED, {}).values():
         options[saved.label] = PairSource(saved.label, saved.policy, saved.sft)
-    options[LOCAL], options[UPLOAD] = None, None
+    options[LOCAL], options[UPLOAD], options[opened.OPEN_TABLE] = None, None, None
     return options
+
+
+def _table_picker() -> TableSource | None:
+    """"Open a token table…": a path (inside the allowed folders) or an uploaded .parquet."""
+    path = st.text_input("Token table path", key=Keys.TABLE_PATH, placeholder="table.parquet",
+                         help="A parquet written by klviz score, analyze or trajectory.")
+    upload = st.file_uploader("…or upload one", type=["parquet"], key=Keys.TABLE_UPLOAD)
+    with user_errors(stop=False):
+        if upload is not None:
+            saved = _uploaded_path(upload, ("parquet",))
+            return TableSource(f"{opened.TABLE_PREFIX}{upload.name}", str(saved), upload.name)
+        if path.strip():
+            return opened.resolve_typed(path.strip())
+        st.info("Enter a path or upload a table.")
+    return None
+
+
+def _table_sidebar(view: View) -> None:
+    """An opened table: what made it, and the checkpoint step shown when it is a series."""
+    try:
+        df, meta = opened.read(view.table)
+    except KlvizError as e:
+        view.error = str(e)
+        show_error(view.error)
+        return
+    for line in opened.describe(meta):
+        st.caption(plain(line))
+    steps = opened.series_steps(df)
+    if steps:
+        pending = st.session_state.pop(Keys.PENDING_STEP, None)
+        if pending in steps:
+            st.session_state[Keys.TABLE_STEP] = pending
+        view.step = st.selectbox("Checkpoint step", steps, index=len(steps) - 1, key=Keys.TABLE_STEP,
+                                 help="The other pages show this checkpoint's rows; the Trajectory page all.")
 
 
 def _local_pair() -> PairSource | None:
@@ -59,8 +106,8 @@ def _uploaded_pair() -> PairSource | None:
     return None
 
 
-def _pair_picker() -> PairSource | None:
-    """The pair chooser: shipped pairs, saved PPO policies, local paths or two uploads."""
+def _pair_picker() -> PairSource | TableSource | None:
+    """The pair chooser: shipped pairs, saved PPO policies, local paths or two uploads; or a token table."""
     options = _pair_options()
     pending = st.session_state.pop(Keys.PENDING_PAIR, None)
     if pending in options:
@@ -71,6 +118,8 @@ def _pair_picker() -> PairSource | None:
         return _local_pair()
     if choice == UPLOAD:
         return _uploaded_pair()
+    if choice == opened.OPEN_TABLE:
+        return _table_picker()
     return options[choice]
 
 
@@ -98,6 +147,12 @@ def sidebar() -> View:
     with st.sidebar:
         st.subheader("Pair")
         source = _pair_picker()
+        if isinstance(source, TableSource):  # a token table: no pair, no sampling
+            view = make_view(None)
+            view.table = source
+            _table_sidebar(view)
+            st.session_state[Keys.CURRENT] = view
+            return view
         with st.expander("Device"):
             device = st.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key=Keys.DEVICE)
             dtype = st.selectbox("Weights dtype", ["auto", "float32", "bfloat16"], key=Keys.DTYPE)

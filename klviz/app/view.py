@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 from klviz import shipped_view
+from klviz.app import opened
 from klviz.app.keys import Keys
+from klviz.app.opened import TableSource
 from klviz.pairs import PairSource, fingerprint, pair_key, resolve, sample_file
 from klviz.settings import SamplingSettings
 
@@ -47,6 +49,10 @@ class View:
     """The sentence shown when the pair failed to load."""
     status: object | None = None
     """The sidebar's placeholder for the pair's device line or error."""
+    table: TableSource | None = None
+    """An opened token table (no pair): every page but Live PPO draws it."""
+    step: int | None = None
+    """The checkpoint step shown, when the opened table is a series."""
 
     def warm_table(self) -> pd.DataFrame | None:
         """The shipped token table when this is the shipped default view, else None (reads pandas)."""
@@ -56,7 +62,10 @@ class View:
 
     @cached_property
     def table_key(self) -> str:
-        """Names the token table: the shipped default view's key, or the pair's with the settings."""
+        """Names the token table: an opened table's (and step), the shipped default view's key, or the pair's
+        with the settings."""
+        if self.table is not None:
+            return opened.table_key(self.table, self.step)
         if self.warm_table() is not None:
             return f"warm:{self.shipped_key}"
         prompts_content = fingerprint(resolve(self.settings.prompts))

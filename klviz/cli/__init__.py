@@ -14,7 +14,7 @@ from klviz.threads import apply_thread_settings
 
 apply_thread_settings()  # before anything imports torch (the command modules below do)
 
-from klviz.cli import analyze, claims, ppo, sample, score  # noqa: E402
+from klviz.cli import analyze, claims, dashboard, ppo, sample, score, summary, trajectory  # noqa: E402
 from klviz.errors import KlvizError  # noqa: E402
 
 EXIT_USAGE = 2
@@ -23,6 +23,9 @@ COMMANDS = {  # name -> (module with add_arguments and run, one-line help)
     "analyze": (analyze, "sample responses, then score them"),
     "ppo": (ppo, "train a policy from the SFT model with the mini PPO"),
     "claims": (claims, "verdicts, computed now, on statements about KL direction and estimators"),
+    "trajectory": (trajectory, "the same responses scored under every checkpoint of a run (SFT side once)"),
+    "dashboard": (dashboard, "start the dashboard on loopback, opening on the given tables or pair"),
+    "summary": (summary, "headline figures of a token table (--json for pipelines)"),
     "make-sample-data": (sample, "regenerate the shipped sample models and prompts"),
 }
 

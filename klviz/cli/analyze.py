@@ -20,6 +20,7 @@ from klviz.io import write_table
 from klviz.models import load_pair
 from klviz.prompts import read_prompts
 from klviz.sampling import SamplingConfig, analyze
+from klviz.tokentable import vocab_metadata
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -80,7 +81,7 @@ def run(args) -> int:
     pair = load_pair(args.policy, args.sft, device=args.device, dtype=args.dtype,
                      policy_base=args.policy_base, log=log)
     df = analyze(pair, prompts, cfg, top_k=args.top_k, progress=True)
-    write_table(df, out, analyze_metadata(args, cfg, pair))
+    write_table(df, out, {**analyze_metadata(args, cfg, pair), **vocab_metadata(df, pair.tokenizer)})
     n_responses = df.groupby(["source", "prompt_id", "sample_id"]).ngroups if len(df) else 0
     log(f"wrote {len(df)} token rows from {n_responses} responses to {out}")
     return 0

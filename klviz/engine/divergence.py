@@ -310,6 +310,11 @@ def score(policy, sft, tokenizer, inputs: list[ScoreInput], *, top_k: int = 10, 
     Rows come in input order, positions ascending. `tokenizer` decodes each token's text.
     """
     order, cols = score_tensors(policy, sft, inputs, top_k=top_k, batch_size=batch_size, progress=progress)
+    return token_frame(inputs, order, cols, tokenizer)
+
+
+def token_frame(inputs: list[ScoreInput], order: list[int], cols: dict[str, np.ndarray], tokenizer) -> pd.DataFrame:
+    """score_tensors' (order, columns) -> the token table, rows in input order, positions ascending."""
     lengths = [len(inputs[i].response_ids) for i in order]
     # Undo the length sort: row r of `cols` belongs to input order[...]; stable by input index.
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)

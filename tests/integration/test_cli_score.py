@@ -52,7 +52,8 @@ def test_score_writes_every_column_and_metadata(pair, tmp_path, capsys):
     ("", "is empty"),
     ('{"prompt": "a", "response": "b"}\n{"prompt": oops}\n', "line 2: not valid JSON"),
     ('{"prompt_ids": [0, 5], "response_ids": [7, 100000]}\n', "token id 100000, outside the model's vocabulary"),
-    ('{"prompt": "a"}\n', 'line 1: expected string fields "prompt" and "response"'),
+    ('{"prompt": "a"}\n', 'line 1: expected klviz\'s "prompt"/"response"'),
+    ('{"prompt": "a", "response": 3}\n', 'line 1: expected string fields "prompt" and "response"'),
 ])
 def test_bad_input_is_one_sentence_exit_2_no_output(pair, tmp_path, capsys, content, needle):
     policy, sft = pair
