@@ -32,6 +32,7 @@ pages = [
     st.Page("pages/token_inspector.py", title="Token inspector", icon=":material/text_fields:"),
     st.Page("pages/mass_shift.py", title="Mass shift", icon=":material/swap_vert:"),
     st.Page("pages/trajectory.py", title="Trajectory", icon=":material/timeline:"),
+    st.Page("pages/where_rl_acted.py", title="Where RL acted", icon=":material/my_location:"),
     st.Page("pages/live_ppo.py", title="Live PPO", icon=":material/model_training:"),
     st.Page("pages/kl_lab.py" if kl_lab.exists() else _kl_lab_missing, title="KL lab",
             icon=":material/science:", url_path="kl_lab"),

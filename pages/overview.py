@@ -24,13 +24,13 @@ figures, chart = st.container(), st.container()
 chart.plotly_chart(plots.mass_moved_figure(bands), key="overview.mass_moved")
 
 cols = figures.columns(5)
-cols[0].metric(f"{KL_REVERSE} per token", f"{head['kl_reverse_per_token']:.4f}",
+cols[0].metric(f"{KL_REVERSE}, nats per token", f"{head['kl_reverse_per_token']:.4f}",
                help="Exact: summed over the whole vocabulary at every response position, in nats.")
-cols[1].metric(f"{KL_FORWARD} per token", f"{head['kl_forward_per_token']:.4f}")
-cols[2].metric(f"{KL_REVERSE} per sequence", f"{head['kl_reverse_per_sequence']:.3f}",
+cols[1].metric(f"{KL_FORWARD}, nats per token", f"{head['kl_forward_per_token']:.4f}")
+cols[2].metric(f"{KL_REVERSE}, nats per sequence", f"{head['kl_reverse_per_sequence']:.3f}",
                help="Mean over responses of the summed per-token exact KL.")
-cols[3].metric(f"{KL_FORWARD} per sequence", f"{head['kl_forward_per_sequence']:.3f}")
-cols[4].metric("Total variation per token", f"{head['tv_per_token']:.4f}",
+cols[3].metric(f"{KL_FORWARD}, nats per sequence", f"{head['kl_forward_per_sequence']:.3f}")
+cols[4].metric("Total variation per token (0 to 1)", f"{head['tv_per_token']:.4f}",
                help="Half the L1 distance: the mass gained, which equals the mass lost.")
 first_view.headline_only()  # a new session's first run ends here; the rest follows (klviz/app/first_view.py)
 

@@ -254,6 +254,18 @@ def point_at_step(step: int) -> None:
     st.session_state[Keys.PENDING_STEP] = int(step)
 
 
+@st.cache_data(max_entries=8, show_spinner=False)
+def _where_rl_acted(table: str, choice: str | None, _df: pd.DataFrame) -> dict:
+    from klviz.views import acted
+
+    return acted.where_rl_acted(_df, choice)
+
+
+def where_rl_acted(df: pd.DataFrame, choice: str | None) -> dict:
+    """`acted.where_rl_acted` of the current table for `choice` (a source or "both"), cached per table."""
+    return _where_rl_acted(current().table_key, choice, df)
+
+
 @st.cache_data(max_entries=2, show_spinner=False)
 def claim_verdicts(seed: int = 0) -> list:
     """`klviz.lab.claims.evaluate_claims(seed)`, cached: the KL lab's verdicts (seed 0: as `klviz claims`)."""

@@ -64,6 +64,6 @@ def downloads(table: pd.DataFrame | Callable[[], pd.DataFrame], title: str, figu
                             on_click="ignore", icon=":material/download:")
     cols[1].download_button("Token table (CSV)", lambda: csv_bytes(df()), file_name="klviz_tokens.csv",
                             mime="text/csv", on_click="ignore", icon=":material/download:")
-    cols[2].download_button("HTML report", lambda: report_bytes(title, figures, info),
+    cols[2].download_button("HTML report", lambda: report_bytes(title, figures, info, df()),
                             file_name="klviz_report.html", mime="text/html", on_click="ignore",
                             icon=":material/download:")

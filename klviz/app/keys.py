@@ -17,8 +17,12 @@ class Keys:
     SAVED = "ppo.saved"  # label -> SavedPolicy, shown in the pair picker
     OVERVIEW_REWARD, OVERVIEW_REWARD_OTHER = "overview.reward", "overview.reward_other"
     INSPECT_SOURCE, INSPECT_PROMPT = "inspect.source", "inspect.prompt"
-    INSPECT_SAMPLE, INSPECT_QUANTITY, INSPECT_STRIP = "inspect.sample", "inspect.quantity", "inspect.strip"
+    INSPECT_SAMPLE, INSPECT_QUANTITY = "inspect.sample", "inspect.quantity"
+    INSPECT_TOKEN = "inspect.token"  # the picked token: its index into the shown response
+    INSPECT_RESPONSE = "inspect.response"  # (source, prompt, sample) shown: a new one starts at its largest KL
+    INSPECT_POSITION = "inspect.position"  # a position another page asks the inspector to open (read once)
     SHIFT_SOURCE, SHIFT_VIEW = "shift.source", "shift.view"
+    ACTED_SOURCE, ACTED_SPIKES, ACTED_VIEW = "acted.source", "acted.spikes", "acted.view"  # Where RL acted
     PPO_REWARD, PPO_PLACEMENT, PPO_ESTIMATOR = "ppo.reward", "ppo.placement", "ppo.estimator"
     PPO_BETA, PPO_ADAPTIVE, PPO_TARGET = "ppo.beta", "ppo.adaptive", "ppo.target_kl"
     PPO_LR, PPO_STEPS, PPO_BATCH, PPO_FROM = "ppo.lr", "ppo.steps", "ppo.batch_size", "ppo.from"

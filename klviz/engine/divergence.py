@@ -123,7 +123,8 @@ def token_stats_torch(logp: torch.Tensor, logq: torch.Tensor, token_ids: torch.T
     k = min(top_k, logp.shape[-1])
     gained_top = rev_v.topk(k, dim=1)
     lost_top = fwd_neg_v.topk(k, dim=1, largest=False)  # most negative -q log(q/p) = largest q log(q/p)
-    return token_columns(logp_y, logq_y, (-_rowdot(p, logp), -_rowdot(q, logq)),
+    cross = _rowdot(fwd_neg_v, logq)  # sum_v q log q (log p - log q), for the first-order entropy change
+    return token_columns(logp_y, logq_y, (-_rowdot(p, logp), -_rowdot(q, logq)), cross,
                          _ranks(logp, logq, logp_y, logq_y), (gained_b, lost_b, rev_b, fwd_b),
                          _top(gained_top.indices, gained_top.values, p, q),
                          _top(lost_top.indices, -lost_top.values, p, q))
@@ -164,7 +165,10 @@ def _token_stats_guarded(logp, logq, token_ids, top_k):
     zero = torch.zeros_like(logp)
     entropies = (-_p_log_ratio(p, logp, zero).sum(1), -_p_log_ratio(q, logq, zero).sum(1))
     bands = tuple(_by_band(band, v) for v in (gained_v, lost_v, rev_v, fwd_v))
-    return token_columns(logp_y, logq_y, entropies, _ranks(logp, logq, logp_y, logq_y), bands,
+    # Entries with q = 0 add nothing; where p = 0 < q the KL(SFT || policy) is infinite and the
+    # first-order entropy change is NaN (inf - inf).
+    cross = torch.where(q > 0, q * logq * (logp - logq), zero).sum(1)
+    return token_columns(logp_y, logq_y, entropies, cross, _ranks(logp, logq, logp_y, logq_y), bands,
                          _top(gained_top.indices, gained_top.values, p, q),
                          _top(lost_top.indices, lost_top.values, p, q))
 

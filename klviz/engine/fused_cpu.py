@@ -7,9 +7,10 @@ output head's matmul. Here, per position, while its two rows of logits sit in th
 
   0. `_log_norm`: log sum_v exp(x_v) of each model's logits, in float64, so log p = x - log_norm
      (the log-softmax, in float64, of the float32 logits);
-  1. `_sums`: p and q by a vectorisable exp (`_exp`), both entropies and the four band sums (which
-     add up to both KLs and to TV), accumulated in float64 with branch-free selects so that LLVM
-     vectorises the loop; each entry's two KL shares are kept in a per-thread scratch row;
+  1. `_sums`: p and q by a vectorisable exp (`_exp`), both entropies, the four band sums (which
+     add up to both KLs and to TV) and sum_v q log q (log p - log q) (for the first-order entropy
+     change), accumulated in float64 with branch-free selects so that LLVM vectorises the loop;
+     each entry's two KL shares are kept in a per-thread scratch row;
   2. `_ranks`: the two ranks, by comparison counts on the logits;
   3. `_tops`: the top-k of p log(p/q) and of q log(q/p) from the scratch rows: only the blocks whose
      maximum reaches the k-th largest block maximum can hold a top-k entry, so only those are walked.
@@ -45,7 +46,7 @@ except Exception:  # pragma: no cover - exercised only where numba cannot import
 # are handled by explicit selects that must survive.
 _FASTMATH = {"reassoc", "contract", "arcp", "nsz"}
 _BLOCK = 256  # entries per block of the top-k screen
-N_SCALARS = 6  # entropy_policy, entropy_sft, logp_y, logq_y, log_norm_policy, log_norm_sft
+N_SCALARS = 7  # entropy_policy, entropy_sft, logp_y, logq_y, log_norm_policy, log_norm_sft, cross
 
 # exp(x) = 2^k e^r, k = round(x / ln 2), r = x - k ln 2 (Cody-Waite: ln 2 in two parts), e^r by its
 # Taylor series to r^13 (|r| <= ln2/2: truncation < 2e-16 relative). numba compiles _exp with its
@@ -99,7 +100,8 @@ def _exp_sum(x, u):
 
 
 def _sums(x, z, cx, cz, sx, sz, e, bands, rev, fwd):
-    """Entropies (returned) and per SFT band the mass gained and lost and both KL shares (into bands).
+    """Entropies and cross = sum_v q log q (log p - log q) (returned), and per SFT band the mass
+    gained and lost and both KL shares (into bands).
 
     x, z: Float32[V] logits of policy and SFT; cx, cz: their log-norms; on entry rev and fwd hold
     exp(x - max x) and exp(z - max z), whose sums are sx and sz (so p = rev / sx, q = fwd / sz);
@@ -107,7 +109,7 @@ def _sums(x, z, cx, cz, sx, sz, e, bands, rev, fwd):
     (e: the 6 inner edges), summed by selects rather than a scatter, so that the loop vectorises.
     """
     isx, isz = 1.0 / sx, 1.0 / sz
-    h_p = h_q = 0.0
+    h_p = h_q = cross = 0.0
     g0 = g1 = g2 = g3 = g4 = g5 = g6 = 0.0
     l0 = l1 = l2 = l3 = l4 = l5 = l6 = 0.0
     r0 = r1 = r2 = r3 = r4 = r5 = r6 = 0.0
@@ -122,6 +124,7 @@ def _sums(x, z, cx, cz, sx, sz, e, bands, rev, fwd):
         rev[v], fwd[v] = rv, fv
         h_p -= pv * a if pv > 0.0 else 0.0
         h_q -= qv * b if qv > 0.0 else 0.0
+        cross += qv * b * d if qv > 0.0 else 0.0  # one more accumulator, the same pass
         gd, ls = max(pv - qv, 0.0), max(qv - pv, 0.0)
         m = qv < e1
         g0 += gd if m else 0.0; l0 += ls if m else 0.0; r0 += rv if m else 0.0; f0 += fv if m else 0.0  # noqa: E702
@@ -141,7 +144,7 @@ def _sums(x, z, cx, cz, sx, sz, e, bands, rev, fwd):
     bands[1, 0], bands[1, 1], bands[1, 2], bands[1, 3], bands[1, 4], bands[1, 5], bands[1, 6] = l0, l1, l2, l3, l4, l5, l6
     bands[2, 0], bands[2, 1], bands[2, 2], bands[2, 3], bands[2, 4], bands[2, 5], bands[2, 6] = r0, r1, r2, r3, r4, r5, r6
     bands[3, 0], bands[3, 1], bands[3, 2], bands[3, 3], bands[3, 4], bands[3, 5], bands[3, 6] = f0, f1, f2, f3, f4, f5, f6
-    return h_p, h_q
+    return h_p, h_q, cross
 
 
 def _band(q, e):
@@ -223,12 +226,12 @@ def _row(x, z, y, e, k, scalars, ranks, bands, top_ids, top_vals, top_p, top_q, 
     rev, fwd = scratch[0], scratch[1]
     cx, sx = _exp_sum(x, rev)
     cz, sz = _exp_sum(z, fwd)
-    h_p, h_q = _sums(x, z, cx, cz, sx, sz, e, bands, rev, fwd)
+    h_p, h_q, cross = _sums(x, z, cx, cz, sx, sz, e, bands, rev, fwd)
     if not (math.isfinite(bands[2].sum()) and math.isfinite(bands[3].sum())):
         _bands_one_by_one(x, z, cx, cz, e, bands, rev, fwd)
     scalars[0], scalars[1] = h_p, h_q
     scalars[2], scalars[3] = np.float64(x[y]) - cx, np.float64(z[y]) - cz
-    scalars[4], scalars[5] = cx, cz
+    scalars[4], scalars[5], scalars[6] = cx, cz, cross
     _ranks(x, z, y, ranks)
     _block_max(rev, fwd, block_max)
     _top(rev, k, block_max[0], top_ids[0], top_vals[0])
@@ -286,6 +289,7 @@ def fused_token_stats(policy_logits: torch.Tensor, sft_logits: torch.Tensor, tok
         return torch.from_numpy(a.copy())
 
     return token_columns(t(scalars[:, 2]), t(scalars[:, 3]), (t(scalars[:, 0]), t(scalars[:, 1])),
+                         t(scalars[:, 6]),
                          (t(ranks[:, 0]), t(ranks[:, 1])), tuple(t(bands[:, i]) for i in range(4)),
                          (t(top_ids[:, 0]), t(top_vals[:, 0]), t(top_p[:, 0]), t(top_q[:, 0])),
                          (t(top_ids[:, 1]), t(top_vals[:, 1]), t(top_p[:, 1]), t(top_q[:, 1])))

@@ -36,8 +36,10 @@ def csv_bytes(df: pd.DataFrame) -> bytes:
     return buf.getvalue().encode()
 
 
-def report_bytes(title: str, figures: Callable[[], list], info: dict) -> bytes:
-    """An HTML report (klviz.views.report) of the [(name, figure)] that `figures()` returns."""
+def report_bytes(title: str, figures: Callable[[], list], info: dict, df: pd.DataFrame | None = None) -> bytes:
+    """An HTML report (klviz.views.report) of the [(name, figure)] that `figures()` returns, opening
+    with the headline figures of the token table `df` (klviz.views.tables.headline) when given."""
     from klviz.views.report import report_html
+    from klviz.views.tables import headline
 
-    return report_html(title, figures(), info).encode()
+    return report_html(title, figures(), info, headline=headline(df) if df is not None else None).encode()

@@ -11,12 +11,20 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from klviz.lab import toy
+from klviz.views.plots import KL_FORWARD_COLOR, KL_REVERSE_COLOR, POLICY_COLOR, SFT_COLOR, readable
 
-POLICY_COLOR, SFT_COLOR = "#1f77b4", "#7f7f7f"
-REVERSE_COLOR, FORWARD_COLOR = "#d62728", "#2ca02c"
+# One colour for the policy, the SFT model and each KL direction on every page (klviz.views.plots).
+REVERSE_COLOR, FORWARD_COLOR = KL_REVERSE_COLOR, KL_FORWARD_COLOR
 REWARD_SHADES = ("#9ecae1", "#4292c6", "#08519c")  # k1, k2, k3 in the reward
 LOSS_SHADES = ("#fdae6b", "#f16913", "#a63603")  # k1, k2, k3 as a loss
-GAINED_FILL, LOST_FILL = "rgba(214, 39, 40, 0.12)", "rgba(44, 160, 44, 0.12)"
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    r, g, b = (int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r}, {g}, {b}, {alpha})"
+
+
+GAINED_FILL, LOST_FILL = _rgba(REVERSE_COLOR, 0.12), _rgba(FORWARD_COLOR, 0.12)
 MAX_LINE_POINTS = 400  # points drawn on the convergence line; the running mean is kept exact
 
 
@@ -25,6 +33,7 @@ def action_labels(k: int) -> list[str]:
     return [f"a{i}" for i in range(k)]
 
 
+@readable
 def distributions_figure(policy: np.ndarray, ref: np.ndarray) -> go.Figure:
     """pi and SFT on one chart, and each action's term in KL(pi||SFT) and KL(SFT||pi) below it.
 
@@ -55,6 +64,7 @@ def distributions_figure(policy: np.ndarray, ref: np.ndarray) -> go.Figure:
     return fig
 
 
+@readable
 def convergence_figure(running_means: np.ndarray, kl_reverse: float, sd: float) -> go.Figure:
     """Mean of the first n log-ratios (a ~ pi) against n, with KL(pi||SFT) and +-2 sd/sqrt(n)."""
     n = np.arange(1, running_means.size + 1)
@@ -64,16 +74,18 @@ def convergence_figure(running_means: np.ndarray, kl_reverse: float, sd: float) 
     fig.add_scatter(x=n[idx], y=kl_reverse + band, mode="lines", line=dict(width=0), showlegend=False,
                     hoverinfo="skip")
     fig.add_scatter(x=n[idx], y=kl_reverse - band, mode="lines", line=dict(width=0), fill="tonexty",
-                    fillcolor="rgba(214, 39, 40, 0.15)", name="exact KL +- 2 sd/sqrt(n)")
+                    fillcolor=_rgba(REVERSE_COLOR, 0.15), name="exact KL +- 2 sd/sqrt(n)")
     fig.add_scatter(x=n[idx], y=running_means[idx], mode="lines", name="mean of n log(pi/SFT) samples",
                     line=dict(color=POLICY_COLOR))
     fig.add_hline(y=kl_reverse, line_color=REVERSE_COLOR, line_dash="dash",
                   annotation_text=f"KL(pi||SFT) = {kl_reverse:.4g}")
-    fig.update_layout(xaxis_type="log", xaxis_title="n samples", yaxis_title="nats", height=380,
+    fig.update_layout(xaxis_type="log", xaxis_title="n samples a ~ pi",
+                      yaxis_title="nats (mean of log(pi/SFT) over the samples)", height=380,
                       legend=dict(orientation="h", y=-0.25))
     return fig
 
 
+@readable
 def gradients_figure(grads: dict[str, np.ndarray]) -> go.Figure:
     """Expected penalty gradient per logit for each placement, beside the two exact KL gradients."""
     labels = action_labels(next(iter(grads.values())).size)
@@ -90,6 +102,7 @@ def gradients_figure(grads: dict[str, np.ndarray]) -> go.Figure:
     return fig
 
 
+@readable
 def optima_figure(ref: np.ndarray, reverse_opt: np.ndarray, forward_opt: np.ndarray,
                   reward: np.ndarray) -> go.Figure:
     """SFT beside the KL-regularized optima: argmax E[r] - beta KL(pi||SFT) and - beta KL(SFT||pi)."""

@@ -8,8 +8,9 @@ or label, since plotly renders a subset of HTML in them.
 
 from __future__ import annotations
 
+import functools
 import html
-from typing import TYPE_CHECKING, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
@@ -33,12 +34,39 @@ MAX_RUNS = len(RUN_COLORS)
 KL_REVERSE = "KL(policy || SFT)"
 KL_FORWARD = "KL(SFT || policy)"
 LOG10_FLOOR = -45.0  # log10 of ~the smallest float32 subnormal: where a p or q of 0 is drawn
-STRIP_ROW_CHARS = 60  # the token inspector wraps its strip after about this many characters
 VISIBLE_WS = {" ": "·", "\n": "↵", "\t": "→", "\r": "␍"}
 QUANTITY_LABELS = {
     "log_ratio": "log p(y)/q(y)", "kl_reverse": KL_REVERSE, "kl_forward": KL_FORWARD,
     "k1": f"k1 (estimates {KL_REVERSE})", "k3": f"k3 (estimates {KL_REVERSE})",
 }
+
+
+LABEL_CHARS = 18  # a ranked bar's token label is cut to this many characters (the hover has it whole)
+LABELLED = 3  # points of each kind named on the log q against log p chart (largest contributions)
+BAR_PX = 22  # height per bar of a ranked bar chart, so that every bar keeps its label
+SUBTITLE_FONT = dict(size=13)  # subplot titles, two short lines each, so neighbours never overlap
+
+
+def readable(build: Callable[..., go.Figure]) -> Callable[..., go.Figure]:
+    """Decorate a figure builder: every axis writes plain numbers (1e-12, never SI suffixes).
+
+    plotly's default exponentformat "B" writes SI prefixes, so 7.7469e-13 nats read "774.69f"
+    (plotly.com/python/reference/layout/xaxis/#layout-xaxis-exponentformat); "e" writes 7.7469e-13.
+    """
+    @functools.wraps(build)
+    def wrapper(*args, **kwargs) -> go.Figure:
+        fig = build(*args, **kwargs)
+        fig.update_xaxes(exponentformat="e")
+        fig.update_yaxes(exponentformat="e")
+        return fig
+    return wrapper
+
+
+def ranked_axis(labels: Sequence[str]) -> dict:
+    """A category axis for a ranked bar chart with one tick per bar: bars sit at 0..n-1 and the
+    ticks carry the labels, so plotly never thins the labels out and equal labels stay two bars."""
+    return dict(tickmode="array", tickvals=list(range(len(labels))), ticktext=list(labels),
+                range=[-0.6, len(labels) - 0.4] if len(labels) else None, automargin=True)
 
 
 def esc(s) -> str:
@@ -55,12 +83,18 @@ def _label(s) -> str:
     return esc(visible_token_text(s))
 
 
+def _short_label(s) -> str:
+    t = visible_token_text(s)
+    return esc(t if len(t) <= LABEL_CHARS else t[:LABEL_CHARS - 1] + "…")
+
+
 def _log10(x) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     with np.errstate(divide="ignore"):
         return np.maximum(np.log10(x), LOG10_FLOOR)
 
 
+@readable
 def mass_moved_figure(bands: Bands) -> go.Figure:
     """The headline: per SFT-probability band, mass gained (right) against mass lost (left)."""
     y = [esc(s) for s in bands["label"]]
@@ -82,13 +116,14 @@ def mass_moved_figure(bands: Bands) -> go.Figure:
                                       f"punishes · ← mass lost on tokens it found likely: what {KL_FORWARD} punishes")),
         margin=dict(t=90),
         xaxis=dict(title="← mass lost per token · mass gained per token →",
-                   range=[-1.1 * top, 1.1 * top], tickformat=".2~g"),
+                   range=[-1.1 * top, 1.1 * top], tickformat=".2~g", exponentformat="e"),
         yaxis=dict(title="SFT probability band of q(v)", categoryorder="array",
                    categoryarray=[esc(s) for s in BAND_LABELS]),
         legend=dict(orientation="h", yanchor="top", y=-0.2))
     return fig
 
 
+@readable
 def kl_by_band_figure(bands: Bands) -> go.Figure:
     """Each band's share of KL(policy || SFT) and of KL(SFT || policy), per token."""
     x = [esc(s) for s in bands["label"]]
@@ -97,7 +132,9 @@ def kl_by_band_figure(bands: Bands) -> go.Figure:
                 marker_color=KL_REVERSE_COLOR)
     fig.add_bar(x=x, y=np.asarray(bands["kl_forward"], dtype=np.float64), name=KL_FORWARD,
                 marker_color=KL_FORWARD_COLOR)
-    fig.update_layout(barmode="group", title="KL contributions per SFT-probability band",
+    fig.update_layout(barmode="group", margin=dict(t=90),
+                      title=dict(text="KL contributions per SFT-probability band",
+                                 subtitle=dict(text="nats per token, mean over the tokens shown")),
                       xaxis_title="SFT probability band of q(v)",
                       yaxis_title=f"nats per token ({KL_REVERSE} and {KL_FORWARD})")
     return fig
@@ -108,6 +145,7 @@ def _diagonal(lo: float, hi: float) -> go.Scatter:
                       line=dict(color="black", dash="dot", width=1), hoverinfo="skip")
 
 
+@readable
 def prob_scatter_figure(points: pd.DataFrame) -> go.Figure:
     """log10 q (SFT) against log10 p (policy) for the top tokens of every position (Scattergl)."""
     fig = go.Figure()
@@ -129,26 +167,32 @@ def prob_scatter_figure(points: pd.DataFrame) -> go.Figure:
     return fig
 
 
+@readable
 def token_shift_figure(gained: pd.DataFrame, lost: pd.DataFrame) -> go.Figure:
     """Tokens most gained (summed p log(p/q)) and most lost (summed q log(q/p)), by token text."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=(
-        f"most gained: sum of p log(p/q), share of {KL_REVERSE}",
-        f"most lost: sum of q log(q/p), share of {KL_FORWARD}"))
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.22, subplot_titles=(
+        f"most gained: sum of p log(p/q)<br>(share of {KL_REVERSE})",
+        f"most lost: sum of q log(q/p)<br>(share of {KL_FORWARD})"))
     for col, (frame, color, name) in enumerate(((gained, GAINED_COLOR, "gained"),
                                                 (lost, LOST_COLOR, "lost")), start=1):
         f = frame.iloc[::-1]  # largest at the top
         fig.add_trace(go.Bar(
-            y=[_label(t) for t in f["token"]], x=f["contrib"], orientation="h", name=name,
-            marker_color=color, customdata=np.stack([f["count"], f["mean_p"], f["mean_q"]], -1)
-            if len(f) else None,
-            hovertemplate="%{y}<br>contrib %{x:.4g}<br>count %{customdata[0]}"
+            y=np.arange(len(f)), x=f["contrib"], orientation="h", name=name, marker_color=color,
+            hovertext=[_label(t) for t in f["token"]],
+            customdata=np.stack([f["count"], f["mean_p"], f["mean_q"]], -1) if len(f) else None,
+            hovertemplate="%{hovertext}<br>%{x:.4g} nats<br>count %{customdata[0]}"
                           "<br>mean p %{customdata[1]:.3g}, mean q %{customdata[2]:.3g}<extra></extra>"),
             row=1, col=col)
-    fig.update_layout(title="Tokens whose probability moved most", showlegend=False)
-    fig.update_xaxes(title_text="nats (summed over positions)")
+        fig.update_yaxes(ranked_axis([_short_label(t) for t in f["token"]]), row=1, col=col)
+    n = max(len(gained), len(lost), 1)
+    fig.update_annotations(font=SUBTITLE_FONT)
+    fig.update_layout(title="Tokens whose probability moved most", showlegend=False,
+                      height=160 + BAR_PX * n, margin=dict(t=110))
+    fig.update_xaxes(title_text="nats, summed over positions")
     return fig
 
 
+@readable
 def position_profile_figure(profile: pd.DataFrame) -> go.Figure:
     """Mean per-token exact KL both ways, and the k1 / k3 estimates, by response position."""
     fig = go.Figure()
@@ -158,17 +202,19 @@ def position_profile_figure(profile: pd.DataFrame) -> go.Figure:
                                    ("k3", f"k3 (estimates {KL_REVERSE})", K3_COLOR, "dash")):
         fig.add_scatter(x=profile["position"], y=profile[col], name=name, mode="lines+markers",
                         line=dict(color=color, dash=dash), customdata=profile["n"],
-                        hovertemplate="position %{x}<br>%{y:.4g} nats (n=%{customdata})")
+                        hovertemplate="position %{x}<br>%{y:.4g} nats per token (n=%{customdata})")
     fig.update_layout(title="KL profile by response position", xaxis_title="response position",
                       yaxis_title="mean nats per token")
     return fig
 
 
-SEQUENCE_NOTE = (f"Exact {KL_REVERSE} is ≥ 0 at every token, so its sum is too. k1 = log p(y)/q(y) is "
-                 "unbiased only in expectation over y from the policy; single tokens with p(y) < q(y) "
+SEQUENCE_NOTE = (f"Exact {KL_REVERSE} is ≥ 0 at every token, so its sum is too.<br>k1 = log p(y)/q(y) is "
+                 "unbiased only in expectation over y from the policy; single tokens<br>with p(y) < q(y) "
                  "give k1 < 0, so a k1 sum can be negative. k3 = (q/p) − 1 − log(q/p) ≥ 0 always.")
+# (<br>: plotly never wraps an annotation, and one 250-character line was cut off at 1280 px.)
 
 
+@readable
 def sequence_kl_figure(per_seq: pd.DataFrame) -> go.Figure:
     """Per response: summed exact KL(policy || SFT) against the sums of k1 and k3, with spread."""
     fig = go.Figure()
@@ -185,87 +231,37 @@ def sequence_kl_figure(per_seq: pd.DataFrame) -> go.Figure:
             hovertemplate="response %{text}<br>%{y:.4g} nats<extra></extra>"))
     fig.add_hline(y=0, line_color="black", line_width=1)
     fig.update_layout(boxmode="group", title=f"Sequence-level {KL_REVERSE}: exact against k1 and k3",
-                      yaxis_title="nats per response (summed over tokens)", margin=dict(b=110))
-    fig.add_annotation(text=SEQUENCE_NOTE, xref="paper", yref="paper", x=0, y=-0.25, showarrow=False,
+                      yaxis_title="nats per response (summed over tokens)", margin=dict(b=150))
+    fig.add_annotation(text=SEQUENCE_NOTE, xref="paper", yref="paper", x=0, y=-0.18, showarrow=False,
+                       yanchor="top",
                        xanchor="left", align="left", font=dict(size=11))
     return fig
 
 
-def _strip_layout(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Wrap tokens into rows of ~STRIP_ROW_CHARS characters; a newline token ends its row.
-
-    Returns (row, start, width) per token, in character units.
-    """
-    row, start, width = np.zeros(len(texts), int), np.zeros(len(texts)), np.zeros(len(texts))
-    r, col = 0, 0.0
-    for i, t in enumerate(texts):
-        w = max(len(visible_token_text(t)), 1) + 0.6  # a little gap between neighbours
-        if col > 0 and col + w > STRIP_ROW_CHARS:
-            r, col = r + 1, 0.0
-        row[i], start[i], width[i] = r, col, w
-        col += w
-        if "\n" in t:
-            r, col = r + 1, 0.0
-    return row, start, width
-
-
-def token_strip_figure(tokens: pd.DataFrame, quantity: str) -> go.Figure:
-    """One response as clickable token cells coloured by `quantity`, wrapped into rows.
-
-    tokens: rows of one response (columns token, position, `quantity`), drawn in the given order.
-    log_ratio and k1 (= log_ratio, signed) use a diverging scale centred at 0; kl_reverse =
-    KL(policy || SFT), kl_forward = KL(SFT || policy) and k3 (all >= 0) use a sequential one. For st.plotly_chart(on_select="rerun",
-    selection_mode="points"): a selected point's point_index and customdata[0] are the row's index
-    into `tokens` (iloc); customdata[1] is its position.
-    """
-    texts = [str(t) for t in tokens["token"]]
-    values = tokens[quantity].to_numpy(dtype=np.float64)
-    row, start, width = _strip_layout(texts)
-    diverging = quantity in ("log_ratio", "k1")
-    bound = float(np.nanmax(np.abs(values))) if len(values) else 1.0
-    marker = dict(color=values, colorscale="RdBu_r" if diverging else "Reds", showscale=True,
-                  colorbar=dict(title=esc(QUANTITY_LABELS.get(quantity, quantity))),
-                  line=dict(color="white", width=1))
-    marker.update(dict(cmid=0.0) if diverging else dict(cmin=min(0.0, float(np.nanmin(values, initial=0))),
-                                                         cmax=max(bound, 1e-12)))
-    positions = tokens["position"].to_numpy() if "position" in tokens else np.arange(len(tokens))
-    fig = go.Figure(go.Bar(
-        x=width, base=start, y=row, orientation="h", width=0.85, marker=marker,
-        text=[_label(t) for t in texts], textposition="inside", insidetextanchor="middle",
-        textfont=dict(family="monospace"), constraintext="none",
-        customdata=np.stack([np.arange(len(tokens)), positions, values], -1) if len(tokens) else None,
-        hovertext=[esc(repr(t)) for t in texts],
-        hovertemplate="%{hovertext}<br>position %{customdata[1]}<br>"
-                      + esc(quantity) + " %{customdata[2]:.4g}<extra></extra>"))
-    n_rows = int(row.max()) + 1 if len(row) else 1
-    fig.update_layout(
-        title=f"Response tokens coloured by {esc(QUANTITY_LABELS.get(quantity, quantity))}",
-        height=120 + 34 * n_rows, uniformtext=dict(minsize=10, mode="show"), clickmode="event+select",
-        xaxis=dict(visible=False, range=[-0.5, STRIP_ROW_CHARS + 8]),
-        yaxis=dict(visible=False, autorange="reversed"), showlegend=False,
-        margin=dict(t=48, b=8, l=8, r=8))  # plotly's default 100 + 80 px would leave no room for one row
-    return fig
-
-
+@readable
 def position_detail_figure(detail: dict[str, pd.DataFrame]) -> go.Figure:
     """At one position: policy p and SFT q of the tokens gained most (top p log(p/q), shares of
     KL(policy || SFT)) and lost most (top q log(q/p), shares of KL(SFT || policy))."""
-    fig = make_subplots(rows=1, cols=2, subplot_titles=(
-        f"gained most (share of {KL_REVERSE})", f"lost most (share of {KL_FORWARD})"))
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.22, subplot_titles=(
+        f"gained most<br>(share of {KL_REVERSE})", f"lost most<br>(share of {KL_FORWARD})"))
     for col, kind in enumerate(("gained", "lost"), start=1):
         f = detail[kind].iloc[::-1]
-        y = [_label(t) for t in f["token"]]
         for prob, name, color in (("p", "policy p(v)", POLICY_COLOR), ("q", "SFT q(v)", SFT_COLOR)):
-            fig.add_trace(go.Bar(y=y, x=f[prob], orientation="h", name=name, marker_color=color,
-                                 legendgroup=prob, showlegend=col == 1, customdata=f["contrib"],
-                                 hovertemplate="%{y}<br>" + name + " %{x:.4g}<br>"
-                                               "contrib %{customdata:.4g}<extra></extra>"),
+            fig.add_trace(go.Bar(y=np.arange(len(f)), x=f[prob], orientation="h", name=name,
+                                 marker_color=color, legendgroup=prob, showlegend=col == 1,
+                                 customdata=f["contrib"], hovertext=[_label(t) for t in f["token"]],
+                                 hovertemplate="%{hovertext}<br>" + name + " %{x:.4g}<br>"
+                                               "contrib %{customdata:.4g} nats<extra></extra>"),
                           row=1, col=col)
-    fig.update_layout(barmode="group", title="Where this position's mass moved")
+        fig.update_yaxes(ranked_axis([_short_label(t) for t in f["token"]]), row=1, col=col)
+    fig.update_annotations(font=SUBTITLE_FONT)
+    fig.update_layout(barmode="group", title="Where this position's mass moved", margin=dict(t=100),
+                      legend=dict(orientation="h", yanchor="top", y=-0.18))
     fig.update_xaxes(title_text="probability")
     return fig
 
 
+@readable
 def logq_vs_logp_figure(detail: dict[str, pd.DataFrame]) -> go.Figure:
     """log q (SFT) against log p (policy), natural logs, for this position's top tokens."""
     fig = go.Figure()
@@ -274,11 +270,15 @@ def logq_vs_logp_figure(detail: dict[str, pd.DataFrame]) -> go.Figure:
                               ("lost", LOST_COLOR, f"top by q log(q/p) ({KL_FORWARD})")):
         f = detail[kind]
         lo = min([lo, *f["log_q"], *f["log_p"]])
+        labels = [_label(t) for t in f["token"]]
+        # Only the LABELLED largest of each kind carry their text on the chart (the rest overlapped
+        # in clusters); every point names its token on hover.
         fig.add_scatter(x=f["log_q"], y=f["log_p"], mode="markers+text", name=name,
-                        marker=dict(color=color, size=9), text=[_label(t) for t in f["token"]],
+                        marker=dict(color=color, size=9), hovertext=labels,
+                        text=[t if i < LABELLED else "" for i, t in enumerate(labels)],
                         textposition="top center", customdata=f["contrib"],
-                        hovertemplate="%{text}<br>log q %{x:.3g}, log p %{y:.3g}"
-                                      "<br>contrib %{customdata:.4g}<extra></extra>")
+                        hovertemplate="%{hovertext}<br>log q %{x:.3g}, log p %{y:.3g}"
+                                      "<br>contrib %{customdata:.4g} nats<extra></extra>")
     fig.add_trace(_diagonal(lo, 0.0))
     fig.update_layout(title="log q against log p, top tokens at this position",
                       xaxis_title="log q(v) (SFT)", yaxis_title="log p(v) (policy)")
@@ -290,12 +290,14 @@ def _series(metrics: list[dict], key: str) -> tuple[list, list]:
     return steps, [m.get(key, np.nan) if m.get(key) is not None else np.nan for m in metrics]
 
 
+@readable
 def ppo_curves_figure(runs: dict[str, list[dict]], estimator_key: str | None) -> go.Figure:
     """Per step, up to MAX_RUNS runs overlaid: reward, exact KL(policy || SFT) (solid) and
     KL(SFT || policy) (dashed), the chosen estimate of KL(policy || SFT), and the coefficient beta."""
     est = f"{estimator_key} estimate of {KL_REVERSE}" if estimator_key else "estimate (none chosen)"
-    fig = make_subplots(rows=2, cols=2, shared_xaxes=True, subplot_titles=(
-        "reward (mean)", f"exact {KL_REVERSE} — and {KL_FORWARD} dashed", est, "KL coefficient beta"))
+    fig = make_subplots(rows=2, cols=2, shared_xaxes=True, vertical_spacing=0.2, subplot_titles=(
+        "reward, mean per response", f"exact {KL_REVERSE}<br>(dashed: {KL_FORWARD})",
+        est.replace(" estimate of ", " estimate<br>of "), "KL coefficient beta"))
     panels = [("reward_mean", 1, 1, None), ("kl_reverse", 1, 2, None), ("kl_forward", 1, 2, "dash"),
               (estimator_key, 2, 1, None), ("kl_coef", 2, 2, None)]
     for i, (name, metrics) in enumerate(list(runs.items())[:MAX_RUNS]):
@@ -308,6 +310,9 @@ def ppo_curves_figure(runs: dict[str, list[dict]], estimator_key: str | None) ->
                                      hovertemplate=esc(name) + f" · {key}<br>step %{{x}}: %{{y:.4g}}"
                                                    "<extra></extra>"), row=r, col=c)
     fig.update_xaxes(title_text="step", row=2)
-    fig.update_yaxes(title_text="nats", row=1, col=2)
-    fig.update_layout(title="Live PPO", legend_title_text="run")
+    fig.update_yaxes(title_text="reward", row=1, col=1)
+    fig.update_yaxes(title_text="nats per sequence", row=1, col=2)  # trainer: summed over tokens / B
+    fig.update_yaxes(title_text="nats per sequence", row=2, col=1)
+    fig.update_annotations(font=SUBTITLE_FONT)
+    fig.update_layout(title="Live PPO", legend_title_text="run", margin=dict(t=110))
     return fig

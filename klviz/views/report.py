@@ -29,6 +29,30 @@ def _esc(s) -> str:
     return html.escape(str(s), quote=True)
 
 
+# The headline figures (klviz.views.tables.headline), each with its unit and KL direction.
+HEADLINE_LABELS = {
+    "kl_reverse_per_token": "KL(policy || SFT) = sum_v p log(p/q), nats per token",
+    "kl_forward_per_token": "KL(SFT || policy) = sum_v q log(q/p), nats per token",
+    "kl_reverse_per_sequence": "KL(policy || SFT), nats per sequence (summed over its tokens)",
+    "kl_forward_per_sequence": "KL(SFT || policy), nats per sequence (summed over its tokens)",
+    "tv_per_token": "total variation 1/2 sum_v |p - q|, per token (probability, 0 to 1)",
+    "k1_per_sequence": "k1 estimate of KL(policy || SFT), nats per sequence",
+    "k3_per_sequence": "k3 estimate of KL(policy || SFT), nats per sequence",
+    "n_sequences": "responses",
+    "n_tokens": "response tokens",
+}
+
+
+def _number(v) -> str:
+    return str(v) if isinstance(v, int) else f"{float(v):.6g}"  # never an SI suffix
+
+
+def _headline_html(headline: Mapping[str, float]) -> str:
+    rows = "".join(f"<tr><th>{_esc(HEADLINE_LABELS.get(k, k))}</th><td>{_esc(_number(v))}</td></tr>"
+                   for k, v in headline.items())
+    return f'<section><h2>Headline figures</h2><table class="meta headline">{rows}</table></section>'
+
+
 def _meta_html(meta: Mapping[str, str]) -> str:
     rows = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in meta.items())
     return f'<table class="meta">{rows}</table>'
@@ -50,8 +74,10 @@ def _table_html(title: str, df: pd.DataFrame) -> str:
 
 
 def report_html(title: str, figures: list[tuple[str, go.Figure]], meta: dict[str, str],
-                tables: Iterable[tuple[str, pd.DataFrame]] = ()) -> str:
-    """One self-contained HTML page: title, meta as a key/value table, the figures, the tables.
+                tables: Iterable[tuple[str, pd.DataFrame]] = (),
+                headline: Mapping[str, float] | None = None) -> str:
+    """One self-contained HTML page: title, the headline figures (tables.headline, with units),
+    meta as a key/value table, the figures, the tables.
 
     plotly.js is inlined once in a <script> without src, so the file opens offline.
     """
@@ -61,7 +87,8 @@ def report_html(title: str, figures: list[tuple[str, go.Figure]], meta: dict[str
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{_esc(title)}</title><style>{CSS}</style>",
         f'<script type="text/javascript">{plotly_js}</script>',
-        f"</head><body><h1>{_esc(title)}</h1>", _meta_html(meta),
+        f"</head><body><h1>{_esc(title)}</h1>",
+        _headline_html(headline) if headline else "", _meta_html(meta),
     ]
     parts += [_figure_html(t, fig, i) for i, (t, fig) in enumerate(figures)]
     parts += [_table_html(t, df) for t, df in tables]

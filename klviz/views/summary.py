@@ -1,7 +1,8 @@
 """The headline figures of any token table, as a dict of sections (`klviz summary`, pipelines' logs).
 
     {"table": {...counts, what made it...},
-     "overall": FIGURES, "by_source": {source: FIGURES}, "by_step": {step: FIGURES}}
+     "overall": FIGURES, "by_source": {source: FIGURES}, "by_step": {step: FIGURES},
+     "token_shift": {...}, "forking": {...}, "entropy": {...}}   (klviz.views.acted.acted_summary)
 
 FIGURES (NaN where there are no tokens):
     kl_reverse = KL(policy || SFT) = sum_v p(v) log(p(v)/q(v)),  kl_forward = KL(SFT || policy)
@@ -20,12 +21,15 @@ from typing import Mapping
 
 import pandas as pd
 
+from klviz.views.acted import FIRST_ORDER, acted_summary
 from klviz.views.tables import DEFAULT_SOURCE, SEQUENCE_KEYS
 
 SERIES_KEYS = ("checkpoint", "step")
 """Columns that, when present, also tell responses apart (one response under several checkpoints)."""
 SUMMED = ("kl_reverse", "kl_forward", "entropy_policy", "entropy_sft")
 NEEDED = ("prompt_id", "sample_id", "position", "kl_reverse", "kl_forward", "tv", "entropy_policy", "entropy_sft")
+ACTED_NEEDED = ("rank_sft", "entropy_sft", "entropy_policy", "kl_reverse", "kl_forward")
+"""What acted_summary reads (FIRST_ORDER too, where the table has it: older tables give NaN there)."""
 FIGURES = ("n_sequences", "n_tokens",
            *(f"{c}_per_token" for c in SUMMED), "tv_per_token",
            *(f"{c}_per_sequence" for c in SUMMED), "tv_per_sequence")
@@ -67,12 +71,14 @@ def summary(df: pd.DataFrame, metadata: Mapping[str, str] | None = None) -> dict
     out["by_source"] = _groups(df, "source") if "source" in df.columns else {DEFAULT_SOURCE: out["overall"]}
     if "step" in df.columns:
         out["by_step"] = _groups(df, "step")
+    if set(ACTED_NEEDED) <= set(df.columns):  # where RL acted: token shift, forking positions, entropy change
+        out.update(acted_summary(df))
     return out
 
 
 def columns_needed(available: list[str]) -> list[str]:
     """The columns summary reads, of those a parquet holds (so a large table loads only those)."""
-    wanted = set(NEEDED) | {"source", *SERIES_KEYS}
+    wanted = set(NEEDED) | set(ACTED_NEEDED) | {"source", FIRST_ORDER, *SERIES_KEYS}
     return [c for c in available if c in wanted]
 
 

@@ -15,7 +15,7 @@ from tests.e2e.driver import (RUNNING, Record, choose, drawn, metric_value, nav,
 
 # Charts on each page's first view: Mass shift draws its headline and the open tab's chart, the KL
 # lab its open section (Distributions); the other tabs are drawn when opened (TABS).
-PAGES = {"Token inspector": 3, "Mass shift": 2, "Live PPO": 0, "KL lab": 1, "Overview": 1}
+PAGES = {"Token inspector": 2, "Mass shift": 2, "Where RL acted": 1, "Live PPO": 0, "KL lab": 1, "Overview": 1}
 TABS = {"Mass shift": ["SFT vs policy probability", "Tokens most gained and lost", "KL by position",
                        "Sequence-level KL", "KL by band"],
         "KL lab": ["Estimators", "Gradients", "Optima", "Claims", "Distributions"]}
@@ -78,17 +78,15 @@ def every_tab(tab, rec: Record) -> None:
 
 
 def click_a_token(tab, rec: Record) -> None:
+    """Pick the response's first token on the Token inspector's slider; the page inspects position 0."""
     nav(tab, "Token inspector").click()
-    settle(tab, charts=3, title="Token inspector")
+    settle(tab, charts=2, title="Token inspector")
     heading = tab.locator("h3", has_text="Position").first
-    assert "click any token" in heading.inner_text()  # before a click: the largest KL(policy || SFT)
-    bars = tab.locator("[data-testid='stPlotlyChart']").first.locator("g.point")
-    assert bars.count() > 1
-    box = bars.nth(1).bounding_box()  # the second token of the response; plotly takes the click
-    tab.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # on its drag layer
-    tab.locator("h3", has_text="Position 1:").first.wait_for()
-    settle(tab, charts=3)
-    assert "click any token" not in heading.inner_text()
+    assert "the largest KL(policy || SFT)" in heading.inner_text()  # before a pick
+    assert tab.locator(".klviz-tokens span").count() > 1  # the whole response, as coloured text
+    tab.get_by_role("slider").first.press("Home")  # the select_slider's thumb: its first option
+    tab.locator("h3", has_text="Position 0:").first.wait_for()
+    settle(tab, charts=2)
     no_exception(tab)
     rec.shot(tab, "token_inspector_clicked")
 

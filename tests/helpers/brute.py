@@ -24,6 +24,14 @@ def _band(qv):
     return 6  # q == 1 belongs to the last band
 
 
+def _first_order_entropy_change(q, lp, lq):
+    """-Cov_{v~q}(log q, log p - log q), centred (two passes) unlike the engine's one-pass form."""
+    d = [a - b for a, b in zip(lp, lq)]
+    mean_lq = math.fsum(qv * b for qv, b in zip(q, lq) if qv > 0)
+    mean_d = math.fsum(qv * x for qv, x in zip(q, d) if qv > 0)
+    return -math.fsum(qv * (b - mean_lq) * (x - mean_d) for qv, b, x in zip(q, lq, d) if qv > 0)
+
+
 def brute_row(policy_logits, sft_logits, y, top_k):
     """Every column for one position, from raw logits, in float64 Python arithmetic."""
     lp = _log_softmax([float(x) for x in policy_logits])
@@ -39,6 +47,7 @@ def brute_row(policy_logits, sft_logits, y, top_k):
         "kl_reverse": sum(rev), "kl_forward": sum(fwd),
         "entropy_policy": -sum(p[v] * lp[v] for v in range(V)),
         "entropy_sft": -sum(q[v] * lq[v] for v in range(V)),
+        "entropy_change_first_order": _first_order_entropy_change(q, lp, lq),
         "tv": 0.5 * sum(abs(p[v] - q[v]) for v in range(V)),
         "k1": r, "k2": r * r / 2, "k3": math.exp(-r) - 1 + r,
         "rank_sft": 1 + sum(1 for v in range(V) if q[v] > q[y]),

@@ -165,3 +165,23 @@ def test_fused_exp_against_numpy():
     out = np.empty_like(tails)
     apply(tails, out)
     assert (out == 0).all()  # below float64's normal range (< 3.3e-308) and at -inf: exactly 0
+
+
+@pytest.mark.parametrize("token_stats", IMPLS)
+def test_first_order_entropy_change_agrees_to_first_order(token_stats):
+    """Cui et al. 2025: for policy logits = SFT logits + eps * d, the exact H(policy) - H(SFT) and
+    -Cov_q(log q, log p - log q) differ by O(eps^2): halving eps quarters the gap, and the gap is a
+    small part of the change."""
+    g = torch.Generator().manual_seed(4)
+    sft = torch.randn(6, 200, generator=g, dtype=torch.float64) * 2
+    d = torch.randn(6, 200, generator=g, dtype=torch.float64)
+    y, logq = torch.zeros(6, dtype=torch.long), torch.log_softmax(sft, -1)
+    gaps, changes = [], []
+    for eps in (0.04, 0.02, 0.01):
+        s = token_stats(torch.log_softmax(sft + eps * d, -1), logq, y)
+        exact = (s["entropy_policy"] - s["entropy_sft"]).numpy()
+        gaps.append(np.abs(exact - s["entropy_change_first_order"].numpy()))
+        changes.append(np.abs(exact))
+    for a, b in zip(gaps, gaps[1:]):
+        np.testing.assert_allclose(a / b, 4.0, rtol=0.25)  # O(eps^2)
+    assert gaps[-1].sum() < 0.05 * changes[-1].sum()

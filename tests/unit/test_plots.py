@@ -92,31 +92,6 @@ def test_visible_token_text():
     assert plots.visible_token_text("") == "∅"
 
 
-@pytest.mark.parametrize("quantity", ["log_ratio", "kl_reverse", "kl_forward", "k1", "k3"])
-def test_token_strip_figure(df, quantity):
-    one = df[(df["source"] == "policy") & (df["prompt_id"] == "b")].sort_values("position")
-    one = one.assign(token=[SCRIPT, " ", "\n", *one["token"][3:]])
-    fig = plots.token_strip_figure(one.reset_index(drop=True), quantity)
-    (bar,) = fig.data
-    assert len(bar.x) == len(one)
-    assert [int(c[0]) for c in bar.customdata] == list(range(len(one)))  # index for the selection
-    assert [int(c[1]) for c in bar.customdata] == list(one["position"])
-    assert bar.y[3] == bar.y[2] + 1  # the newline token ends its row
-    assert bar.marker.cmid == (0.0 if quantity in ("log_ratio", "k1") else None)
-    _assert_escaped(fig)
-    if quantity.startswith("kl_"):
-        assert (REV if quantity == "kl_reverse" else FWD) in _text(fig)
-
-
-def test_token_strip_wraps_long_responses():
-    import pandas as pd
-    toks = pd.DataFrame({"token": ["word"] * 60, "position": range(60), "k3": np.linspace(0, 1, 60)})
-    fig = plots.token_strip_figure(toks, "k3")
-    row = np.asarray(fig.data[0].y)
-    assert row.max() >= 3 and (np.diff(row) >= 0).all()
-    assert (np.asarray(fig.data[0].base) + np.asarray(fig.data[0].x)).max() <= plots.STRIP_ROW_CHARS + 5
-
-
 def test_position_detail_figures(df):
     row = df.iloc[0].to_dict()
     row["gained_top_ids"] = np.array([2, *row["gained_top_ids"][1:]])  # decodes to the <script> token
@@ -127,6 +102,9 @@ def test_position_detail_figures(df):
     _assert_escaped(fig)
     fig2 = plots.logq_vs_logp_figure(detail)
     assert len(fig2.data) == 3 and fig2.data[-1].name == "p = q"
+    for trace, kind in zip(fig2.data, ("gained", "lost")):  # the largest few named, all on hover
+        assert [bool(t) for t in trace.text] == [i < plots.LABELLED for i in range(len(detail[kind]))]
+        assert list(trace.hovertext) == [plots._label(t) for t in detail[kind]["token"]]
     _assert_escaped(fig2)
 
 
@@ -155,4 +133,74 @@ def test_figures_on_empty_and_single_row(df):
         plots.token_shift_figure(*tables.token_shift(small, decode))
         plots.position_profile_figure(tables.position_profile(small))
         plots.sequence_kl_figure(tables.per_sequence(small))
-        plots.token_strip_figure(small, "log_ratio")
+
+
+def _axes(fig: go.Figure) -> list:
+    out = []
+    fig.for_each_xaxis(out.append)
+    fig.for_each_yaxis(out.append)
+    return out
+
+
+def test_ranked_bars_each_have_a_label(df):
+    gained, lost = tables.token_shift(df, decode, top=20)
+    lost = lost.assign(token=[" ", "·", *lost["token"][2:]])  # equal visible text: still two bars
+    fig = plots.token_shift_figure(gained, lost)
+    for trace, frame, axis in zip(fig.data, (gained, lost), (fig.layout.yaxis, fig.layout.yaxis2)):
+        n = len(frame)
+        assert n == 20 and list(trace.y) == list(range(n))
+        assert list(axis.tickvals) == list(range(n)) and axis.tickmode == "array"
+        assert list(axis.ticktext) == [plots._short_label(t) for t in frame["token"].iloc[::-1]]
+    assert fig.layout.height >= 20 * plots.BAR_PX  # room for every label
+    assert fig.layout.yaxis2.ticktext[-2:] == ("·", "·")
+    long = gained.assign(token=["x" * 40] * len(gained))
+    assert all(len(t) <= plots.LABEL_CHARS for t in plots.token_shift_figure(long, lost).layout.yaxis.ticktext)
+
+
+def _all_figures(df):
+    from klviz.views import lab_plots
+    detail = tables.position_detail(df.iloc[0], decode)
+    p, q = np.array([0.7, 0.2, 0.1]), np.array([0.2, 0.3, 0.5])
+    return [plots.mass_moved_figure(tables.band_totals(df)), plots.kl_by_band_figure(tables.band_totals(df)),
+            plots.prob_scatter_figure(tables.top_token_points(df, decode)),
+            plots.token_shift_figure(*tables.token_shift(df, decode)),
+            plots.position_profile_figure(tables.position_profile(df)),
+            plots.sequence_kl_figure(tables.per_sequence(df)),
+            plots.position_detail_figure(detail), plots.logq_vs_logp_figure(detail),
+            plots.ppo_curves_figure({"a": _metrics(3, 0)}, "k3"),
+            lab_plots.distributions_figure(p, q), lab_plots.convergence_figure(np.array([0.1, 0.2]), 0.15, 0.1),
+            lab_plots.optima_figure(q, p, p, q), lab_plots.gradients_figure({"grad KL(pi||ref)": p - q})]
+
+
+def test_no_si_suffixes_on_any_axis(df):
+    """plotly's default exponentformat "B" writes 7.7e-13 nats as "774.69f"."""
+    for fig in _all_figures(df):
+        for axis in _axes(fig):
+            assert axis.exponentformat == "e", fig.layout.title.text
+
+
+def test_subplot_titles_are_short_lines(df):
+    """Neighbouring subplot titles overlapped at 1280 px; each line now fits its panel, and no
+    annotation is one line too long for a 1280 px page (plotly does not wrap them)."""
+    for fig in _all_figures(df):
+        for ann in fig.layout.annotations:
+            if ann.xref == "paper" and ann.yref == "paper" and ann.text:
+                title = ann.yanchor == "bottom" and ann.xanchor == "center"  # make_subplots' titles
+                assert max(len(line) for line in ann.text.split("<br>")) <= (40 if title else 100), ann.text
+
+
+def test_one_colour_per_model_on_every_page():
+    from klviz.views import lab_plots
+    assert (lab_plots.POLICY_COLOR, lab_plots.SFT_COLOR) == (plots.POLICY_COLOR, plots.SFT_COLOR)
+    assert (lab_plots.REVERSE_COLOR, lab_plots.FORWARD_COLOR) == (plots.KL_REVERSE_COLOR, plots.KL_FORWARD_COLOR)
+
+
+def test_kl_axes_state_units(df):
+    fig = plots.ppo_curves_figure({"a": _metrics(3, 0)}, "k3")
+    assert fig.layout.yaxis2.title.text == fig.layout.yaxis3.title.text == "nats per sequence"
+    assert "nats per token" in fig_text(plots.kl_by_band_figure(tables.band_totals(df)))
+    assert "nats per token" in plots.position_profile_figure(tables.position_profile(df)).layout.yaxis.title.text
+
+
+def fig_text(fig):
+    return _text(fig)

@@ -50,3 +50,24 @@ def test_raw_figure_text_cannot_end_the_script():
     out = report_html("t", [("a", fig)], {})
     figures = out[out.index("<section>"):]
     assert figures.count("</script>") == 1  # only the figure's own script element closes
+
+
+def test_report_opens_with_headline_figures_and_units():
+    head = {"n_sequences": 3, "kl_reverse_per_token": 1.25e-13, "kl_forward_per_sequence": 0.5}
+    out = report_html("r", [("fig", go.Figure(go.Bar(x=[1], y=[2])))], {"policy": "p"}, headline=head)
+    body = out[out.index("<body>"):]
+    assert body.index("Headline figures") < body.index('class="meta"><tr><th>policy') < body.index("klviz-figure-0")
+    assert "KL(policy || SFT) = sum_v p log(p/q), nats per token</th><td>1.25e-13<" in body
+    assert "KL(SFT || policy), nats per sequence" in body and "<td>3</td>" in body
+    assert "Headline figures" not in report_html("r", [], {})
+
+
+def test_report_bytes_headline_is_the_tables():
+    from klviz.views import tables
+    from klviz.views.export import report_bytes
+    from tests.unit.test_tables import build_table
+
+    df = build_table()
+    out = report_bytes("r", lambda: [], {"policy": "p"}, df).decode()
+    want = tables.headline(df)["kl_reverse_per_token"]
+    assert f"nats per token</th><td>{want:.6g}</td>" in out and out.index("Headline figures") < out.index("policy</th>")

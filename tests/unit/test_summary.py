@@ -86,3 +86,29 @@ def test_summary_of_empty_group_is_null(tmp_path, capsys):
     got = json.loads(capsys.readouterr().out)
     assert got["overall"]["n_tokens"] == 0 and got["overall"]["kl_reverse_per_token"] is None
     assert not math.isnan(got["overall"]["n_sequences"])
+
+
+def test_summary_json_has_where_rl_acted_sections_equal_to_loops(tmp_path, capsys):
+    rng = np.random.default_rng(3)
+    df = _table(rng, steps=(1,))
+    df["rank_sft"] = rng.integers(1, 7, len(df))
+    df["entropy_change_first_order"] = rng.normal(size=len(df))
+    path = tmp_path / "t.parquet"
+    write_table(df, path, {})
+    assert main(["summary", str(path), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    rows = df.to_dict("records")
+    policy = [r for r in rows if r["source"] == "policy"]  # token shift: the policy's own samples
+    classes = ["unshifted" if r["rank_sft"] == 1 else "marginal" if r["rank_sft"] <= 3 else "shifted" for r in policy]
+    for name in ("unshifted", "marginal", "shifted"):
+        assert got["token_shift"][name] == pytest.approx(classes.count(name) / len(policy), rel=1e-12)
+    by_entropy = sorted(rows, key=lambda r: -r["entropy_sft"])  # forking: the top 20% by SFT entropy, all rows
+    top = by_entropy[:max(1, round(0.2 * len(rows)))]
+    assert got["forking"]["entropy_sft_threshold"] == pytest.approx(min(r["entropy_sft"] for r in top), rel=1e-12)
+    for kl in ("kl_reverse", "kl_forward"):
+        want = sum(r[kl] for r in top) / sum(r[kl] for r in rows)
+        assert got["forking"][f"share_{kl}"] == pytest.approx(want, rel=1e-12)
+    exact = sum(r["entropy_policy"] - r["entropy_sft"] for r in rows) / len(rows)
+    first = sum(r["entropy_change_first_order"] for r in rows) / len(rows)
+    assert got["entropy"]["exact_change_mean"] == pytest.approx(exact, rel=1e-12)
+    assert got["entropy"]["first_order_change_mean"] == pytest.approx(first, rel=1e-12)
