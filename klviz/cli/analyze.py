@@ -14,7 +14,7 @@ from pathlib import Path
 
 from klviz import __version__
 from klviz.engine.columns import BAND_EDGES
-from klviz.cli.common import log, pair_arguments, quiet_transformers
+from klviz.cli.common import log, pair_arguments, quiet_transformers, ray_arguments
 from klviz.errors import KlvizError
 from klviz.io import write_table
 from klviz.models import load_pair
@@ -33,26 +33,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, default=d.top_p)
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--sample-from", choices=["policy", "sft", "both"], default=d.sample_from)
+    ray_arguments(p)
 
 
-def run(args) -> int:
-    """Run `klviz analyze` from an argparse Namespace; KlvizError for any bad input."""
-    prompts = read_prompts(args.prompts)
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        raise KlvizError(f"Cannot write {out}: the folder {out.parent} does not exist.")
-    if out.is_dir():
-        raise KlvizError(f"Cannot write {out}: it is a folder.")
+def sampling_config(args) -> SamplingConfig:
+    """The SamplingConfig of the flags (and --top-k checked); KlvizError for a bad value."""
     cfg = SamplingConfig(samples_per_prompt=args.samples_per_prompt, max_new_tokens=args.max_new_tokens,
                          temperature=args.temperature, top_p=args.top_p, seed=args.seed,
                          sample_from=args.sample_from, batch_size=args.batch_size)
     if args.top_k < 1:
         raise KlvizError(f"--top-k must be at least 1, got {args.top_k}.")
-    quiet_transformers()
-    pair = load_pair(args.policy, args.sft, device=args.device, dtype=args.dtype,
-                     policy_base=args.policy_base, log=log)
-    df = analyze(pair, prompts, cfg, top_k=args.top_k, progress=True)
-    metadata = {
+    return cfg
+
+
+def analyze_metadata(args, cfg: SamplingConfig, pair) -> dict[str, str]:
+    """Both model paths, every sampling setting, and where the pair ran (pair: its dtype and device)."""
+    return {
         "version": __version__,
         "command": "analyze",
         "policy": str(args.policy),
@@ -66,7 +62,26 @@ def run(args) -> int:
         "sampling": json.dumps(asdict(cfg)),
         **{f"sampling.{k}": str(v) for k, v in asdict(cfg).items()},
     }
-    write_table(df, out, {**metadata, **vocab_metadata(df, pair.tokenizer)})
+
+
+def run(args) -> int:
+    """Run `klviz analyze` from an argparse Namespace; KlvizError for any bad input."""
+    if getattr(args, "ray", None) is not None:  # a Namespace built without the flags runs locally
+        from klviz.distributed_tables import analyze_on_ray
+
+        return analyze_on_ray(args)
+    prompts = read_prompts(args.prompts)
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise KlvizError(f"Cannot write {out}: the folder {out.parent} does not exist.")
+    if out.is_dir():
+        raise KlvizError(f"Cannot write {out}: it is a folder.")
+    cfg = sampling_config(args)
+    quiet_transformers()
+    pair = load_pair(args.policy, args.sft, device=args.device, dtype=args.dtype,
+                     policy_base=args.policy_base, log=log)
+    df = analyze(pair, prompts, cfg, top_k=args.top_k, progress=True)
+    write_table(df, out, {**analyze_metadata(args, cfg, pair), **vocab_metadata(df, pair.tokenizer)})
     n_responses = df.groupby(["source", "prompt_id", "sample_id"]).ngroups if len(df) else 0
     log(f"wrote {len(df)} token rows from {n_responses} responses to {out}")
     return 0

@@ -27,3 +27,12 @@ def pair_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass")
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda or mps")
     p.add_argument("--dtype", default="auto", help="weights' dtype: auto (bf16 on CUDA, else float32), float32, bfloat16")
+
+
+def ray_arguments(p: argparse.ArgumentParser) -> None:
+    """--ray [ADDRESS] and --actors N: run the command's engine in a Ray Data actor pool (klviz/distributed.py)."""
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run on Ray (optional extra: pip install 'klviz[ray]'): no ADDRESS starts a local "
+                        "cluster, 'auto' joins a running one, or give its address (host:port, ray://host:port)")
+    p.add_argument("--actors", type=int, default=None,
+                   help="with --ray: actors holding both models (default: one per GPU, else one)")

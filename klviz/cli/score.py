@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from klviz.cli.common import log, pair_arguments, quiet_transformers
+from klviz.cli.common import log, pair_arguments, quiet_transformers, ray_arguments
 from klviz.errors import KlvizError
 from klviz.io import write_table
 from klviz.rollouts import read_rollouts, score_inputs
@@ -20,6 +20,7 @@ INPUT_HELP = ("responses: klviz JSONL ({prompt, response} or {prompt_ids, respon
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input", required=True, help=INPUT_HELP)
     pair_arguments(p)
+    ray_arguments(p)
 
 
 def check_out(out: Path) -> None:
@@ -34,6 +35,10 @@ def run(args: argparse.Namespace) -> int:
     from klviz.engine.divergence import score
     from klviz.models import load_pair
 
+    if getattr(args, "ray", None) is not None:  # a Namespace built without the flags runs locally
+        from klviz.distributed_tables import score_on_ray
+
+        return score_on_ray(args)
     quiet_transformers()
     out = Path(args.out)
     check_out(out)

@@ -1,0 +1,278 @@
+"""Past one machine: `klviz score | analyze --ray` runs the engine in a Ray Data actor pool.
+
+The driver reads and validates every input first (errors name the file and line, before Ray
+starts), cuts the work into the very batches the single process would run, and hands one batch per
+call to an actor (`PairActor`, a Ray Data callable class holding both models once per actor). Each
+actor returns only the table's rows for its batch (never vocabulary-sized vectors); the driver puts
+them back in input order and writes the same parquet, with the same metadata, atomically
+(klviz.io.write_table), so a failure anywhere leaves no output and never replaces a complete one.
+
+Why the batches matter: klviz.engine.divergence.score sorts inputs by length and scores them
+batch_size at a time, and klviz.sampling reseeds every generate batch from (seed, source, batch
+index). Giving an actor a whole batch, with its original index, makes it run the same padded
+shapes with the same seed, so the table equals the single process's (tests/integration/test_ray.py).
+`analyze` runs in two Ray Data stages (sample, then score): scoring batches are cut from all the
+sampled lengths, so they can only be formed once every response is back.
+
+Ray Data API (docs.ray.io, Ray 2.60): `ray.data.from_items(items, override_num_blocks=...)`;
+`Dataset.map_batches(CallableClass, fn_constructor_args=..., batch_size=...,
+compute=ActorPoolStrategy(size=n), num_gpus=..., num_cpus=..., **ray_remote_args)`: a class runs as a
+pool of `n` stateful actors (`concurrency=n` says the same, deprecated since Ray 2.51), and
+`ray_remote_args` such as `max_restarts` / `max_task_retries` go to the actors ("Actor Fault
+Tolerance": a dead actor is restarted by rerunning its constructor, and its unfinished tasks are
+retried on it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pickle
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from klviz.errors import KlvizError
+
+RAY_MISSING = ("--ray needs the optional Ray package, which is not installed: "
+               "pip install 'klviz[ray]' (or pip install -r requirements-ray.txt).")
+MAX_RESTARTS = 3
+"""Times Ray starts a dead actor again (a crash, a preempted node) before the run fails."""
+MAX_TASK_RETRIES = 3
+"""Times a batch is retried on a restarted actor. Finite: a batch that kills every actor must end the run."""
+INPUT_KEY = "_input"
+"""Extra column carrying each row's input index from the actors; dropped before writing."""
+
+
+def require_ray():
+    """The `ray` module with Ray Data, or a KlvizError saying how to install it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise KlvizError(RAY_MISSING) from None
+    return ray
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    """What each actor loads (by path: on a cluster every node must see the same paths)."""
+
+    policy: str
+    """Policy checkpoint, as given to load_pair."""
+    sft: str
+    """SFT checkpoint."""
+    policy_base: str | None
+    """Base of a LoRA policy adapter (None: the SFT checkpoint)."""
+    device: str
+    """"auto", "cpu", "cuda", ... as the actor's load_pair takes it (Ray hides the other actors' GPUs)."""
+    dtype: str
+    """Weights' dtype, as load_pair takes it."""
+    threads: int = 1
+    """torch threads of a CPU actor: the CPUs Ray reserved for it."""
+
+
+@dataclass(frozen=True)
+class PairFacts:
+    """What the metadata records about the loaded pair: Pair's attributes of the same names."""
+
+    dtype: object
+    device: object
+    policy_info: object
+    sft_info: object
+
+
+@dataclass(frozen=True)
+class ScoreUnit:
+    """One scoring batch: (input index, ScoreInput) in input order, scored in one engine batch."""
+
+    items: list
+    top_k: int
+
+
+@dataclass(frozen=True)
+class SampleUnit:
+    """One generate batch of klviz.sampling.sample: `jobs` are (prompt index, sample id)."""
+
+    source: str
+    batch_index: int
+    jobs: list
+    prompts: dict = field(default_factory=dict)  # prompt index -> Prompt, the ones `jobs` name
+    cfg: object = None
+
+
+class PairActor:
+    """A Ray Data callable class: both models loaded once per actor; one work unit per row."""
+
+    def __init__(self, spec: PairSpec):
+        import torch
+
+        from klviz.cli.common import quiet_transformers
+        from klviz.models import load_pair
+
+        quiet_transformers()
+        torch.set_num_threads(max(1, spec.threads))
+        self.error = None
+        try:
+            self.pair = load_pair(spec.policy, spec.sft, device=spec.device, dtype=spec.dtype,
+                                  policy_base=spec.policy_base)
+        except KlvizError as e:  # the user's mistake: every call reports it (a raise would only restart us)
+            self.error, self.facts = e, None
+            return
+        p = self.pair
+        self.facts = PairFacts(p.dtype, p.device, p.policy_info, p.sft_info)
+
+    def __call__(self, batch: dict) -> dict:
+        import numpy as np
+
+        results = [pickle.dumps((self.run(pickle.loads(bytes(x))), self.facts)) for x in batch["payload"]]
+        return {"unit": np.asarray(batch["unit"]), "result": np.array(results, dtype=object)}
+
+    def run(self, unit):
+        """The unit's result, or the KlvizError it met: returned, not raised, so that it reaches the
+        driver as itself (Ray's wrappers keep only its text) and is not retried (it would fail again)."""
+        if self.error is not None:
+            return self.error
+        try:
+            return self._run(unit)
+        except KlvizError as e:
+            return e
+
+    def _run(self, unit):
+        if isinstance(unit, ScoreUnit):
+            return self.score(unit)
+        return self.sample(unit)
+
+    def score(self, unit: ScoreUnit):
+        """The unit's rows of the token table, with its input indices in INPUT_KEY."""
+        from klviz.engine.divergence import score
+
+        inputs = [replace(x, extra={**x.extra, INPUT_KEY: i}) for i, x in unit.items]
+        p = self.pair
+        return score(p.policy, p.sft, p.tokenizer, inputs, top_k=unit.top_k, batch_size=len(inputs))
+
+    def sample(self, unit: SampleUnit) -> list[tuple[list[int], list[int]]]:
+        """(prompt ids, response ids) per job: batch `batch_index` of klviz.sampling.sample, same seed."""
+        from klviz.sampling import _batch_seed, _generate, _generation_config, _prompt_ids, _warn_forcing
+        from klviz.tokens import eos_ids
+
+        p, cfg = self.pair, unit.cfg
+        order = sorted(unit.prompts)
+        ids = dict(zip(order, _prompt_ids(p, [unit.prompts[i] for i in order], cfg)))
+        model = p.policy if unit.source == "policy" else p.sft
+        _warn_forcing(model, unit.source)
+        pad = p.tokenizer.pad_token_id if p.tokenizer.pad_token_id is not None else 0
+        eos = eos_ids(model, p.tokenizer)
+        responses = _generate(model, [ids[i] for i, _ in unit.jobs], _generation_config(cfg, eos, pad),
+                              _batch_seed(cfg.seed, unit.source, unit.batch_index), pad, set(eos))
+        return [(list(ids[i]), r) for (i, _), r in zip(unit.jobs, responses)]
+
+
+@dataclass(frozen=True)
+class RaySettings:
+    """Where and how wide the actor pool runs."""
+
+    address: str | None = None
+    """ray.init's address: None starts a local cluster, "auto" joins a running one, or "host:port"."""
+    actors: int | None = None
+    """Actors in the pool; None: one per GPU, else one (using every CPU)."""
+
+
+@contextlib.contextmanager
+def ray_session(settings: RaySettings):
+    """Connected Ray (reusing one already initialised); shut down after, only if started here."""
+    ray = require_ray()
+    started = not ray.is_initialized()
+    if started:
+        try:
+            ray.init(address=settings.address, include_dashboard=False, logging_level="ERROR")
+        except (ConnectionError, ValueError, RuntimeError) as e:
+            raise KlvizError(f"Could not reach the Ray cluster at {settings.address!r} ({e}).") from None
+    try:
+        yield ray
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def pool_resources(ray, settings: RaySettings, device: str) -> tuple[int, dict]:
+    """(actors, per-actor resources): one GPU per actor where there are GPUs, else CPUs split evenly."""
+    total = ray.cluster_resources()
+    gpus, cpus = int(total.get("GPU", 0)), int(total.get("CPU", 1))
+    use_gpus = gpus > 0 and device in ("auto", "cuda")
+    n = settings.actors or (gpus if use_gpus else 1)
+    have = gpus if use_gpus else cpus
+    if n < 1 or n > have:
+        raise KlvizError(f"--actors {n} asks for {n} {'GPUs' if use_gpus else 'CPUs'}, "
+                         f"but the Ray cluster has {have}.")
+    if use_gpus:
+        return n, {"num_gpus": 1, "num_cpus": 1}
+    return n, {"num_cpus": max(1, cpus // n)}
+
+
+def run_units(ray, settings: RaySettings, spec: PairSpec, units: list, actor_cls=PairActor) -> list:
+    """Each unit through the actor pool; results (and the pair's facts) in unit order."""
+    n, resources = pool_resources(ray, settings, spec.device)
+    spec = replace(spec, threads=int(resources.get("num_cpus", 1)) if "num_gpus" not in resources else 1)
+    items = [{"unit": k, "payload": pickle.dumps(u)} for k, u in enumerate(units)]
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    ds = ds.map_batches(actor_cls, fn_constructor_args=(spec,), batch_size=1,
+                        compute=ray.data.ActorPoolStrategy(size=n),
+                        max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES, **resources)
+    rows = ds.take_all()
+    by_unit = {int(r["unit"]): pickle.loads(r["result"]) for r in rows}
+    if sorted(by_unit) != list(range(len(units))):
+        raise KlvizError(f"The Ray run returned {len(by_unit)} of {len(units)} batches; nothing was written.")
+    for value, _ in (by_unit[k] for k in range(len(units))):
+        if isinstance(value, KlvizError):
+            raise value
+    return [by_unit[k] for k in range(len(units))]
+
+
+def spec_from_args(args) -> PairSpec:
+    """The actors' PairSpec from a score/analyze Namespace; every path is checked here first."""
+    from klviz.models import locate
+
+    for source in (args.policy, args.sft, args.policy_base):
+        if source is not None:
+            locate(source)
+    return PairSpec(policy=str(args.policy), sft=str(args.sft),
+                    policy_base=None if args.policy_base is None else str(args.policy_base),
+                    device=args.device, dtype=args.dtype)
+
+
+def settings_from_args(args) -> RaySettings:
+    """RaySettings from --ray/--actors; Ray's absence is reported here, before any work."""
+    require_ray()
+    if args.actors is not None and args.actors < 1:
+        raise KlvizError(f"--actors must be at least 1, got {args.actors}.")
+    return RaySettings(address=args.ray or None, actors=args.actors)
+
+
+@contextlib.contextmanager
+def sft_tokenizer(sft: str):
+    """(tokenizer, vocabulary size) of the SFT checkpoint, read without loading its weights."""
+    from klviz.checkpoints import extract_zip
+    from klviz.models import _folder_kind, _load_tokenizer, _read_config, _require_gguf, locate
+
+    kind, path = locate(sft)
+    with tempfile.TemporaryDirectory(prefix="klviz-ray-") as tmp:
+        gguf = None
+        if kind == "zip":
+            path = extract_zip(path, Path(tmp), sft)
+            kind = _folder_kind(path, sft)
+        elif kind == "gguf":
+            _require_gguf(sft)
+            path, gguf = path.parent, str(path.resolve())
+        if kind == "adapter":
+            raise KlvizError(f"{sft} is a PEFT adapter: --ray needs the SFT model as a full checkpoint.")
+        config = _read_config(path, sft, gguf)
+        yield _load_tokenizer(path, sft, gguf), int(config.vocab_size)
+
+
+def check_output(out: Path) -> None:
+    """Refuse an output that cannot be written, before any work."""
+    if not out.parent.is_dir():
+        raise KlvizError(f"Cannot write {out}: the folder {out.parent} does not exist.")
+    if out.is_dir():
+        raise KlvizError(f"Cannot write {out}: it is a folder.")
+

@@ -1,0 +1,164 @@
+"""`--ray` on a local Ray cluster with 2 CPU actors: the same table as the single process, row for row.
+
+Tiny random models saved to tmp folders, loaded by path in each actor. The single-process table is
+the reference: ids, tokens and ranks must match exactly, floats to float64 round-off. A crashing
+actor (os._exit in its first call, triggered by a marker file only this test writes) must be
+restarted by Ray and the table must still be complete.
+"""
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from klviz.cli import build_parser, main
+from klviz.engine.columns import BAND_COLUMNS, RANK_COLUMNS, SCALAR_COLUMNS, TOP_COLUMNS
+from tests.helpers.tiny import save_pair, torch_threads
+
+ray = pytest.importorskip("ray", reason="the optional Ray extra (requirements-ray.txt) is not installed")
+REPO = Path(__file__).resolve().parents[2]
+KEYS = ["prompt_id", "sample_id", "position", "token_id", "token"]
+EXACT = KEYS + list(RANK_COLUMNS) + [c for c in TOP_COLUMNS if c.endswith("_ids")]
+FLOATS = list(SCALAR_COLUMNS) + list(BAND_COLUMNS) + [c for c in TOP_COLUMNS if not c.endswith("_ids")]
+WORDS = ["the", " food", " was", " very", " good", " bad", " and", " staff", " not", " room"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    """A 2-CPU local cluster; actors import this checkout's klviz and tests (PYTHONPATH)."""
+    env = {"PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", runtime_env={"env_vars": env})
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory):
+    return save_pair(tmp_path_factory.mktemp("pair"), kind="llama")
+
+
+@pytest.fixture(scope="module")
+def score_input(tmp_path_factory):
+    """13 responses of varied lengths (so batches of 3 sort and pad), text and id rows mixed."""
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("in") / "in.jsonl"
+    lines = []
+    for n in range(13):
+        words = rng.choice(WORDS, size=int(rng.integers(1, 9))).tolist()
+        if n % 4 == 3:
+            lines.append({"prompt_ids": [0, 5, 6], "response_ids": [int(t) for t in rng.integers(3, 290, len(words))],
+                          "prompt_id": f"ids{n}", "sample_id": n})
+        else:
+            lines.append({"prompt": "the food was", "response": "".join(words)})
+    path.write_text("".join(json.dumps(l) + "\n" for l in lines))
+    return path
+
+
+def _run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    return err
+
+
+def single(capsys, *argv):
+    """The single-process reference on 1 torch thread, as each 1-CPU actor runs: float32 matmuls (hence
+    the logits) differ in the last bits between thread counts, in one process as much as across Ray."""
+    with torch_threads(1):
+        return _run(capsys, *argv)
+
+
+def assert_same_table(ray_out: Path, single_out: Path):
+    got, want = pd.read_parquet(ray_out), pd.read_parquet(single_out)
+    assert list(got.columns) == list(want.columns) and len(got) == len(want) > 0
+    for c in EXACT + (["source"] if "source" in want else []):
+        assert [np.asarray(v).tolist() for v in got[c]] == [np.asarray(v).tolist() for v in want[c]], c
+    for c in FLOATS:
+        np.testing.assert_allclose(np.stack(got[c].map(np.asarray)), np.stack(want[c].map(np.asarray)),
+                                   rtol=1e-12, atol=1e-12, err_msg=c)
+    assert pq.read_schema(ray_out).metadata == pq.read_schema(single_out).metadata  # klviz's and pandas'
+
+
+def test_analyze_on_ray_samples_the_same_responses(pair, tmp_path, capsys):
+    policy, sft = pair
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("the food was\nthe staff\nthe room was not\n")
+    common = ["analyze", "--policy", policy, "--sft", sft, "--prompts", prompts, "--samples-per-prompt", 3,
+              "--max-new-tokens", 6, "--batch-size", 4, "--top-k", 3, "--seed", 7, "--sample-from", "both"]
+    single(capsys, *common, "--out", tmp_path / "single.parquet")
+    _run(capsys, *common, "--out", tmp_path / "ray.parquet", "--ray", "--actors", 2)
+    assert_same_table(tmp_path / "ray.parquet", tmp_path / "single.parquet")
+    assert set(pd.read_parquet(tmp_path / "ray.parquet")["source"]) == {"policy", "sft"}
+
+
+def _crashing_actor(marker: Path):
+    from klviz.distributed import PairActor
+
+    class CrashingActor(PairActor):
+        def __call__(self, batch):
+            try:
+                os.unlink(marker)  # only the first call anywhere finds it
+            except FileNotFoundError:
+                return super().__call__(batch)
+            os._exit(1)
+
+    return CrashingActor
+
+
+def test_score_on_ray_is_the_single_process_table_even_when_an_actor_is_killed(pair, score_input, tmp_path,
+                                                                               capsys):
+    from klviz.distributed_tables import score_on_ray
+
+    policy, sft = pair
+    marker = tmp_path / "crash-once"
+    marker.touch()
+    common = ["score", "--policy", policy, "--sft", sft, "--input", score_input, "--top-k", 4, "--batch-size", 3]
+    single(capsys, *common, "--out", tmp_path / "single.parquet")
+    args = build_parser().parse_args([str(a) for a in common + ["--out", tmp_path / "ray.parquet",
+                                                                "--ray", "--actors", 2]])
+    assert score_on_ray(args, actor_cls=_crashing_actor(marker)) == 0
+    assert "5 batches on Ray" in capsys.readouterr().err  # 13 inputs, batches of 3
+    assert not marker.exists()  # the crash happened
+    assert_same_table(tmp_path / "ray.parquet", tmp_path / "single.parquet")
+
+
+def test_bad_input_names_file_and_line_before_ray_runs_and_writes_nothing(pair, tmp_path, capsys):
+    policy, sft = pair
+    inp = tmp_path / "in.jsonl"
+    inp.write_text('{"prompt": "a", "response": "b"}\n{"prompt": oops}\n')
+    code = main(["score", "--policy", str(policy), "--sft", str(sft), "--input", str(inp),
+                 "--out", str(tmp_path / "out.parquet"), "--ray", "--actors", "2"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip().splitlines()[-1] == f"klviz: error: {inp}, line 2: not valid JSON (Expecting value)."
+    assert list(tmp_path.iterdir()) == [inp]
+
+
+def test_without_ray_the_flag_is_one_sentence_exit_2(pair, score_input, tmp_path, capsys, monkeypatch):
+    from klviz.distributed import RAY_MISSING
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets where the extra is not installed
+    policy, sft = pair
+    code = main(["score", "--policy", str(policy), "--sft", str(sft), "--input", str(score_input),
+                 "--out", str(tmp_path / "out.parquet"), "--ray"])
+    assert code == 2 and capsys.readouterr().err.strip() == f"klviz: error: {RAY_MISSING}"
+    assert not (tmp_path / "out.parquet").exists()
+
+
+def test_an_error_in_an_actor_is_the_single_process_sentence(pair, tmp_path, capsys):
+    """A KlvizError raised inside an actor (here: no room for a prompt in the 128-token context)."""
+    policy, sft = pair
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("the food was\n")
+    code = main(["analyze", "--policy", str(policy), "--sft", str(sft), "--prompts", str(prompts),
+                 "--max-new-tokens", "200", "--out", str(tmp_path / "out.parquet"), "--ray", "--actors", "1"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == ("klviz: error: max_new_tokens=200 leaves no room for a prompt in the "
+                                            "models' 128-token context: lower --max-new-tokens.")
+    assert list(tmp_path.iterdir()) == [prompts]
