@@ -28,6 +28,8 @@ REWARD_FORMS = "sentiment, length, keyword:WORD, module:function, or a local rew
 SAFE_FORMS = "sentiment, length or keyword:WORD"
 CODE_SENTENCE = ("runs code (a module:function or a reward-model folder), which this dashboard does not allow: "
                  "use " + SAFE_FORMS + ", or ask its owner to start it with --allow-code")
+UNKNOWN_SENTENCE = ("use " + SAFE_FORMS + " (a reward-model folder or module:function runs code, "
+                    "which this dashboard takes only when its owner starts it with --allow-code)")
 _MODULE_FUNCTION = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
@@ -146,7 +148,10 @@ def runs_code(name: str) -> bool:
 def check_allowed(name: str, allow_code: bool) -> None:
     """KlvizError, before anything runs, for a reward that runs code when code is not allowed."""
     if not allow_code and isinstance(name, str) and name.strip() and runs_code(name):
-        raise KlvizError(f"Reward {name.strip()!r} {CODE_SENTENCE}.")
+        name = name.strip()
+        if _MODULE_FUNCTION.match(name) or "/" in name or "\\" in name:  # plainly code, or a folder's path
+            raise KlvizError(f"Reward {name!r} {CODE_SENTENCE}.")
+        raise KlvizError(f"Unknown reward {name!r}: {UNKNOWN_SENTENCE}.")  # decided from the name: no lookup
 
 
 def get_reward(name: str, tokenizer, allow_code: bool = True) -> Reward:

@@ -5,7 +5,7 @@ AttributeError: 'tuple' object has no attribute 'get' in prompt_text)."""
 import json
 
 from klviz.app import sidebar
-from tests.app.test_pages import _fresh, app, clean, K, shown
+from tests.app.test_pages import _fresh, allow_root, app, clean, K, shown
 from tests.helpers.tiny import save_pair
 
 FIXTURES = (_fresh,)  # test_pages' autouse fixture (fresh caches, private folders) applies here too
@@ -16,7 +16,8 @@ CHATS = [
 ]
 
 
-def test_chat_prompts_work_on_the_overview_reward_and_the_token_inspector(tmp_path):
+def test_chat_prompts_work_on_the_overview_reward_and_the_token_inspector(tmp_path, monkeypatch):
+    allow_root(monkeypatch, tmp_path)  # the owner's --data-root: typed paths resolve only inside allowed roots
     policy, sft = save_pair(tmp_path / "pair", kind="gpt2")  # its tokenizer has a chat template
     path = tmp_path / "chat.jsonl"
     path.write_text("".join(json.dumps({"id": f"c{i}", "messages": m}) + "\n" for i, m in enumerate(CHATS)),

@@ -74,8 +74,8 @@ def test_a_scored_table_opens_without_torch(scored):
         assert r["charts"] >= 1 and r["torch"] is False, (page, r)
     head = got["pages"]["overview"]["metrics"]
     seq = df.groupby(["prompt_id", "sample_id"])["kl_reverse"].sum()
-    assert head["KL(policy || SFT) per token"] == f"{df['kl_reverse'].mean():.4f}"
-    assert head["KL(policy || SFT) per sequence"] == f"{seq.mean():.3f}"
+    assert head["KL(policy || SFT), nats per token"] == f"{df['kl_reverse'].mean():.4f}"
+    assert head["KL(policy || SFT), nats per sequence"] == f"{seq.mean():.3f}"
     assert any("holds one checkpoint" in i for i in got["pages"]["pages/trajectory.py"]["info"]), got["pages"]["pages/trajectory.py"]
     assert any("needs a pair" in i for i in got["pages"]["pages/live_ppo.py"]["info"])
 
@@ -92,4 +92,4 @@ def test_a_series_draws_the_trajectory_page(scored, tmp_path):
     r = got["pages"]["pages/trajectory.py"]
     assert r["exception"] == [] and r["error"] == [] and r["charts"] == 2 and r["torch"] is False, r
     head = got["pages"]["overview"]["metrics"]  # the other pages show the last step's rows
-    assert head["KL(policy || SFT) per token"] == f"{series[series['step'] == 20]['kl_reverse'].mean():.4f}"
+    assert head["KL(policy || SFT), nats per token"] == f"{series[series['step'] == 20]['kl_reverse'].mean():.4f}"

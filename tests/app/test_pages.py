@@ -232,16 +232,15 @@ def test_token_inspector_colours_by_each_quantity():
 
 
 def test_token_text_is_escaped(monkeypatch):
-    import klviz.sampling
+    from klviz.app import guard
 
-    real = klviz.sampling.analyze
+    real = guard.analysis_table  # the table arrives from the analysis worker here (issue 13)
     evil = "<script>alert(1)</script>"
 
-    def analyze(*args, **kwargs):
-        df = real(*args, **kwargs)
-        return df.assign(token=evil)
+    def analysis_table(*args, **kwargs):
+        return real(*args, **kwargs).assign(token=evil)
 
-    monkeypatch.setattr(klviz.sampling, "analyze", analyze)
+    monkeypatch.setattr(guard, "analysis_table", analysis_table)
     at = app(**FEW_PROMPTS)
     clean(at.run())
     clean(at.switch_page("pages/token_inspector.py").run())

@@ -128,10 +128,11 @@ def test_the_dashboard_draws_the_pair(dirs, tmp_path, monkeypatch):
     import streamlit as st
 
     from klviz.app import sidebar
-    from tests.app.test_pages import K, app, charts, clean, current
+    from tests.app.test_pages import K, allow_root, app, charts, clean, current
 
     st.cache_data.clear()
     st.cache_resource.clear()
+    allow_root(monkeypatch, tmp_path, *{d.parent for d in dirs})  # the owner's --data-root folders
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in PROMPTS), encoding="utf-8")
     try:
