@@ -49,18 +49,21 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(log_path: Path) -> Iterator[str]:
-    """`streamlit run app.py` on a free loopback port; yields its URL once /_stcore/health says ok.
+def serve(log_path: Path, app_args: tuple[str, ...] = (), timeout: float = 60) -> Iterator[str]:
+    """`streamlit run app.py [-- app_args]` on a free loopback port (app_args: klviz.server_options' flags,
+    e.g. --data-root, --policy, --sft); yields its URL once /_stcore/health says ok.
     On exit the server stops, and its log must hold no traceback."""
     port = free_port()
     cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
            "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
            "--browser.gatherUsageStats", "false"]
+    if app_args:
+        cmd += ["--", *app_args]
     with log_path.open("w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + timeout
         while True:
             try:
                 with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
@@ -69,7 +72,7 @@ def serve(log_path: Path) -> Iterator[str]:
             except OSError:
                 pass
             assert proc.poll() is None, f"streamlit exited: {log_path.read_text()[-3000:]}"
-            assert time.monotonic() < deadline, f"no health after 60 s: {log_path.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"no health after {timeout:.0f} s: {log_path.read_text()[-3000:]}"
             time.sleep(0.2)
         yield url
     finally:
@@ -83,14 +86,14 @@ def serve(log_path: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def browser(profile: Path):
-    """A Playwright tab in Debian's headless chromium."""
+def browser(profile: Path, width: int = 1600, height: int = 1100):
+    """A Playwright tab in Debian's headless chromium, its viewport width x height."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
             str(profile), executable_path=str(CHROMIUM), headless=True,
-            args=CHROMIUM_ARGS, viewport={"width": 1600, "height": 1100})
+            args=CHROMIUM_ARGS, viewport={"width": width, "height": height})
         tab = context.new_page()
         tab.set_default_timeout(60_000)
         yield tab
