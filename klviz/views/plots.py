@@ -43,6 +43,7 @@ QUANTITY_LABELS = {
 
 LABEL_CHARS = 18  # a ranked bar's token label is cut to this many characters (the hover has it whole)
 LABELLED = 3  # points of each kind named on the log q against log p chart (largest contributions)
+LABEL_BOX = (0.22, 0.06)  # a point label's width and height as fractions of that chart's axis span
 BAR_PX = 22  # height per bar of a ranked bar chart, so that every bar keeps its label
 SUBTITLE_FONT = dict(size=13)  # subplot titles, two short lines each, so neighbours never overlap
 
@@ -84,6 +85,22 @@ def visible_token_text(s: str) -> str:
 
 def _label(s) -> str:
     return esc(visible_token_text(s))
+
+
+def apart_labels(x: Sequence[float], y: Sequence[float], k: int, span: float,
+                 taken: list[tuple[float, float]] | None = None) -> list[bool]:
+    """Which of the points (in order of importance) carry their label: the first `k` whose label box, about
+    LABEL_BOX of `span` wide and high around the point, clears every label already placed (`taken`,
+    extended in place). Clustered top tokens overlapped in the browser at 1280 and 1600 px (issue 15)."""
+    taken = [] if taken is None else taken
+    w, h = LABEL_BOX[0] * span, LABEL_BOX[1] * span
+    keep = []
+    for xi, yi in zip(x, y):
+        ok = sum(keep) < k and all(abs(xi - a) >= w or abs(yi - b) >= h for a, b in taken)
+        if ok:
+            taken.append((xi, yi))
+        keep.append(ok)
+    return keep
 
 
 def _short_label(s) -> str:
@@ -268,17 +285,19 @@ def position_detail_figure(detail: dict[str, pd.DataFrame]) -> go.Figure:
 def logq_vs_logp_figure(detail: dict[str, pd.DataFrame]) -> go.Figure:
     """log q (SFT) against log p (policy), natural logs, for this position's top tokens."""
     fig = go.Figure()
-    lo = 0.0
-    for kind, color, name in (("gained", GAINED_COLOR, f"top by p log(p/q) ({KL_REVERSE})"),
-                              ("lost", LOST_COLOR, f"top by q log(q/p) ({KL_FORWARD})")):
+    kinds = (("gained", GAINED_COLOR, f"top by p log(p/q) ({KL_REVERSE})"),
+             ("lost", LOST_COLOR, f"top by q log(q/p) ({KL_FORWARD})"))
+    lo = min([0.0, *(v for kind, _, _ in kinds for c in ("log_q", "log_p") for v in detail[kind][c])])
+    taken: list[tuple[float, float]] = []
+    for kind, color, name in kinds:
         f = detail[kind]
-        lo = min([lo, *f["log_q"], *f["log_p"]])
         labels = [_label(t) for t in f["token"]]
-        # Only the LABELLED largest of each kind carry their text on the chart (the rest overlapped
-        # in clusters); every point names its token on hover.
+        # Only the LABELLED largest of each kind that clear the labels placed so far carry their text on
+        # the chart (the rest overlapped in clusters); every point names its token on hover.
+        named = apart_labels(f["log_q"], f["log_p"], LABELLED, span=max(-lo, 1e-9), taken=taken)
         fig.add_scatter(x=f["log_q"], y=f["log_p"], mode="markers+text", name=name,
                         marker=dict(color=color, size=9), hovertext=labels,
-                        text=[t if i < LABELLED else "" for i, t in enumerate(labels)],
+                        text=[t if keep else "" for t, keep in zip(labels, named)],
                         textposition="top center", customdata=f["contrib"],
                         hovertemplate="%{hovertext}<br>log q %{x:.3g}, log p %{y:.3g}"
                                       "<br>contrib %{customdata:.4g} nats<extra></extra>")

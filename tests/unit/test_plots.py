@@ -92,6 +92,17 @@ def test_visible_token_text():
     assert plots.visible_token_text("") == "∅"
 
 
+def test_apart_labels_skip_a_cluster():
+    # three points in one cluster, then two apart: the cluster keeps its first label only
+    x, y = [-1.0, -1.05, -1.1, -5.0, -9.0], [-2.0, -2.1, -2.05, -6.0, -1.0]
+    assert plots.apart_labels(x, y, k=3, span=10.0) == [True, False, False, True, True]
+    assert plots.apart_labels(x, y, k=2, span=10.0) == [True, False, False, True, False]
+    taken = [(-5.0, -6.0)]  # a label placed by the other kind
+    assert plots.apart_labels(x, y, k=3, span=10.0, taken=taken) == [True, False, False, False, True]
+    assert len(taken) == 3
+    assert plots.apart_labels([-1.0, -4.0], [-1.0, -1.0], k=3, span=10.0) == [True, True]  # 3 apart in x
+
+
 def test_position_detail_figures(df):
     row = df.iloc[0].to_dict()
     row["gained_top_ids"] = np.array([2, *row["gained_top_ids"][1:]])  # decodes to the <script> token
@@ -102,9 +113,20 @@ def test_position_detail_figures(df):
     _assert_escaped(fig)
     fig2 = plots.logq_vs_logp_figure(detail)
     assert len(fig2.data) == 3 and fig2.data[-1].name == "p = q"
-    for trace, kind in zip(fig2.data, ("gained", "lost")):  # the largest few named, all on hover
-        assert [bool(t) for t in trace.text] == [i < plots.LABELLED for i in range(len(detail[kind]))]
+    placed = []
+    for trace, kind in zip(fig2.data, ("gained", "lost")):  # the largest few that don't collide named, all on hover
+        named = [bool(t) for t in trace.text]
+        assert named[0] or kind == "lost" and placed, "the largest gained token is always named"
+        assert sum(named) <= plots.LABELLED
+        assert [t for t, n in zip(trace.text, named) if n] == [plots._label(t) for t, n in
+                                                                zip(detail[kind]["token"], named) if n]
+        placed += [(x, y) for x, y, n in zip(trace.x, trace.y, named) if n]
         assert list(trace.hovertext) == [plots._label(t) for t in detail[kind]["token"]]
+    w, h = plots.LABEL_BOX
+    span = -min(0.0, *(v for t in fig2.data[:2] for v in (*t.x, *t.y)))
+    for i, (xa, ya) in enumerate(placed):  # no two named points' label boxes overlap
+        for xb, yb in placed[i + 1:]:
+            assert abs(xa - xb) >= w * span or abs(ya - yb) >= h * span
     _assert_escaped(fig2)
 
 
