@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib.util
-import json
 import os
 import subprocess
 import sys
@@ -32,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.e2e and bench, as under pytest
 
-from bench.screenshots import CHARTS, ORDER, uptime  # noqa: E402
+from bench.screenshots import ORDER, go_to, uptime  # noqa: E402
 from tests.e2e import driver  # noqa: E402
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -132,8 +131,7 @@ def dashboard(policy: Path, sft: Path, prompts: Path, args, work: Path) -> dict:
         tab.screenshot(path=str(work / "overview.png"), full_page=True)
         for name in ORDER:
             start = time.perf_counter()
-            driver.nav(tab, name).click()
-            driver.settle(tab, charts=CHARTS[name], title=name)
+            go_to(tab, name)
             out["switches"][name] = time.perf_counter() - start
             driver.no_exception(tab)
     return out

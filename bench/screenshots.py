@@ -63,10 +63,20 @@ class Shots(driver.Record):
         tab.set_viewport_size({"width": self.width, "height": HEIGHT})
 
 
+def go_to(tab, name: str) -> None:
+    """Click `name` in the sidebar until the page is drawn and idle. A click that lands while the script
+    reruns (a page polling a worker, the inspector's slider) was seen dropped: then click once more."""
+    driver.nav(tab, name).click()
+    try:
+        tab.locator("h1", has_text=name).first.wait_for(timeout=15_000)
+    except Exception:  # noqa: BLE001 -- playwright's TimeoutError: the click was dropped
+        driver.nav(tab, name).click()
+    driver.settle(tab, charts=CHARTS[name], title=name)
+
+
 def visit(tab, rec: Shots, name: str) -> None:
     start = time.perf_counter()
-    driver.nav(tab, name).click()
-    driver.settle(tab, charts=CHARTS[name], title=name)
+    go_to(tab, name)
     rec.time(f"{name}", start)
     driver.no_exception(tab)
     if name not in TABS:
