@@ -317,9 +317,11 @@ def ppo_curves_figure(runs: dict[str, list[dict]], estimator_key: str | None) ->
     """Per step, up to MAX_RUNS runs overlaid: reward, exact KL(policy || SFT) (solid) and
     KL(SFT || policy) (dashed), the chosen estimate of KL(policy || SFT), and the coefficient beta."""
     est = f"{estimator_key} estimate of {KL_REVERSE}" if estimator_key else "estimate (none chosen)"
-    fig = make_subplots(rows=2, cols=2, shared_xaxes=True, vertical_spacing=0.2, subplot_titles=(
-        "reward, mean per response", f"exact {KL_REVERSE}<br>(dashed: {KL_FORWARD})",
-        est.replace(" estimate of ", " estimate<br>of "), "KL coefficient beta"))
+    # Short two-line titles, wide gaps and the legend below: in Live PPO's column at 1280 px the one-line
+    # titles ran into each other and the right panels' axis title into the left panels' ticks (issue 15).
+    fig = make_subplots(rows=2, cols=2, shared_xaxes=True, vertical_spacing=0.22, horizontal_spacing=0.2,
+                        subplot_titles=("reward<br>mean per response", f"exact {KL_REVERSE}<br>(dashed: {KL_FORWARD})",
+                                        est.replace(" estimate of ", " estimate<br>of "), "KL coefficient beta"))
     panels = [("reward_mean", 1, 1, None), ("kl_reverse", 1, 2, None), ("kl_forward", 1, 2, "dash"),
               (estimator_key, 2, 1, None), ("kl_coef", 2, 2, None)]
     for i, (name, metrics) in enumerate(list(runs.items())[:MAX_RUNS]):
@@ -336,5 +338,6 @@ def ppo_curves_figure(runs: dict[str, list[dict]], estimator_key: str | None) ->
     fig.update_yaxes(title_text="nats per sequence", row=1, col=2)  # trainer: summed over tokens / B
     fig.update_yaxes(title_text="nats per sequence", row=2, col=1)
     fig.update_annotations(font=SUBTITLE_FONT)
-    fig.update_layout(title="Live PPO", legend_title_text="run", margin=dict(t=110))
+    fig.update_layout(title="Live PPO", legend=dict(title_text="run", orientation="h", yanchor="top", y=-0.16),
+                      margin=dict(t=110))
     return fig

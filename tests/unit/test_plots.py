@@ -136,6 +136,16 @@ def _metrics(n, shift):
             for s in range(n)]
 
 
+def test_ppo_curves_figure_fits_a_narrow_column():
+    """Titles short per line, a gap for the right panels' axis title, the legend below (seen overlapping at 1280 px)."""
+    fig = plots.ppo_curves_figure({"a": _metrics(3, 0)}, "k3")
+    for a in fig.layout.annotations:
+        assert all(len(line) <= 28 for line in a.text.split("<br>")), a.text
+    left, right = fig.layout.xaxis.domain, fig.layout.xaxis2.domain
+    assert right[0] - left[1] >= 0.2
+    assert fig.layout.legend.orientation == "h" and fig.layout.legend.y < 0
+
+
 def test_ppo_curves_figure():
     runs = {f"run {i} <b>": _metrics(5, i) for i in range(6)}
     fig = plots.ppo_curves_figure(runs, "k3")
