@@ -51,8 +51,14 @@ CHECK = r"""() => {
       const horizontal = t.orientation === "h";
       const cats = horizontal ? t.y : t.x;
       if (!cats || !cats.length || typeof cats[0] === "number") continue;  // not a ranked, categorical bar chart
-      const ax = horizontal ? (t.yaxis || "y") : (t.xaxis || "x");
-      const ticks = [...gd.querySelectorAll(`.${ax}tick text`)].filter(e => name(e)).length;
+      // Shared axes draw their ticks on one subplot only: the most labels on any axis of that direction.
+      const letter = horizontal ? "y" : "x";
+      const perAxis = {};
+      gd.querySelectorAll(`.${letter}axislayer-above text`).forEach(e => {
+        const cls = [...e.parentNode.classList].find(c => c.endsWith("tick")) || "?";
+        if (name(e)) perAxis[cls] = (perAxis[cls] || 0) + 1;
+      });
+      const ticks = Math.max(0, ...Object.values(perAxis));
       const n = new Set(cats).size;
       if (ticks < n) out.push(`${where}: ${ticks} of ${n} bars labelled ("${t.name || "bars"}")`);
     }
