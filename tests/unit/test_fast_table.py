@@ -1,0 +1,92 @@
+"""The fast path from a parquet token table to the pages' frames gives exactly what the slow path gave:
+klviz.tokentable.read_token_table against pyarrow's to_pandas, and klviz.views.tables against the
+implementations it replaced (tests/helpers/tables_reference.py), compared with exact equality."""
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from klviz.engine.columns import N_BANDS
+from klviz.io import write_table
+from klviz.tokentable import arrow_to_frame, read_token_table
+from klviz.views import tables
+from tests.helpers import tables_reference as ref
+from tests.unit.test_tables import RESPONSES, build_table, decode
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    """A token table written as `klviz score` writes it, tiled so that contribs tie across rows."""
+    base = build_table(RESPONSES + [("sft", "c", 1, 5)], seed=3)
+    df = pd.concat([base.assign(prompt_id=base["prompt_id"] + f"#{k}") for k in range(3)], ignore_index=True)
+    path = tmp_path_factory.mktemp("fast") / "t.parquet"
+    write_table(df, path, {"command": "score"})
+    return path
+
+
+def assert_same_frame(got: pd.DataFrame, want: pd.DataFrame, writeable: bool = True) -> None:
+    """Equal columns, dtypes and values; list cells: numpy arrays of one dtype, shape, values and (unless
+    `writeable` is False: to_pandas copies, hence writeable cells, for in-memory chunked arrays) writeability."""
+    assert list(got.columns) == list(want.columns)
+    for c in want.columns:
+        g, w = got[c], want[c]
+        if len(w) and isinstance(w.iloc[0], np.ndarray):
+            assert g.dtype == w.dtype == object
+            for x, y in zip(g, w):
+                assert type(x) is type(y)
+                if y is None:
+                    continue
+                assert x.dtype == y.dtype and x.shape == y.shape
+                assert np.array_equal(x, y) and (not writeable or x.flags.writeable == y.flags.writeable)
+            pd.testing.assert_index_equal(g.index, w.index)
+        else:
+            pd.testing.assert_series_equal(g, w, check_exact=True)
+
+
+def test_reader_equals_to_pandas(written):
+    df, meta = read_token_table(written)
+    assert meta["command"] == "score"
+    assert_same_frame(df, ref.read_frame(written))
+    assert not df["mass_gained_by_sft_bin"].iloc[0].flags.writeable  # shared by the app's cache: read-only
+
+
+def test_reader_falls_back_on_ragged_null_and_chunked_lists():
+    table = pa.Table.from_batches([
+        pa.record_batch({"a": pa.array([[1.0, 2.0], [3.0, 4.0]]), "b": pa.array([[1], [2, 3]]),
+                         "c": pa.array([[1.0], None]), "d": pa.array([[0.5, 1.5], [2.5, 3.5]])}),
+        pa.record_batch({"a": pa.array([[5.0, 6.0]]), "b": pa.array([[4]]), "c": pa.array([[2.0]]),
+                         "d": pa.array([[4.5, 5.5]]).slice(0)}),
+    ])
+    assert_same_frame(arrow_to_frame(table), table.to_pandas(), writeable=False)
+    assert_same_frame(arrow_to_frame(table.slice(1, 2)), table.slice(1, 2).to_pandas(), writeable=False)
+    empty = table.slice(0, 0)
+    assert_same_frame(arrow_to_frame(empty), empty.to_pandas(), writeable=False)
+
+
+@pytest.mark.parametrize("rows", ["all", "filtered", "one"])
+def test_tables_equal_the_slow_path(written, rows):
+    df, _ = read_token_table(written)
+    df = {"all": df, "filtered": df[df["source"] == "sft"], "one": df.iloc[[7]]}[rows]
+    seq = tables.per_sequence(df)
+    pd.testing.assert_frame_equal(seq, ref.per_sequence(df), check_exact=True)
+    h = tables.headline(df)
+    assert h["kl_reverse_per_sequence"] == seq["kl_reverse"].mean() and h["n_sequences"] == len(seq)
+    assert h["kl_forward_per_sequence"] == seq["kl_forward"].mean() and h["k3_per_sequence"] == seq["k3"].mean()
+    bands = tables.band_totals(df)
+    for col, want in zip(("mass_gained", "mass_lost", "kl_reverse", "kl_forward"), ref.band_means(df, N_BANDS)):
+        assert np.array_equal(bands[col].to_numpy(), want)
+    for got, want in zip(tables.token_shift(df, decode, top=7), ref.token_shift(df, decode, top=7)):
+        pd.testing.assert_frame_equal(got, want, check_exact=True)
+    for n in (10**6, 25, 3):  # all points, and the largest few (ties broken in row order)
+        pd.testing.assert_frame_equal(tables.top_token_points(df, decode, max_points=n),
+                                      ref.top_token_points(df, decode, max_points=n), check_exact=True)
+    shift = tables.mass_shift(df, decode, max_points=25, top=7)
+    pd.testing.assert_frame_equal(shift["points"], ref.top_token_points(df, decode, max_points=25), check_exact=True)
+    pd.testing.assert_frame_equal(shift["per_sequence"], seq, check_exact=True)
+
+
+def test_stack_refuses_ragged_cells():
+    with pytest.raises(ValueError):
+        tables._stack(pd.Series([np.zeros(2), np.zeros(3)], name="x"))
