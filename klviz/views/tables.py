@@ -176,21 +176,38 @@ def _entry_arrays(df: pd.DataFrame, kind: str) -> dict[str, np.ndarray]:
 
 
 def _texts(ids: np.ndarray, decode: Callable[[int], str]) -> np.ndarray:
-    """str(decode(id)) for each id, decoding each distinct id once."""
-    uniq, inverse = np.unique(ids, return_inverse=True)
-    return np.array([str(decode(int(i))) for i in uniq] or [""], dtype=object)[inverse.reshape(-1)] \
-        if len(ids) else np.zeros(0, dtype=object)
+    """str(decode(id)) for each id, decoding each distinct id once (ids hashed, not sorted)."""
+    codes, uniq = pd.factorize(ids)
+    return np.array([str(decode(int(i))) for i in uniq] + [""], dtype=object)[codes]
+
+
+def _text_codes(ids: np.ndarray, decode: Callable[[int], str]) -> tuple[np.ndarray, np.ndarray]:
+    """(code per entry, text per code): codes number the texts in order of first appearance, as a
+    groupby on the text with sort=False orders its groups (several ids may share one text)."""
+    id_codes, uniq = pd.factorize(ids)  # uniq in order of first appearance
+    text_of_id, texts = pd.factorize(np.array([str(decode(int(i))) for i in uniq], dtype=object))
+    return text_of_id[id_codes], np.asarray(texts, dtype=object)
+
+
+def _largest(values: np.ndarray, n: int) -> np.ndarray:
+    """Row numbers of the n largest values, ties in row order: the head(n) of pandas' stable descending
+    sort (sorting.nargsort), found by a partition and a sort of the candidates only."""
+    if n <= 0 or n >= len(values) or np.isnan(values).any():
+        return pd.Series(values).sort_values(ascending=False, kind="stable").index[:n].to_numpy()
+    threshold = np.partition(values, len(values) - n)[len(values) - n]
+    candidates = np.flatnonzero(values >= threshold)
+    return candidates[np.lexsort((candidates, -values[candidates]))][:n]
 
 
 def _shift(e: dict[str, np.ndarray], decode: Callable[[int], str], top: int) -> pd.DataFrame:
     """token_shift's frame of one kind's entries: grouped by token text (through integer codes, in order of
     first appearance, each group's entries in row order: the sums a groupby on the text itself gives)."""
-    codes, labels = pd.factorize(_texts(e["token_id"], decode))
+    codes, labels = _text_codes(e["token_id"], decode)
     frame = pd.DataFrame({"code": codes, "contrib": e["contrib"], "p": e["p"], "q": e["q"]})
     agg = (frame.groupby("code", sort=False)
                 .agg(contrib=("contrib", "sum"), count=("contrib", "size"), mean_p=("p", "mean"), mean_q=("q", "mean"))
                 .reset_index())
-    agg.insert(0, "token", pd.Series(np.asarray(labels, dtype=object)[agg.pop("code").to_numpy()], dtype=str))
+    agg.insert(0, "token", pd.Series(labels[agg.pop("code").to_numpy()], dtype=str))
     agg["count"] = agg["count"].astype(np.int64)
     agg = agg.sort_values(["contrib", "token"], ascending=[False, True], kind="stable")
     return agg.head(top).reset_index(drop=True)[list(SHIFT_COLUMNS)]
@@ -211,8 +228,8 @@ def _points(gained: dict, lost: dict, decode: Callable[[int], str], max_points: 
     both = {k: np.concatenate([gained[k], lost[k]]) for k in gained}
     kind = np.repeat(np.array(["gained", "lost"], dtype=object), [len(gained["p"]), len(lost["p"])])
     keep = np.arange(len(kind))
-    if len(keep) > max_points:  # the largest contribs, ties in row order (a stable sort, as before)
-        keep = pd.Series(both["contrib"]).sort_values(ascending=False, kind="stable").index[:max_points].to_numpy()
+    if len(keep) > max_points:
+        keep = _largest(both["contrib"], max_points)
     return pd.DataFrame({"token": pd.Series(_texts(both["token_id"][keep], decode), dtype=str),
                          "p": both["p"][keep], "q": both["q"][keep],
                          "kind": pd.Series(kind[keep], dtype=str), "contrib": both["contrib"][keep]})

@@ -90,3 +90,14 @@ def test_tables_equal_the_slow_path(written, rows):
 def test_stack_refuses_ragged_cells():
     with pytest.raises(ValueError):
         tables._stack(pd.Series([np.zeros(2), np.zeros(3)], name="x"))
+
+
+@pytest.mark.parametrize("n", [0, 1, 5, 17, 40, 41])
+def test_largest_is_the_stable_descending_sort(n):
+    values = np.random.default_rng(n).integers(-4, 5, 40).astype(np.float64) / 3  # many ties
+    values[[3, 9]] = -0.0, 0.0
+    want = pd.Series(values).sort_values(ascending=False, kind="stable").index[:n].to_numpy()
+    assert np.array_equal(tables._largest(values, n), want)
+    values[5] = np.nan
+    want = pd.Series(values).sort_values(ascending=False, kind="stable").index[:n].to_numpy()
+    assert np.array_equal(tables._largest(values, n), want)
