@@ -100,54 +100,7 @@ def read_token_table(path, shown: str | None = None) -> tuple[pd.DataFrame, dict
     if missing:
         raise KlvizError(f"{shown} is not a klviz token table: it has no {', '.join(missing[:3])} column"
                          f"{'s' if len(missing) > 1 else ''}.")
-    return arrow_to_frame(pq.read_table(path)), read_metadata(path)
-
-
-def arrow_to_frame(table) -> pd.DataFrame:
-    """A pyarrow Table -> the frame `table.to_pandas()` gives, cell for cell, without its per-row cost.
-
-    to_pandas turns each list cell into its own numpy array (12 list columns x 100k rows of a token table);
-    here a list column whose cells all have one length k becomes one read-only Float[n, k] (or Int[n, k])
-    array over the column's flat values, each cell a view of its row: the same dtype, values and
-    read-only flag as to_pandas's cells. Other list columns (nulls, ragged) go through to_pandas.
-    """
-    import pandas as pd
-
-    lists = {name: _list_cells(table.column(name)) for name in table.column_names
-             if _is_list(table.schema.field(name).type)}
-    lists = {k: v for k, v in lists.items() if v is not None}
-    df = table.drop_columns(list(lists)).to_pandas()
-    for name, cells in lists.items():
-        df[name] = pd.Series(cells, index=df.index, dtype=object, name=name)
-    return df[table.column_names]
-
-
-def _is_list(t) -> bool:
-    import pyarrow as pa
-
-    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
-
-
-def _list_cells(column):
-    """An object array of one read-only row view per cell of a fixed-width list column with no nulls;
-    None when the cells differ in length or a cell or element is null (then to_pandas reads it)."""
-    import numpy as np
-    import pyarrow as pa
-
-    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    n = len(arr)
-    if arr.null_count or n == 0:
-        return None
-    offsets = np.asarray(arr.offsets) if not pa.types.is_fixed_size_list(arr.type) else None
-    values = arr.flatten()  # honours the array's offset and each cell's start (a sliced array)
-    if values.null_count or len(values) % n or (offsets is not None and
-                                                 np.any(np.diff(offsets) != len(values) // n)):
-        return None
-    matrix = values.to_numpy(zero_copy_only=False).reshape(n, len(values) // n)  # [n, k]
-    matrix.flags.writeable = False
-    cells = np.empty(n, dtype=object)
-    cells[:] = list(matrix)
-    return cells
+    return pq.read_table(path).to_pandas(), read_metadata(path)
 
 
 def table_decoder(df: pd.DataFrame, meta: Mapping[str, str]) -> Callable[[int], str]:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from klviz.errors import KlvizError
 from klviz.io import read_metadata
-from klviz.tokentable import arrow_to_frame
 from klviz.views.summary import columns_needed, missing_columns, summary, to_text
 
 
@@ -38,7 +37,7 @@ def read_for_summary(path: Path):
     missing = missing_columns(names)
     if missing:
         raise KlvizError(f"{path} is not a klviz token table: it has no {', '.join(missing)} column.")
-    return arrow_to_frame(pq.read_table(path, columns=columns_needed(names))), read_metadata(path)
+    return pq.read_table(path, columns=columns_needed(names)).to_pandas(), read_metadata(path)
 
 
 def run(args: argparse.Namespace) -> int:

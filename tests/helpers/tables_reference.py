@@ -1,6 +1,6 @@
-"""The slow twins of klviz.views.tables' fast paths and klviz.tokentable's reader: the implementations
-they replaced (per-row numpy arrays, np.stack, a Python join per response, pandas' to_pandas), kept
-verbatim so tests can require the fast ones to give the very same frames."""
+"""The slow twins of klviz.views.tables' fast paths: the implementations they replaced (per-row numpy
+arrays, np.stack, a Python join per response, a sort of every entry), kept verbatim so tests can require
+the fast ones to give the very same frames."""
 
 from __future__ import annotations
 
@@ -8,12 +8,6 @@ import numpy as np
 import pandas as pd
 
 from klviz.views.tables import DEFAULT_SOURCE, POINT_COLUMNS, SEQUENCE_KEYS, SEQUENCE_SUMS, SHIFT_COLUMNS
-
-
-def read_frame(path) -> pd.DataFrame:
-    import pyarrow.parquet as pq
-
-    return pq.read_table(path).to_pandas()
 
 
 def _with_source(df):
