@@ -113,6 +113,19 @@ def rows(source: TableSource, step: int | None) -> pd.DataFrame:
     return _rows_at(table_key(source, step), step, df)
 
 
+@st.cache_data(max_entries=8, show_spinner=False)
+def _overview(key: str, step: int | None, _df: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
+    from klviz.views import tables
+
+    return tables.headline(_df), tables.band_totals(_df)
+
+
+def overview(source: TableSource, step: int | None) -> tuple[dict, pd.DataFrame]:
+    """The Overview's (tables.headline, tables.band_totals) of the shown rows, once per table and step
+    (small values, so st.cache_data's copies cost nothing; every rerun recomputed them before)."""
+    return _overview(table_key(source, step), step, rows(source, step))
+
+
 @st.cache_resource(max_entries=4, show_spinner=False)
 def _decoder(key: str, _df: pd.DataFrame, _meta: dict) -> Callable[[int], str]:
     from klviz.tokentable import table_decoder
