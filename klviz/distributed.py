@@ -1,4 +1,4 @@
-"""Past one machine: `klviz score | analyze --ray` runs the engine in a Ray Data actor pool.
+"""Past one machine: `klviz score | analyze | trajectory --ray` runs the engine in a Ray Data actor pool.
 
 The driver reads and validates every input first (errors name the file and line, before Ray
 starts), cuts the work into the very batches the single process would run, and hands one batch per
@@ -12,7 +12,8 @@ batch_size at a time, and klviz.sampling reseeds every generate batch from (seed
 index). Giving an actor a whole batch, with its original index, makes it run the same padded
 shapes with the same seed, so the table equals the single process's (tests/integration/test_ray.py).
 `analyze` runs in two Ray Data stages (sample, then score): scoring batches are cut from all the
-sampled lengths, so they can only be formed once every response is back.
+sampled lengths, so they can only be formed once every response is back. `trajectory` hands each
+actor a run of whole batches (TrajectoryUnit): SFT decoder once per batch, each checkpoint once per run.
 
 Ray Data API (docs.ray.io, Ray 2.60): `ray.data.from_items(items, override_num_blocks=...)`;
 `Dataset.map_batches(CallableClass, fn_constructor_args=..., batch_size=...,
