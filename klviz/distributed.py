@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import contextlib
 import pickle
-import tempfile
 import types
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 from klviz.errors import KlvizError
 
@@ -289,24 +287,3 @@ def settings_from_args(args) -> RaySettings:
     if args.actors is not None and args.actors < 1:
         raise KlvizError(f"--actors must be at least 1, got {args.actors}.")
     return RaySettings(address=args.ray or None, actors=args.actors)
-
-
-@contextlib.contextmanager
-def sft_tokenizer(sft: str):
-    """(tokenizer, vocabulary size) of the SFT checkpoint, read without loading its weights."""
-    from klviz.checkpoints import extract_zip
-    from klviz.models import _folder_kind, _load_tokenizer, _read_config, _require_gguf, locate
-
-    kind, path = locate(sft)
-    with tempfile.TemporaryDirectory(prefix="klviz-ray-") as tmp:
-        gguf = None
-        if kind == "zip":
-            path = extract_zip(path, Path(tmp), sft)
-            kind = _folder_kind(path, sft)
-        elif kind == "gguf":
-            _require_gguf(sft)
-            path, gguf = path.parent, str(path.resolve())
-        if kind == "adapter":
-            raise KlvizError(f"{sft} is a PEFT adapter: --ray needs the SFT model as a full checkpoint.")
-        config = _read_config(path, sft, gguf)
-        yield _load_tokenizer(path, sft, gguf), int(config.vocab_size)

@@ -7,12 +7,14 @@ readers and checks run on the driver before Ray starts, the same engine runs in 
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 from pathlib import Path
 
 from klviz.cli.common import log, quiet_transformers
 from klviz.cli.score import check_out
 from klviz.distributed import (INPUT_KEY, SampleUnit, ScoreUnit, TrajectoryUnit, pool_resources, ray_session,
-                               run_units, settings_from_args, sft_tokenizer, spec_from_args)
+                               run_units, settings_from_args, spec_from_args)
 from klviz.errors import KlvizError
 from klviz.io import write_table
 
@@ -24,6 +26,27 @@ def score_units(inputs: list, batch_size: int, top_k: int) -> list[ScoreUnit]:
     inputs = same_extras(inputs)
     return [ScoreUnit([(i, inputs[i]) for i in sorted(order[s:s + batch_size])], top_k)
             for s in range(0, len(order), batch_size)]
+
+
+@contextlib.contextmanager
+def sft_tokenizer(sft: str):
+    """(tokenizer, vocabulary size) of the SFT checkpoint, read without loading its weights."""
+    from klviz.checkpoints import extract_zip
+    from klviz.models import _folder_kind, _load_tokenizer, _read_config, _require_gguf, locate
+
+    kind, path = locate(sft)
+    with tempfile.TemporaryDirectory(prefix="klviz-ray-") as tmp:
+        gguf = None
+        if kind == "zip":
+            path = extract_zip(path, Path(tmp), sft)
+            kind = _folder_kind(path, sft)
+        elif kind == "gguf":
+            _require_gguf(sft)
+            path, gguf = path.parent, str(path.resolve())
+        if kind == "adapter":
+            raise KlvizError(f"{sft} is a PEFT adapter: --ray needs the SFT model as a full checkpoint.")
+        config = _read_config(path, sft, gguf)
+        yield _load_tokenizer(path, sft, gguf), int(config.vocab_size)
 
 
 def same_extras(inputs: list) -> list:
