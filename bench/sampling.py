@@ -120,7 +120,7 @@ def report(runs: dict[str, list[dict]], args, before: str, after: str, started) 
     same = all(a["responses"] == b["responses"] for a, b in zip(runs["klviz"], runs["generate"]))
     ratio = best["klviz"] / best["generate"]
     lines = [f"## Sampling (bench/sampling.py), {started:%Y-%m-%d %H:%M} UTC", "",
-             f"Run: `python bench/sampling.py --rounds {args.rounds}`. SmolLM2-135M-Instruct ({bench_score.SMOLLM2_GGUF} "
+             f"Run: `python bench/sampling.py {' '.join(sys.argv[1:])}`. SmolLM2-135M-Instruct ({bench_score.SMOLLM2_GGUF} "
              f"via klviz's model cache), float32 on the CPU, {args.threads} torch threads, OMP_WAIT_POLICY="
              f"{bench_score.child_env().get('OMP_WAIT_POLICY')} on both sides. Prompts: {args.prompts} x "
              f"{args.samples_per_prompt} samples, max_new_tokens {args.max_new_tokens}, temperature {args.temperature}, "

@@ -326,8 +326,7 @@ def main():
     after = uptime()
     env = {k: child_env()[k] for k in ("OMP_WAIT_POLICY",)}
     text = [f"## Scoring (bench/score.py), {started:%Y-%m-%d %H:%M} UTC", "",
-            f"Run: `python bench/score.py --workloads {args.workloads}{' --contended' if args.contended else ''} "
-            f"--rounds {args.rounds}`. Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} "
+            f"Run: `python bench/score.py {' '.join(sys.argv[1:])}`. Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} "
             f"cores, device {args.device}, torch {torch.__version__}, children's env {env}. "
             f"Load before: `{before}`; after: `{after}`. Goals: klviz <= {GOALS['quiet']:.2f}x bare quiet, "
             f"<= {GOALS['busy']:.2f}x bare with one core kept busy by a spinning process.", ""]
