@@ -59,7 +59,9 @@ WORKLOADS = {  # name: (random Llama shape or None for SmolLM2, n_seq, prompt_le
 }
 GOALS = {"quiet": 1.10, "busy": 1.25}
 """klviz's time / bare's time goals: uncontended, and with one core kept busy by another process."""
-SPIN = "while True: pass"
+SPIN = ("import os, sys\nparent = int(sys.argv[1])\nwhile os.getppid() == parent:\n"
+        "    for _ in range(1_000_000):\n        pass\n")
+"""The busy process: spins until killed, or until this script is gone (it never outlives a killed run)."""
 
 
 def build(device, dtype, seed, shape=None):
@@ -224,7 +226,7 @@ def run_child(method, workload, sizes, args, busy: bool) -> dict:
     cmd = [sys.executable, __file__, "--child", method, "--workload", workload, f"--device={args.device}",
            f"--threads={args.threads}", f"--batch-size={args.batch_size}", f"--repeats={args.repeats}"]
     cmd += [f"--{k.replace('_', '-')}={v}" for k, v in sizes.items()]
-    spinner = subprocess.Popen([sys.executable, "-c", SPIN]) if busy else None
+    spinner = subprocess.Popen([sys.executable, "-c", SPIN, str(os.getpid())]) if busy else None
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, env=child_env(), cwd=ROOT)
     finally:
