@@ -43,7 +43,7 @@ QUANTITY_LABELS = {
 
 LABEL_CHARS = 18  # a ranked bar's token label is cut to this many characters (the hover has it whole)
 LABELLED = 3  # points of each kind named on the log q against log p chart (largest contributions)
-LABEL_BOX = (0.22, 0.06)  # a point label's width and height as fractions of that chart's axis span
+LABEL_BOX = (0.25, 0.1)  # a point label's width and height (with its marker) as fractions of the axis span
 BAR_PX = 22  # height per bar of a ranked bar chart, so that every bar keeps its label
 SUBTITLE_FONT = dict(size=13)  # subplot titles, two short lines each, so neighbours never overlap
 
