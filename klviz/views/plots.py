@@ -338,6 +338,6 @@ def ppo_curves_figure(runs: dict[str, list[dict]], estimator_key: str | None) ->
     fig.update_yaxes(title_text="nats per sequence", row=1, col=2)  # trainer: summed over tokens / B
     fig.update_yaxes(title_text="nats per sequence", row=2, col=1)
     fig.update_annotations(font=SUBTITLE_FONT)
-    fig.update_layout(title="Live PPO", legend=dict(title_text="run", orientation="h", yanchor="top", y=-0.16),
+    fig.update_layout(title="Live PPO", legend=dict(title_text="run", orientation="h", yanchor="top", y=-0.24),
                       margin=dict(t=110))
     return fig
