@@ -77,7 +77,13 @@ def ensure_pair():
     cur = current()
     if cur.source is None or cur.pair is not None or cur.error:
         return cur.pair
-    with (cur.status.container() if cur.status is not None else contextlib.nullcontext()):
+    from klviz.app import loading
+
+    if cur.pair_key in tried_pairs():  # cached (or failed before): no note
+        where = cur.status.container() if cur.status is not None else contextlib.nullcontext()
+    else:  # a first load (a .gguf dequantizes for a minute): say so in the page and the sidebar
+        where = loading.note(cur.source, cur.status)
+    with where:
         try:
             cur.pair = load_pair_cached(cur)
         except KlvizError as e:
@@ -106,7 +112,9 @@ def require_pair():
         if cur.table is not None:
             st.info("This page needs a pair of models: a token table alone cannot run it. Choose a pair in the sidebar.")
             st.stop()
-        st.info("No pair is loaded: see the error in the sidebar." if cur.error else "Choose a pair in the sidebar.")
+        from klviz.app.loading import CHOOSE
+
+        st.info("No pair is loaded: see the error in the sidebar." if cur.error else CHOOSE)
         st.stop()
     return pair
 

@@ -26,6 +26,7 @@ class Keys:
     PPO_REWARD, PPO_PLACEMENT, PPO_ESTIMATOR = "ppo.reward", "ppo.placement", "ppo.estimator"
     PPO_BETA, PPO_ADAPTIVE, PPO_TARGET = "ppo.beta", "ppo.adaptive", "ppo.target_kl"
     PPO_LR, PPO_STEPS, PPO_BATCH, PPO_FROM = "ppo.lr", "ppo.steps", "ppo.batch_size", "ppo.from"
+    PPO_MAX_NEW = "ppo.max_new_tokens"
     PPO_POLLS = "ppo.polls"  # how many times the live panel has refreshed (shown, and benchmarked)
     PPO_FLASH = "ppo.flash"  # a message to show once on the next run (after "Save policy")
     SESSION = "app.session"  # this browser session's id, for the server-wide job registry
