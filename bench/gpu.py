@@ -106,7 +106,7 @@ def logp_gap(bare_out, klviz_out, batch_size: int) -> float:
 
 def benchmark(shape: dict, work: dict, device: torch.device, dtype: torch.dtype) -> tuple[dict, float, int]:
     policy, sft = build(shape, device, dtype, 1), build(shape, device, dtype, 2)
-    ids = make_inputs(work["n_seq"], work["prompt_len"], work["response_len"])  # bench/score.py's inputs
+    ids = make_inputs(work["n_seq"], work["prompt_len"], work["response_len"], vocab_size=shape["vocab_size"])
     args = (ids, work["prompt_len"], work["batch_size"], device)
     for fn in METHODS.values():  # warm-up: kernels, allocator, numba
         fn(policy, sft, ids[:work["batch_size"]], work["prompt_len"], work["batch_size"])
