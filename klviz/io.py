@@ -8,7 +8,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
@@ -63,6 +65,29 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | Path, shown: str | None = None) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `path`; swap it into place only if the block succeeds.
+
+    The old folder (if any) is renamed aside first and deleted after, so a failed save leaves the
+    previous one whole. `shown` names the folder in the error (default: its name, never a server path).
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise KlvizError(f"Cannot save to {shown or path.name}: it is a file, not a folder.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
+        if path.exists():
+            path.rename(old)
+        tmp.rename(path)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_table(df: pd.DataFrame, path: str | Path, metadata: dict[str, str]) -> None:

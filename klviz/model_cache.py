@@ -35,9 +35,14 @@ STALE_TMP_S = 24 * 3600.0
 
 
 def cache_dir() -> Path:
-    """The cache folder (it may not exist yet)."""
+    """The cache folder (it may not exist yet): $KLVIZ_CACHE_DIR, else user_cache_dir()."""
     if os.environ.get("KLVIZ_CACHE_DIR"):
         return Path(os.environ["KLVIZ_CACHE_DIR"]).expanduser()
+    return user_cache_dir()
+
+
+def user_cache_dir() -> Path:
+    """The per-user default: $XDG_CACHE_HOME/klviz, else ~/.cache/klviz."""
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "klviz"
 

@@ -8,7 +8,9 @@ worker processes they start inherit the environment.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from typing import Iterator
 
 THREAD_ENV = {
     # OpenMP workers otherwise spin between parallel regions; on a busy 2-core machine the spinning
@@ -26,3 +28,17 @@ def apply_thread_settings(environ=None) -> dict[str, str]:
     for name, value in THREAD_ENV.items():
         env.setdefault(name, value)
     return {name: env[name] for name in THREAD_ENV}
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the block with `n` torch intra-op threads, then restore the caller's setting (tiny models on a
+    busy 2-core machine: more threads only contend)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

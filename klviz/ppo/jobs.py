@@ -30,6 +30,7 @@ from pathlib import Path
 
 from klviz.engine.columns import BAND_COLUMNS
 from klviz.errors import KlvizError
+from klviz.io import atomic_folder
 from klviz.ppo.config import PPOConfig
 from klviz.ppo.rewards import check_allowed
 from klviz.workers import NICE, Worker
@@ -112,20 +113,9 @@ class _Progress:
 
 
 def _copy_folder(src: Path, path: Path) -> Path:
-    """Copy the folder `src` onto `path` atomically (a temporary sibling renamed into place)."""
-    if path.exists() and not path.is_dir():
-        raise KlvizError(f"Cannot save the policy to {path.name}: it is a file, not a folder.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        shutil.copytree(src, tmp)
-        old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
-        if path.exists():
-            path.rename(old)
-        tmp.rename(path)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    """Copy the folder `src` onto `path` atomically (klviz.io.atomic_folder)."""
+    with atomic_folder(path) as tmp:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
     return path
 
 

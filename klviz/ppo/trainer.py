@@ -29,10 +29,7 @@ from __future__ import annotations
 
 import copy
 import math
-import shutil
-import tempfile
 import time
-import uuid
 from pathlib import Path
 
 import torch
@@ -41,6 +38,7 @@ from klviz.device import resolve_device
 from klviz.engine.columns import BAND_COLUMNS
 from klviz.engine.divergence import kl_exact, token_stats
 from klviz.errors import KlvizError
+from klviz.io import atomic_folder
 from klviz.models import strip_quantizer
 from klviz.ppo.config import PPOConfig, default_lr
 from klviz.ppo.lora import attach_lora, merged_copy, reference_mode
@@ -308,20 +306,8 @@ class PPOTrainer:
 
     def save(self, path: str | Path) -> Path:
         """Write the policy (no value head) and tokenizer as an HF safetensors folder, atomically."""
-        path = Path(path)
-        if path.exists() and not path.is_dir():
-            raise KlvizError(f"Cannot save the policy to {path}: it is a file, not a folder.")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-        try:
+        with atomic_folder(path, shown=str(path)) as tmp:
             plain = merged_copy(self.lora) if self.lora is not None else self.policy  # LoRA: base + adapter
             plain.save_pretrained(str(tmp))  # safetensors in transformers v5
             self.tokenizer.save_pretrained(str(tmp))
-            old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
-            if path.exists():
-                path.rename(old)
-            tmp.rename(path)
-            shutil.rmtree(old, ignore_errors=True)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return path
+        return Path(path)

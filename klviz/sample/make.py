@@ -24,7 +24,8 @@ from klviz.sample.prompts import sample_prompts, write_prompts
 from klviz.sample.readme import render
 from klviz.sample.measure import MeasureSettings, measure
 from klviz.sample.tokenizer import DEFAULT_VOCAB_SIZE, save_tokenizer, train_tokenizer
-from klviz.sample.train_sft import SFTConfig, build_model, encode, perplexity, torch_threads, train_sft
+from klviz.threads import torch_threads
+from klviz.sample.train_sft import SFTConfig, build_model, encode, perplexity, train_sft
 from klviz.shipped_view import write_warm_table
 
 MANIFEST = "klviz_sample.json"

@@ -6,12 +6,11 @@ next-token cross-entropy with padding masked out, held-out perplexity at the end
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
@@ -56,17 +55,6 @@ class SFTConfig:
             raise ValueError("n_embd must be divisible by n_head.")
         if self.warmup_steps >= self.steps:
             raise ValueError("warmup_steps must be smaller than steps.")
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the block with `n` torch intra-op threads, then restore the caller's setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def build_model(tokenizer: PreTrainedTokenizerFast, cfg: SFTConfig) -> GPT2LMHeadModel:

@@ -13,13 +13,14 @@ way llama.cpp's converter lays it out, so GGUF loading can be tested without lla
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, PreTrainedTokenizerFast, Qwen2Config
+
+from klviz.threads import torch_threads  # noqa: F401  (re-exported: the tests import it from here)
 
 BOS, EOS, PAD = "<s>", "<|endoftext|>", "<pad>"  # EOS as GPT-2 spells it, the default a GGUF tokenizer assumes
 SPECIALS = (BOS, EOS, PAD)  # ids 0, 1, 2
@@ -175,14 +176,3 @@ def write_gguf_llama(model, tok: PreTrainedTokenizerFast, path: str | Path) -> P
     w.write_tensors_to_file()
     w.close()
     return Path(path)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int = 1):
-    """Run tiny models on `n` threads: on a busy 2-core machine, more threads only contend (6x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

