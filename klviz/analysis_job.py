@@ -97,7 +97,8 @@ class _Progress:
 
 
 class AnalysisJob:
-    """`sampling.settings_table` for a pair given by paths, in a worker process."""
+    """`sampling.settings_table` for a pair given by paths (or, with `responses`, that file scored), in a worker
+    process."""
 
     def __init__(self, pair: PairSpec, prompts: list, settings: "SamplingSettings", nice: int = NICE,
                  num_threads: int = 1, responses: str | None = None):
@@ -111,7 +112,8 @@ class AnalysisJob:
             if self._progress.state != "idle":
                 raise KlvizError("This analysis has already been started.")
             self._progress.state = "running"
-        self._worker = Worker.spawn("klviz.analysis_job:run_analysis", (self.pair, self.prompts, self.settings, self.responses),
+        args = (self.pair, self.prompts, self.settings, self.responses)
+        self._worker = Worker.spawn("klviz.analysis_job:run_analysis", args,
                                     on_message=self._progress.on_message, on_exit=self._progress.on_exit,
                                     nice=self.nice, num_threads=self.num_threads)
         return self
