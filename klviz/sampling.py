@@ -77,8 +77,9 @@ def _generate(model, prompts: list[list[int]], gen: GenerationConfig, seed: int,
     return responses
 
 
-def _prompt_ids(pair, prompts: list[Prompt], cfg: SamplingConfig) -> list[list[int]]:
-    """Token ids of each prompt, truncated from the left (with a warning) to fit the context."""
+def prompt_ids(pair, prompts: list[Prompt], cfg: SamplingConfig) -> list[list[int]]:
+    """Token ids of each prompt, truncated from the left (with a warning) to fit the context of both
+    `pair.policy` and `pair.sft` (any object with policy, sft and tokenizer attributes)."""
     ctx = context_length(pair.policy, pair.sft)
     budget = None if ctx is None else ctx - cfg.max_new_tokens
     if budget is not None and budget < 1:
@@ -106,28 +107,39 @@ def sample(pair, prompts: list[Prompt], cfg: SamplingConfig, progress: bool = Tr
     """
     if not prompts:
         raise KlvizError("There are no prompts to sample from.")
-    ids = _prompt_ids(pair, prompts, cfg)
+    ids = prompt_ids(pair, prompts, cfg)
     jobs = [(i, s) for i in range(len(prompts)) for s in range(cfg.samples_per_prompt)]
-    pad = pair.tokenizer.pad_token_id if pair.tokenizer.pad_token_id is not None else 0
     out: list[ScoreInput] = []
     for source in (("policy", "sft") if cfg.sample_from == "both" else (cfg.sample_from,)):
-        model = pair.policy if source == "policy" else pair.sft
-        _warn_forcing(model, source)
-        eos = eos_ids(model, pair.tokenizer)
-        gen = _generation_config(cfg, eos, pad)
+        warn_forcing(pair, source)
         with tqdm(total=len(jobs), desc=f"sampling ({source})", unit="response", file=sys.stderr,
                   disable=not progress) as bar:
             for b, start in enumerate(range(0, len(jobs), cfg.batch_size)):
                 batch = jobs[start:start + cfg.batch_size]
-                responses = _generate(model, [ids[i] for i, _ in batch], gen,
-                                      _batch_seed(cfg.seed, source, b), pad, set(eos))
+                responses = sample_batch(pair, source, b, [ids[i] for i, _ in batch], cfg)
                 out += [ScoreInput(prompt_ids=list(ids[i]), response_ids=r, prompt_id=prompts[i].id, sample_id=s,
                                    extra={"source": source}) for (i, s), r in zip(batch, responses)]
                 bar.update(len(batch))
     return out
 
 
-def _warn_forcing(model, source: str) -> None:
+def sample_batch(pair, source: str, batch_index: int, ids: list[list[int]], cfg: SamplingConfig) -> list[list[int]]:
+    """Generate batch `batch_index` of `sample` for `source` ("policy" or "sft"): one response per
+    prompt in `ids` (prompt_ids' token ids), each cut before its first EOS.
+
+    Reseeded from (cfg.seed, source, batch_index), so whoever runs this batch (this process, or a Ray
+    actor: klviz/distributed.py) draws the very responses `sample` draws.
+    """
+    model = pair.policy if source == "policy" else pair.sft
+    pad = pair.tokenizer.pad_token_id if pair.tokenizer.pad_token_id is not None else 0
+    eos = eos_ids(model, pair.tokenizer)
+    return _generate(model, ids, _generation_config(cfg, eos, pad), _batch_seed(cfg.seed, source, batch_index),
+                     pad, set(eos))
+
+
+def warn_forcing(pair, source: str) -> None:
+    """Warn when the `source` model's generation_config adds settings (FORCING_KEYS) generate applies."""
+    model = pair.policy if source == "policy" else pair.sft
     found = [k for k in FORCING_KEYS if getattr(model.generation_config, k, None) not in (None, [], {})]
     if found:
         warnings.warn(f"The {source} model's generation_config sets {', '.join(found)}, which generate applies: "

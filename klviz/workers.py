@@ -43,6 +43,10 @@ CFS weighs nice n as 1.25**-n, so at 2 the server gets ~60% of a core both want,
 sleeps anyway; at 10 (~10x less weight) a worker on a box shared with other busy processes barely ran."""
 PARENT_CHECK_S = 1.0
 """How often the child checks that its parent is still alive."""
+ORPHAN_EXIT_S = 10.0
+"""Once its parent is gone, the child ends this long after, even if its task never looks at the channel
+(a model still loading): nobody can read its results, and it must not hold the cores."""
+GONE = "the dashboard went away"
 
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])  # so the child imports this klviz, not another copy
 
@@ -64,7 +68,7 @@ class Channel:
             try:
                 self._conn.send(message)
             except (BrokenPipeError, EOFError, OSError):
-                self._stop("the dashboard went away")
+                self._parent_gone()
 
     def commands(self) -> list:
         """Commands received since the last call, other than stop (which sets stop_event)."""
@@ -83,6 +87,12 @@ class Channel:
             self.stop_reason = reason
         self.stop_event.set()
 
+    def _parent_gone(self) -> None:
+        self._stop(GONE)
+        timer = threading.Timer(ORPHAN_EXIT_S, os._exit, args=(0,))
+        timer.daemon = True
+        timer.start()
+
     def _listen(self) -> None:
         while True:
             try:
@@ -90,9 +100,9 @@ class Channel:
                 if ready:
                     command = self._conn.recv()
             except (EOFError, OSError):  # the parent closed its end or died
-                return self._stop("the dashboard went away")
+                return self._parent_gone()
             if os.getppid() != self._parent_pid:
-                return self._stop("the dashboard went away")
+                return self._parent_gone()
             if not ready:
                 continue
             if command == ("stop",):

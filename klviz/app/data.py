@@ -193,6 +193,8 @@ def overview() -> tuple[dict, Mapping]:
     from klviz.views import tables
 
     df = require_table()
+    if current().table is not None:  # an opened table: computed once per table and step
+        return opened.overview(current().table, current().step)
     return tables.headline(df), tables.band_totals(df)
 
 

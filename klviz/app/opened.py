@@ -1,9 +1,11 @@
 """An opened token table: a parquet from `klviz score`/`analyze`/`trajectory`, shown with no models.
 
 The table comes from the server's start-up flags (`klviz dashboard TABLE ...`, klviz.server_options),
-a path typed in the sidebar or an upload. It is read once per file content (st.cache_data) with
-klviz.tokentable, which needs neither torch nor a tokenizer: token text comes from the table's own
-vocabulary map. A checkpoint series (`checkpoint`/`step` columns) shows one step at a time on every
+a path typed in the sidebar or an upload. It is read once per file content with klviz.tokentable, which
+needs neither torch nor a tokenizer: token text comes from the table's own vocabulary map. The frame is
+held by st.cache_resource, shared and never mutated (the pages filter, never assign), not st.cache_data:
+st.cache_data pickles a value when it stores it and unpickles it on every hit, and a 100k-row table's
+12 list columns are 1.2M small arrays (26 s to pickle, 8 s to unpickle on the 2-core box, per run). A checkpoint series (`checkpoint`/`step` columns) shows one step at a time on every
 page but Trajectory; the step is the sidebar's "Checkpoint step", which the Trajectory page can set.
 
 Typed paths resolve against the server's working directory and must name a file inside it, the
@@ -74,7 +76,7 @@ def _fingerprint(path: str) -> str:
     return hashlib.sha1(f"{p}:{s.st_size}:{s.st_mtime_ns}".encode()).hexdigest()[:16]
 
 
-@st.cache_data(max_entries=4, show_spinner="Reading the token table…")
+@st.cache_resource(max_entries=4, show_spinner="Reading the token table…")
 def _read(path: str, shown: str, fingerprint: str) -> tuple[pd.DataFrame, dict[str, str]]:
     from klviz.tokentable import read_token_table
 
@@ -98,7 +100,7 @@ def series_steps(df: pd.DataFrame) -> list[int]:
     return steps_of(df) if is_series(df) else []
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
+@st.cache_resource(max_entries=8, show_spinner=False)
 def _rows_at(key: str, step: int | None, _df: pd.DataFrame) -> pd.DataFrame:
     from klviz.views.trajectory import at_step
 
@@ -109,6 +111,19 @@ def rows(source: TableSource, step: int | None) -> pd.DataFrame:
     """The rows the pages draw: the whole table, or one step of a series."""
     df, _ = read(source)
     return _rows_at(table_key(source, step), step, df)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _overview(key: str, step: int | None, _df: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
+    from klviz.views import tables
+
+    return tables.headline(_df), tables.band_totals(_df)
+
+
+def overview(source: TableSource, step: int | None) -> tuple[dict, pd.DataFrame]:
+    """The Overview's (tables.headline, tables.band_totals) of the shown rows, once per table and step
+    (small values, so st.cache_data's copies cost nothing; every rerun recomputed them before)."""
+    return _overview(table_key(source, step), step, rows(source, step))
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)

@@ -15,12 +15,14 @@ import types
 from dataclasses import asdict
 from pathlib import Path
 
-from klviz.cli.common import log, quiet_transformers
+from klviz.cli.common import log, quiet_transformers, ray_arguments
 from klviz.cli.score import INPUT_HELP, check_out
 from klviz.errors import KlvizError
 from klviz.io import write_table
 from klviz.settings import SamplingConfig
 from klviz.trajectory import find_checkpoints
+
+ALL_EMPTY = "Every response sampled from the SFT model was empty, so there is nothing to score."
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -43,6 +45,48 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--temperature", type=float, default=d.temperature)
     p.add_argument("--top-p", type=float, default=d.top_p)
     p.add_argument("--seed", type=int, default=d.seed)
+    ray_arguments(p)
+
+
+def sampling_config(args) -> SamplingConfig:
+    """--prompts' settings: responses sampled from the SFT model, batch_size at a time."""
+    return SamplingConfig(samples_per_prompt=args.samples_per_prompt, max_new_tokens=args.max_new_tokens,
+                          temperature=args.temperature, top_p=args.top_p, seed=args.seed, sample_from="sft",
+                          batch_size=args.batch_size)
+
+
+def series_metadata(args, checkpoints: list, sft_info) -> dict[str, str]:
+    """What a series' table records (with the input's or the sampling's keys added by the caller)."""
+    return {"command": "trajectory", "sft": str(args.sft), "top_k": str(args.top_k),
+            "checkpoints": json.dumps({c.name: str(c.path) for c in checkpoints}),
+            "dtype": str(sft_info.dtype).removeprefix("torch."), "device": sft_info.device}
+
+
+def responses_metadata(args, fmt: str | None = None, cfg: SamplingConfig | None = None) -> dict[str, str]:
+    """Where the responses came from: the --input file and its format, or the --prompts and the sampling."""
+    if args.input:
+        return {"input": args.input, "input_format": fmt}
+    return {"prompts": args.prompts, "sampling": json.dumps(asdict(cfg))}
+
+
+def finish_metadata(meta: dict, checkpoints: list) -> dict[str, str]:
+    import klviz
+
+    return {**meta, "version": klviz.__version__,
+            "policy": f"{len(checkpoints)} checkpoints: {checkpoints[0].name} .. {checkpoints[-1].name}"}
+
+
+def check_args(args) -> list:
+    """The series' checkpoints, after every check that needs no model (output, --top-k, the input file)."""
+    check_out(Path(args.out))
+    if args.top_k < 1:
+        raise KlvizError(f"--top-k must be at least 1, got {args.top_k}.")
+    checkpoints = find_checkpoints(args.checkpoints)  # before any slow load
+    if args.input:
+        from klviz.rollouts import read_rollouts
+
+        read_rollouts(args.input)  # a malformed file fails before the models load
+    return checkpoints
 
 
 def _responses(args, sft, log_meta: dict) -> list:
@@ -51,20 +95,18 @@ def _responses(args, sft, log_meta: dict) -> list:
         from klviz.rollouts import read_rollouts, score_inputs
 
         fmt, rollouts = read_rollouts(args.input)
-        log_meta.update(input=args.input, input_format=fmt)
+        log_meta.update(responses_metadata(args, fmt=fmt))
         return score_inputs(rollouts, sft.tokenizer)
     from klviz.prompts import read_prompts
     from klviz.sampling import sample
 
-    cfg = SamplingConfig(samples_per_prompt=args.samples_per_prompt, max_new_tokens=args.max_new_tokens,
-                         temperature=args.temperature, top_p=args.top_p, seed=args.seed, sample_from="sft",
-                         batch_size=args.batch_size)
-    log_meta.update(prompts=args.prompts, sampling=json.dumps(asdict(cfg)))
+    cfg = sampling_config(args)
+    log_meta.update(responses_metadata(args, cfg=cfg))
     # sample() reads pair.policy only for its context length: the SFT model stands in for it.
     sft_only = types.SimpleNamespace(policy=sft.model, sft=sft.model, tokenizer=sft.tokenizer)
     inputs = [x for x in sample(sft_only, read_prompts(args.prompts), cfg) if x.response_ids]
     if not inputs:
-        raise KlvizError("Every response sampled from the SFT model was empty, so there is nothing to score.")
+        raise KlvizError(ALL_EMPTY)
     return inputs
 
 
@@ -73,20 +115,15 @@ def run(args: argparse.Namespace) -> int:
     from klviz.tokentable import vocab_metadata
     from klviz.trajectory import trajectory_table
 
-    out = Path(args.out)
-    check_out(out)
-    if args.top_k < 1:
-        raise KlvizError(f"--top-k must be at least 1, got {args.top_k}.")
-    checkpoints = find_checkpoints(args.checkpoints)  # before any slow load
-    if args.input:
-        from klviz.rollouts import read_rollouts
+    if getattr(args, "ray", None) is not None:  # a Namespace built without the flags runs locally
+        from klviz.distributed_tables import trajectory_on_ray
 
-        read_rollouts(args.input)  # a malformed file fails before the models load
+        return trajectory_on_ray(args)
+    checkpoints = check_args(args)
+    out = Path(args.out)
     quiet_transformers()
     sft = load_model(args.sft, device=args.device, dtype=args.dtype, role="sft", log=log)
-    meta = {"command": "trajectory", "sft": str(args.sft), "top_k": str(args.top_k),
-            "checkpoints": json.dumps({c.name: str(c.path) for c in checkpoints}),
-            "dtype": str(sft.info.dtype).removeprefix("torch."), "device": sft.info.device}
+    meta = series_metadata(args, checkpoints, sft.info)
     inputs = _responses(args, sft, meta)
     base = args.base or args.sft
 
@@ -95,10 +132,7 @@ def run(args: argparse.Namespace) -> int:
 
     df = trajectory_table(sft.model, sft.tokenizer, checkpoints, inputs, load, top_k=args.top_k,
                           batch_size=args.batch_size, progress=True, log=log)
-    import klviz
-
-    meta["version"] = klviz.__version__
-    meta["policy"] = f"{len(checkpoints)} checkpoints: {checkpoints[0].name} .. {checkpoints[-1].name}"
+    meta = finish_metadata(meta, checkpoints)
     write_table(df, out, {**meta, **vocab_metadata(df, sft.tokenizer)})
     log(f"wrote {len(df)} token rows ({len(inputs)} responses x {len(checkpoints)} checkpoints) to {out}")
     return 0

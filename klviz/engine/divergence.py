@@ -282,29 +282,65 @@ def score_tensors(policy, sft, inputs: list[ScoreInput], *, top_k: int = 10, bat
     # Sort by length so batches hold similar lengths and padding costs little.
     order = sorted(range(len(inputs)), key=lambda i: len(inputs[i].prompt_ids) + len(inputs[i].response_ids))
     pieces: dict[str, list[np.ndarray]] = {}
-    chunk = max(1, CHUNK_ELEMENTS // vocab_size)
-    on_cpu = HAVE_NUMBA and all(m.get_output_embeddings().weight.device.type == "cpu" for m in (policy, sft))
+    heads = Heads(pol_head, sft_head, vocab_size, heads_on_cpu(policy, sft))
     batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     for idx in tqdm(batches, desc="scoring", unit="batch", disable=not progress):
         batch = [inputs[i] for i in idx]
         ids, mask = _pad_batch(batch, pad_id, _input_device(policy))
         h_pol = _response_hidden(pol_run, ids, mask, batch)  # (N, H)
         h_sft = _response_hidden(sft_run, ids.to(_input_device(sft)), mask.to(_input_device(sft)), batch)
-        targets = torch.tensor([t for ex in batch for t in ex.response_ids], dtype=torch.long)
-        # Allocated after the decoders (whose freed memory goes back to the OS first) and freed before
-        # the next batch's: the two peaks never add up.
-        if on_cpu:
-            _trim_heap()
-        buffers = _cpu_buffers(min(chunk, targets.shape[0]), vocab_size) if on_cpu else None
-        for s in range(0, targets.shape[0], chunk):
-            stats = _chunk_stats(pol_head, sft_head, h_pol[s:s + chunk], h_sft[s:s + chunk],
-                                 targets[s:s + chunk], top_k, buffers)
-            for name, value in stats.items():
-                pieces.setdefault(name, []).append(value.cpu().numpy())
-        if on_cpu:
-            del h_pol, h_sft, buffers
-            _trim_heap()
+        batch_columns(heads, h_pol, h_sft, batch, top_k, pieces)
+        del h_pol, h_sft
+        heads.trim()
     return order, {name: np.concatenate(parts) for name, parts in pieces.items()}
+
+
+@dataclass(frozen=True)
+class Heads:
+    """Both models' output heads (klviz/engine/heads.py), applied chunk by chunk to response positions."""
+
+    policy: Callable
+    """The policy's head: Float[n, H] hidden states -> Float[n, V] logits (`out=` a buffer)."""
+    sft: Callable
+    """The SFT model's head, the same way."""
+    vocab_size: int
+    """V, the output vocabulary both heads share."""
+    on_cpu: bool
+    """Both heads on the CPU with numba: reuse two logits buffers and trim the heap around each batch."""
+
+    @property
+    def chunk(self) -> int:
+        """Positions per chunk: CHUNK_ELEMENTS // V, so one chunk's logits are at most 32 MiB per model."""
+        return max(1, CHUNK_ELEMENTS // self.vocab_size)
+
+    def trim(self) -> None:
+        if self.on_cpu:
+            _trim_heap()
+
+
+def heads_on_cpu(policy, sft) -> bool:
+    return HAVE_NUMBA and all(m.get_output_embeddings().weight.device.type == "cpu" for m in (policy, sft))
+
+
+def batch_columns(heads: Heads, h_pol: torch.Tensor, h_sft: torch.Tensor, batch: list[ScoreInput], top_k: int,
+                  pieces: dict[str, list[np.ndarray]]) -> None:
+    """Every column of one batch, chunk by chunk, appended to `pieces` (column name -> numpy parts).
+
+    h_pol, h_sft: Float[N, H] hidden states at the batch's N response positions (_response_hidden).
+    The CPU buffers are allocated after the decoders (whose freed memory goes back to the OS first)
+    and freed before the next batch's: the two peaks never add up. The caller drops h_pol and h_sft
+    and calls heads.trim() after.
+    """
+    targets = torch.tensor([t for ex in batch for t in ex.response_ids], dtype=torch.long)
+    heads.trim()
+    chunk = heads.chunk
+    buffers = _cpu_buffers(min(chunk, targets.shape[0]), heads.vocab_size) if heads.on_cpu else None
+    for s in range(0, targets.shape[0], chunk):
+        stats = _chunk_stats(heads.policy, heads.sft, h_pol[s:s + chunk], h_sft[s:s + chunk],
+                             targets[s:s + chunk], top_k, buffers)
+        for name, value in stats.items():
+            pieces.setdefault(name, []).append(value.cpu().numpy())
+    del buffers
 
 
 def score(policy, sft, tokenizer, inputs: list[ScoreInput], *, top_k: int = 10, batch_size: int = 8,

@@ -15,6 +15,13 @@ output head's matmul. Here, per position, while its two rows of logits sit in th
   3. `_tops`: the top-k of p log(p/q) and of q log(q/p) from the scratch rows: only the blocks whose
      maximum reaches the k-th largest block maximum can hold a top-k entry, so only those are walked.
 
+Positions are claimed one at a time from a shared atomic counter (`_claim`), not split into one
+fixed share per thread: when another process keeps a core busy, the thread on that core does fewer
+positions instead of holding up the whole region (a static split makes the region as slow as its
+slowest share). The threads come from numba's OpenMP layer, a second GNU OpenMP runtime beside
+torch's; `apply_thread_settings` runs before it loads so that its idle workers sleep rather than spin
+(OMP_WAIT_POLICY=PASSIVE, klviz.threads) even in a process that did not set it.
+
 No [n, V] temporary is allocated: the caller's two logit buffers are all the memory it needs.
 A row where some probability is exactly 0 against a positive one (a logit of -inf) has an infinite
 KL; `_bands_one_by_one` sums its bands entry by entry so that no band becomes inf - inf.
@@ -31,11 +38,16 @@ import numpy as np
 import torch
 
 from klviz.engine.columns import token_columns
+from klviz.threads import apply_thread_settings
+
+# numba loads its OpenMP runtime (the system's libgomp, not torch's copy) at the first parallel call,
+# and GNU OpenMP reads OMP_WAIT_POLICY once, when it loads: set it now (a value the user set is kept).
+apply_thread_settings()
 
 try:  # numba is a dependency, but a missing or broken install only costs speed
     import numba
     from llvmlite import ir
-    from numba.core import types
+    from numba.core import cgutils, types
     from numba.extending import intrinsic
 
     HAVE_NUMBA = True
@@ -67,6 +79,16 @@ if HAVE_NUMBA:
         def codegen(context, builder, signature, args):
             return builder.bitcast(args[0], ir.DoubleType())
         return types.float64(types.int64), codegen
+
+    @intrinsic
+    def _claim(typingctx, counter):
+        """counter[0] += 1 atomically; returns the value before (the next position to work on)."""
+        def codegen(context, builder, signature, args):
+            aryty = signature.args[0]
+            ary = context.make_array(aryty)(context, builder, args[0])
+            ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [context.get_constant(types.intp, 0)])
+            return builder.atomic_rmw("add", ptr, context.get_constant(types.int64, 1), "monotonic")
+        return types.int64(counter), codegen
 
 
 def _exp(x):
@@ -253,11 +275,13 @@ if HAVE_NUMBA:
         for f in (_exp_sum, _sums, _bands_one_by_one, _ranks, _block_max, _top, _row))
 
     @numba.njit(cache=True, parallel=True)
-    def _rows(x, z, ids, e, k, scalars, ranks, bands, top_ids, top_vals, top_p, top_q, scratch, block_max):
-        for i in numba.prange(x.shape[0]):  # positions in parallel; scratch rows per thread
-            t = numba.get_thread_id()
-            _row(x[i], z[i], ids[i], e, k, scalars[i], ranks[i], bands[i], top_ids[i], top_vals[i],
-                 top_p[i], top_q[i], scratch[t], block_max[t])
+    def _rows(x, z, ids, e, k, scalars, ranks, bands, top_ids, top_vals, top_p, top_q, scratch, block_max, counter):
+        for w in numba.prange(scratch.shape[0]):  # one worker per thread, each with its own scratch rows
+            i = _claim(counter)
+            while i < x.shape[0]:  # positions handed out one by one: a slowed thread takes fewer
+                _row(x[i], z[i], ids[i], e, k, scalars[i], ranks[i], bands[i], top_ids[i], top_vals[i],
+                     top_p[i], top_q[i], scratch[w], block_max[w])
+                i = _claim(counter)
 
 
 def fused_token_stats(policy_logits: torch.Tensor, sft_logits: torch.Tensor, token_ids: torch.Tensor,
@@ -280,7 +304,8 @@ def fused_token_stats(policy_logits: torch.Tensor, sft_logits: torch.Tensor, tok
     block_max = np.empty((threads, 2, (V + _BLOCK - 1) // _BLOCK))
     numba.set_num_threads(threads)
     try:
-        _rows(x, z, ids, edges, k, scalars, ranks, bands, top_ids, top_vals, top_p, top_q, scratch, block_max)
+        _rows(x, z, ids, edges, k, scalars, ranks, bands, top_ids, top_vals, top_p, top_q, scratch, block_max,
+              np.zeros(1, dtype=np.int64))
     finally:
         # numba's OpenMP layer resets the thread's OpenMP team size, which torch reads as its own
         # thread count: put back what the caller (e.g. a PPO job limited to 1 thread) had set.

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from klviz.engine.divergence import (CHUNK_ELEMENTS, HAVE_NUMBA, ScoreInput, _chunk_stats, _cpu_buffers,
-                                     _input_device, _pad_batch, _response_hidden, _trim_heap, _validate)
+from klviz.engine.divergence import (Heads, ScoreInput, _input_device, _pad_batch, _response_hidden, _validate,
+                                     batch_columns, heads_on_cpu)
 from klviz.engine.heads import SPLIT_HEAD_TYPES, split_model
 from klviz.errors import KlvizError
 
@@ -79,8 +79,7 @@ def score_tensors_against(policy, ref: Reference, inputs: list[ScoreInput], *, t
                          "they must share one vocabulary.")
     pol_run, pol_head = split_model(policy)
     sft_run, sft_head = split_model(ref.sft)
-    chunk = max(1, CHUNK_ELEMENTS // vocab_size)
-    on_cpu = HAVE_NUMBA and all(m.get_output_embeddings().weight.device.type == "cpu" for m in (policy, ref.sft))
+    heads = Heads(pol_head, sft_head, vocab_size, heads_on_cpu(policy, ref.sft))
     pieces: dict[str, list[np.ndarray]] = {}
     for b, idx in enumerate(tqdm(ref.batches, desc=desc, unit="batch", disable=not progress)):
         batch = [inputs[i] for i in idx]
@@ -90,16 +89,7 @@ def score_tensors_against(policy, ref: Reference, inputs: list[ScoreInput], *, t
             h_sft = ref.hidden[b]
         else:
             h_sft = _response_hidden(sft_run, ids.to(_input_device(ref.sft)), mask.to(_input_device(ref.sft)), batch)
-        targets = torch.tensor([t for ex in batch for t in ex.response_ids], dtype=torch.long)
-        if on_cpu:
-            _trim_heap()
-        buffers = _cpu_buffers(min(chunk, targets.shape[0]), vocab_size) if on_cpu else None
-        for s in range(0, targets.shape[0], chunk):
-            stats = _chunk_stats(pol_head, sft_head, h_pol[s:s + chunk], h_sft[s:s + chunk],
-                                 targets[s:s + chunk], top_k, buffers)
-            for name, value in stats.items():
-                pieces.setdefault(name, []).append(value.cpu().numpy())
-        del h_pol, h_sft, buffers
-        if on_cpu:
-            _trim_heap()
+        batch_columns(heads, h_pol, h_sft, batch, top_k, pieces)
+        del h_pol, h_sft
+        heads.trim()
     return ref.order, {name: np.concatenate(parts) for name, parts in pieces.items()}

@@ -33,7 +33,7 @@ from klviz.errors import KlvizError
 from klviz.io import atomic_folder
 from klviz.ppo.config import PPOConfig
 from klviz.ppo.rewards import check_allowed
-from klviz.workers import NICE, Worker
+from klviz.workers import GONE, NICE, Worker
 
 SAVE_TIMEOUT_S = 600.0
 """Longest wait for the worker to write a policy asked for while it trains (it saves between steps)."""
@@ -238,7 +238,7 @@ def run_job(channel, sft: ModelSpec, prompts: list[str], cfg: PPOConfig, policy_
             if channel.should_stop():
                 break
             channel.send(("step", trainer.step()))
-        if channel.stop_reason == "the dashboard went away":
+        if channel.stop_reason == GONE:
             return
         trainer.save(final)  # so the policy can still be saved once this process has gone
         _serve_saves(channel, trainer)

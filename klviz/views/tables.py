@@ -38,10 +38,43 @@ def _with_source(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _stack(column: pd.Series, width: int | None = None) -> np.ndarray:
-    """A list column -> Float[n, k] array (k = width, or the lists' length; 0 rows allowed)."""
-    if len(column) == 0:
+    """A list column -> Float[n, k] array (k = width, or the lists' length; 0 rows allowed).
+
+    One np.concatenate over the cells rather than np.stack's Python work per row (100k rows); the same
+    float64 values either way (cells of unequal length raise, as np.stack does)."""
+    n = len(column)
+    if n == 0:
         return np.zeros((0, width or 0))
-    return np.stack([np.asarray(v, dtype=np.float64) for v in column])
+    cells = column.to_numpy(dtype=object)
+    lengths = np.fromiter(map(len, cells), dtype=np.int64, count=n)
+    if np.any(lengths != lengths[0]):
+        raise ValueError(f"{column.name}: list cells of different lengths cannot be stacked.")
+    return np.concatenate(cells).astype(np.float64, copy=False).reshape(n, int(lengths[0]))
+
+
+def _sorted_sequences(df: pd.DataFrame, columns: list[str]):
+    """(rows sorted by response then position, their groupby over SEQUENCE_KEYS) of `columns` only."""
+    d = _with_source(df[[c for c in columns if c in df.columns] + ["position"]])
+    d = d.sort_values(list(SEQUENCE_KEYS) + ["position"], kind="stable")
+    return d, d.groupby(list(SEQUENCE_KEYS), sort=True)
+
+
+def _sequence_sums(df: pd.DataFrame, g) -> pd.DataFrame:
+    out = g[list(SEQUENCE_SUMS)].sum()
+    out.insert(0, "n_tokens", g.size())
+    out["tv"] = g["tv"].mean()
+    return out
+
+
+def _responses(d: pd.DataFrame, g) -> list[str]:
+    """Each response's tokens joined in position order, in the groupby's order (d is sorted by it)."""
+    codes = g.ngroup().to_numpy()
+    tokens = d["token"].to_numpy(dtype=object)
+    if len(codes) and (codes[0] != 0 or np.any(np.diff(codes) != (np.diff(codes) != 0))):
+        return list(g["token"].agg(lambda s: "".join(map(str, s))))  # keys with NaN: pandas' own order
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    ends = np.r_[starts[1:], len(codes)]
+    return ["".join(map(str, tokens[a:b])) for a, b in zip(starts, ends)]
 
 
 def per_sequence(df: pd.DataFrame) -> pd.DataFrame:
@@ -55,12 +88,9 @@ def per_sequence(df: pd.DataFrame) -> pd.DataFrame:
     if len(df) == 0:
         return pd.DataFrame({c: pd.Series(dtype=object if c in ("source", "prompt_id", "response")
                                           else float) for c in cols})
-    d = _with_source(df).sort_values(list(SEQUENCE_KEYS) + ["position"], kind="stable")
-    g = d.groupby(list(SEQUENCE_KEYS), sort=True)
-    out = g[list(SEQUENCE_SUMS)].sum()
-    out.insert(0, "n_tokens", g.size())
-    out["tv"] = g["tv"].mean()
-    out["response"] = g["token"].agg(lambda s: "".join(map(str, s)))
+    d, g = _sorted_sequences(df, [*SEQUENCE_KEYS, *SEQUENCE_SUMS, "tv", "token"])
+    out = _sequence_sums(d, g)
+    out["response"] = _responses(d, g)
     return out.reset_index()[cols]
 
 
@@ -70,8 +100,11 @@ def headline(df: pd.DataFrame) -> dict:
     *_per_token: mean over tokens; *_per_sequence: mean over responses of the per-response sum.
     kl_reverse is KL(policy || SFT), kl_forward is KL(SFT || policy). NaN where there are no tokens.
     """
-    seq = per_sequence(df)
     nan = float("nan")
+    if len(df):  # per_sequence's sums, without the response text the headline does not show
+        seq = _sequence_sums(*_sorted_sequences(df, [*SEQUENCE_KEYS, *SEQUENCE_SUMS, "tv"]))
+    else:
+        seq = per_sequence(df)
 
     def mean(s: pd.Series) -> float:
         return float(s.mean()) if len(s) else nan
@@ -129,21 +162,55 @@ def bands_from_ppo(band_record: Mapping) -> pd.DataFrame:
                        get("kl_reverse_by_sft_bin"), get("kl_forward_by_sft_bin"))
 
 
-def _top_entries(df: pd.DataFrame, kind: str, decode: Callable[[int], str]) -> pd.DataFrame:
-    """Every (position, top-k entry) of `kind` ("gained"/"lost") as rows: token, p, q, contrib."""
-    if len(df) == 0:
-        return pd.DataFrame({"token_id": pd.Series(dtype=np.int64), "token": pd.Series(dtype=object),
-                             "p": [], "q": [], "contrib": []})
-    ids = np.concatenate([np.asarray(v, dtype=np.int64) for v in df[f"{kind}_top_ids"]])
-    out = pd.DataFrame({
-        "token_id": ids,
-        "p": np.concatenate([np.asarray(v, dtype=np.float64) for v in df[f"{kind}_top_p"]]),
-        "q": np.concatenate([np.asarray(v, dtype=np.float64) for v in df[f"{kind}_top_q"]]),
-        "contrib": np.concatenate([np.asarray(v, dtype=np.float64) for v in df[f"{kind}_top_contrib"]]),
-    })
-    text = {int(i): str(decode(int(i))) for i in np.unique(ids)}  # decode each id once
-    out.insert(1, "token", out["token_id"].map(text))
-    return out
+def _flat(column: pd.Series, dtype) -> np.ndarray:
+    """A list column's cells end to end (row by row) as one array of `dtype`."""
+    if len(column) == 0:
+        return np.zeros(0, dtype=dtype)
+    return np.concatenate(column.to_numpy(dtype=object)).astype(dtype, copy=False)
+
+
+def _entry_arrays(df: pd.DataFrame, kind: str) -> dict[str, np.ndarray]:
+    """Every (position, top-k entry) of `kind` ("gained"/"lost"), row by row: token_id, p, q, contrib."""
+    return {"token_id": _flat(df[f"{kind}_top_ids"], np.int64), "p": _flat(df[f"{kind}_top_p"], np.float64),
+            "q": _flat(df[f"{kind}_top_q"], np.float64), "contrib": _flat(df[f"{kind}_top_contrib"], np.float64)}
+
+
+def _texts(ids: np.ndarray, decode: Callable[[int], str]) -> np.ndarray:
+    """str(decode(id)) for each id, decoding each distinct id once (ids hashed, not sorted)."""
+    codes, uniq = pd.factorize(ids)
+    return np.array([str(decode(int(i))) for i in uniq] + [""], dtype=object)[codes]
+
+
+def _text_codes(ids: np.ndarray, decode: Callable[[int], str]) -> tuple[np.ndarray, np.ndarray]:
+    """(code per entry, text per code): codes number the texts in order of first appearance, as a
+    groupby on the text with sort=False orders its groups (several ids may share one text)."""
+    id_codes, uniq = pd.factorize(ids)  # uniq in order of first appearance
+    text_of_id, texts = pd.factorize(np.array([str(decode(int(i))) for i in uniq], dtype=object))
+    return text_of_id[id_codes], np.asarray(texts, dtype=object)
+
+
+def _largest(values: np.ndarray, n: int) -> np.ndarray:
+    """Row numbers of the n largest values, ties in row order: the head(n) of pandas' stable descending
+    sort (sorting.nargsort), found by a partition and a sort of the candidates only."""
+    if n <= 0 or n >= len(values) or np.isnan(values).any():
+        return pd.Series(values).sort_values(ascending=False, kind="stable").index[:n].to_numpy()
+    threshold = np.partition(values, len(values) - n)[len(values) - n]
+    candidates = np.flatnonzero(values >= threshold)
+    return candidates[np.lexsort((candidates, -values[candidates]))][:n]
+
+
+def _shift(e: dict[str, np.ndarray], decode: Callable[[int], str], top: int) -> pd.DataFrame:
+    """token_shift's frame of one kind's entries: grouped by token text (through integer codes, in order of
+    first appearance, each group's entries in row order: the sums a groupby on the text itself gives)."""
+    codes, labels = _text_codes(e["token_id"], decode)
+    frame = pd.DataFrame({"code": codes, "contrib": e["contrib"], "p": e["p"], "q": e["q"]})
+    agg = (frame.groupby("code", sort=False)
+                .agg(contrib=("contrib", "sum"), count=("contrib", "size"), mean_p=("p", "mean"), mean_q=("q", "mean"))
+                .reset_index())
+    agg.insert(0, "token", pd.Series(labels[agg.pop("code").to_numpy()], dtype=str))
+    agg["count"] = agg["count"].astype(np.int64)
+    agg = agg.sort_values(["contrib", "token"], ascending=[False, True], kind="stable")
+    return agg.head(top).reset_index(drop=True)[list(SHIFT_COLUMNS)]
 
 
 def token_shift(df: pd.DataFrame, decode: Callable[[int], str],
@@ -154,17 +221,18 @@ def token_shift(df: pd.DataFrame, decode: Callable[[int], str],
     lost: from the top entries by q log(q/p) (their share of KL(SFT || policy)). Columns token,
     contrib (sum), count (positions where it was a top entry), mean_p, mean_q; largest contrib first.
     """
-    frames = []
-    for kind in ("gained", "lost"):
-        e = _top_entries(df, kind, decode)
-        agg = (e.groupby("token", sort=False)
-                .agg(contrib=("contrib", "sum"), count=("contrib", "size"),
-                     mean_p=("p", "mean"), mean_q=("q", "mean"))
-                .reset_index())
-        agg["count"] = agg["count"].astype(np.int64)
-        agg = agg.sort_values(["contrib", "token"], ascending=[False, True], kind="stable")
-        frames.append(agg.head(top).reset_index(drop=True)[list(SHIFT_COLUMNS)])
-    return frames[0], frames[1]
+    return _shift(_entry_arrays(df, "gained"), decode, top), _shift(_entry_arrays(df, "lost"), decode, top)
+
+
+def _points(gained: dict, lost: dict, decode: Callable[[int], str], max_points: int) -> pd.DataFrame:
+    both = {k: np.concatenate([gained[k], lost[k]]) for k in gained}
+    kind = np.repeat(np.array(["gained", "lost"], dtype=object), [len(gained["p"]), len(lost["p"])])
+    keep = np.arange(len(kind))
+    if len(keep) > max_points:
+        keep = _largest(both["contrib"], max_points)
+    return pd.DataFrame({"token": pd.Series(_texts(both["token_id"][keep], decode), dtype=str),
+                         "p": both["p"][keep], "q": both["q"][keep],
+                         "kind": pd.Series(kind[keep], dtype=str), "contrib": both["contrib"][keep]})
 
 
 def top_token_points(df: pd.DataFrame, decode: Callable[[int], str],
@@ -174,11 +242,7 @@ def top_token_points(df: pd.DataFrame, decode: Callable[[int], str],
     One point per (position, top entry): kind "gained" (top by p log(p/q), KL(policy || SFT)) or
     "lost" (top by q log(q/p), KL(SFT || policy)). Above max_points, the largest contribs are kept.
     """
-    parts = [_top_entries(df, kind, decode).assign(kind=kind) for kind in ("gained", "lost")]
-    pts = pd.concat(parts, ignore_index=True)[list(POINT_COLUMNS)]
-    if len(pts) > max_points:
-        pts = pts.sort_values("contrib", ascending=False, kind="stable").head(max_points)
-    return pts.reset_index(drop=True)
+    return _points(_entry_arrays(df, "gained"), _entry_arrays(df, "lost"), decode, max_points)
 
 
 def mass_shift(df: pd.DataFrame, decode: Callable[[int], str], max_points: int = SCATTER_POINTS,
@@ -186,9 +250,10 @@ def mass_shift(df: pd.DataFrame, decode: Callable[[int], str], max_points: int =
     """Every frame the Mass shift page draws of `df`: "bands" (band_totals), "points"
     (top_token_points, at most max_points), "gained" and "lost" (token_shift, `top` each),
     "profile" (position_profile) and "per_sequence"."""
-    gained, lost = token_shift(df, decode, top)
-    return {"bands": band_totals(df), "points": top_token_points(df, decode, max_points=max_points),
-            "gained": gained, "lost": lost, "profile": position_profile(df), "per_sequence": per_sequence(df)}
+    gained, lost = _entry_arrays(df, "gained"), _entry_arrays(df, "lost")  # flattened once for all three
+    return {"bands": band_totals(df), "points": _points(gained, lost, decode, max_points),
+            "gained": _shift(gained, decode, top), "lost": _shift(lost, decode, top),
+            "profile": position_profile(df), "per_sequence": per_sequence(df)}
 
 
 def position_profile(df: pd.DataFrame) -> pd.DataFrame:

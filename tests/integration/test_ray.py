@@ -18,7 +18,7 @@ import pytest
 
 from klviz.cli import build_parser, main
 from klviz.engine.columns import BAND_COLUMNS, RANK_COLUMNS, SCALAR_COLUMNS, TOP_COLUMNS
-from tests.helpers.tiny import save_pair, torch_threads
+from tests.helpers.tiny import make_tiny_model, make_tokenizer, perturbed, save_model, torch_threads
 
 ray = pytest.importorskip("ray", reason="the optional Ray extra (requirements-ray.txt) is not installed")
 REPO = Path(__file__).resolve().parents[2]
@@ -39,19 +39,26 @@ def local_ray():
 
 
 @pytest.fixture(scope="module")
-def pair(tmp_path_factory):
-    return save_pair(tmp_path_factory.mktemp("pair"), kind="llama")
+def models(tmp_path_factory):
+    """(policy, sft, run): a pair of tiny Llamas and a run folder of two checkpoint-<step> folders."""
+    root = tmp_path_factory.mktemp("models")
+    tok = make_tokenizer()
+    sft_model = make_tiny_model("llama", len(tok), seed=0)
+    for step, scale in ((5, 0.1), (20, 0.3)):
+        save_model(perturbed(sft_model, scale=scale, seed=step), root / "run" / f"checkpoint-{step}", tok)
+    return (save_model(perturbed(sft_model, seed=1), root / "policy", tok), save_model(sft_model, root / "sft", tok),
+            root / "run")
 
 
 @pytest.fixture(scope="module")
 def score_input(tmp_path_factory):
-    """13 responses of varied lengths (so batches of 3 sort and pad), text and id rows mixed."""
+    """7 responses of varied lengths (so batches of 2 sort and pad), text and id rows mixed."""
     rng = np.random.default_rng(0)
     path = tmp_path_factory.mktemp("in") / "in.jsonl"
     lines = []
-    for n in range(13):
-        words = rng.choice(WORDS, size=int(rng.integers(1, 9))).tolist()
-        if n % 4 == 3:
+    for n in range(7):
+        words = rng.choice(WORDS, size=int(rng.integers(1, 7))).tolist()
+        if n % 3 == 2:
             lines.append({"prompt_ids": [0, 5, 6], "response_ids": [int(t) for t in rng.integers(3, 290, len(words))],
                           "prompt_id": f"ids{n}", "sample_id": n})
         else:
@@ -85,12 +92,12 @@ def assert_same_table(ray_out: Path, single_out: Path):
     assert pq.read_schema(ray_out).metadata == pq.read_schema(single_out).metadata  # klviz's and pandas'
 
 
-def test_analyze_on_ray_samples_the_same_responses(pair, tmp_path, capsys):
-    policy, sft = pair
+def test_analyze_on_ray_samples_the_same_responses(models, tmp_path, capsys):
+    policy, sft, _ = models
     prompts = tmp_path / "prompts.txt"
-    prompts.write_text("the food was\nthe staff\nthe room was not\n")
-    common = ["analyze", "--policy", policy, "--sft", sft, "--prompts", prompts, "--samples-per-prompt", 3,
-              "--max-new-tokens", 6, "--batch-size", 4, "--top-k", 3, "--seed", 7, "--sample-from", "both"]
+    prompts.write_text("the food was\nthe room was not\n")
+    common = ["analyze", "--policy", policy, "--sft", sft, "--prompts", prompts, "--samples-per-prompt", 2,
+              "--max-new-tokens", 5, "--batch-size", 3, "--top-k", 3, "--seed", 7, "--sample-from", "both"]
     single(capsys, *common, "--out", tmp_path / "single.parquet")
     _run(capsys, *common, "--out", tmp_path / "ray.parquet", "--ray", "--actors", 2)
     assert_same_table(tmp_path / "ray.parquet", tmp_path / "single.parquet")
@@ -111,25 +118,46 @@ def _crashing_actor(marker: Path):
     return CrashingActor
 
 
-def test_score_on_ray_is_the_single_process_table_even_when_an_actor_is_killed(pair, score_input, tmp_path,
+def test_score_on_ray_is_the_single_process_table_even_when_an_actor_is_killed(models, score_input, tmp_path,
                                                                                capsys):
     from klviz.distributed_tables import score_on_ray
 
-    policy, sft = pair
+    policy, sft, _ = models
     marker = tmp_path / "crash-once"
     marker.touch()
-    common = ["score", "--policy", policy, "--sft", sft, "--input", score_input, "--top-k", 4, "--batch-size", 3]
+    common = ["score", "--policy", policy, "--sft", sft, "--input", score_input, "--top-k", 4, "--batch-size", 2]
     single(capsys, *common, "--out", tmp_path / "single.parquet")
     args = build_parser().parse_args([str(a) for a in common + ["--out", tmp_path / "ray.parquet",
                                                                 "--ray", "--actors", 2]])
     assert score_on_ray(args, actor_cls=_crashing_actor(marker)) == 0
-    assert "5 batches on Ray" in capsys.readouterr().err  # 13 inputs, batches of 3
+    assert "4 batches on Ray" in capsys.readouterr().err  # 7 inputs, batches of 2
     assert not marker.exists()  # the crash happened
     assert_same_table(tmp_path / "ray.parquet", tmp_path / "single.parquet")
 
 
-def test_bad_input_names_file_and_line_before_ray_runs_and_writes_nothing(pair, tmp_path, capsys):
-    policy, sft = pair
+@pytest.mark.parametrize("responses", ["input", "prompts"])
+def test_trajectory_on_ray_is_the_single_process_series(models, score_input, responses, tmp_path, capsys):
+    """Each actor runs the SFT decoder once per batch of its run of batches and scores both checkpoints
+    against it; --prompts samples from the SFT model in the pool first."""
+    _, sft, run = models
+    if responses == "prompts":
+        src = tmp_path / "prompts.txt"
+        src.write_text("the food was\nthe staff\n")
+        what = ["--prompts", src, "--samples-per-prompt", 2, "--max-new-tokens", 5, "--seed", 3]
+    else:
+        what = ["--input", score_input]
+    common = ["trajectory", "--sft", sft, "--checkpoints", run, *what, "--top-k", 3, "--batch-size", 2]
+    single(capsys, *common, "--out", tmp_path / "single.parquet")
+    err = _run(capsys, *common, "--out", tmp_path / "ray.parquet", "--ray", "--actors", 2)
+    assert "2 runs of batches on Ray" in err
+    assert_same_table(tmp_path / "ray.parquet", tmp_path / "single.parquet")
+    got = pd.read_parquet(tmp_path / "ray.parquet")
+    assert got["checkpoint"].unique().tolist() == ["checkpoint-5", "checkpoint-20"]
+    assert got["step"].unique().tolist() == [5, 20]
+
+
+def test_bad_input_names_file_and_line_before_ray_runs_and_writes_nothing(models, tmp_path, capsys):
+    policy, sft, _ = models
     inp = tmp_path / "in.jsonl"
     inp.write_text('{"prompt": "a", "response": "b"}\n{"prompt": oops}\n')
     code = main(["score", "--policy", str(policy), "--sft", str(sft), "--input", str(inp),
@@ -139,26 +167,30 @@ def test_bad_input_names_file_and_line_before_ray_runs_and_writes_nothing(pair, 
     assert list(tmp_path.iterdir()) == [inp]
 
 
-def test_without_ray_the_flag_is_one_sentence_exit_2(pair, score_input, tmp_path, capsys, monkeypatch):
+def test_without_ray_the_flag_is_one_sentence_exit_2(models, score_input, tmp_path, capsys, monkeypatch):
     from klviz.distributed import RAY_MISSING
 
     monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets where the extra is not installed
-    policy, sft = pair
+    policy, sft, _ = models
     code = main(["score", "--policy", str(policy), "--sft", str(sft), "--input", str(score_input),
                  "--out", str(tmp_path / "out.parquet"), "--ray"])
     assert code == 2 and capsys.readouterr().err.strip() == f"klviz: error: {RAY_MISSING}"
     assert not (tmp_path / "out.parquet").exists()
 
 
-def test_an_error_in_an_actor_is_the_single_process_sentence(pair, tmp_path, capsys):
-    """A KlvizError raised inside an actor (here: no room for a prompt in the 128-token context)."""
-    policy, sft = pair
+def test_an_error_in_an_actor_is_the_single_process_sentence_and_a_complete_table_stays(models, tmp_path, capsys):
+    """A KlvizError raised inside an actor (here: no room for a prompt in the 128-token context): one
+    sentence, exit 2, and the complete table already at --out is left as it was, with nothing beside it."""
+    policy, sft, _ = models
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("the food was\n")
+    out = tmp_path / "out.parquet"
+    pd.DataFrame({"token_id": [1, 2]}).to_parquet(out)
+    before = out.read_bytes()
     code = main(["analyze", "--policy", str(policy), "--sft", str(sft), "--prompts", str(prompts),
-                 "--max-new-tokens", "200", "--out", str(tmp_path / "out.parquet"), "--ray", "--actors", "1"])
+                 "--max-new-tokens", "200", "--out", str(out), "--ray", "--actors", "1"])
     err = capsys.readouterr().err
     assert code == 2 and "Traceback" not in err, err
     assert err.strip().splitlines()[-1] == ("klviz: error: max_new_tokens=200 leaves no room for a prompt in the "
                                             "models' 128-token context: lower --max-new-tokens.")
-    assert list(tmp_path.iterdir()) == [prompts]
+    assert sorted(tmp_path.iterdir()) == sorted([prompts, out]) and out.read_bytes() == before
