@@ -134,8 +134,8 @@ def all_prompts(settings: SamplingSettings) -> list:
 
 def prompts() -> list:
     """The sidebar's prompts (the first n when a number is set); stops the run with st.error if unreadable."""
-    if current().table is not None:
-        return []  # a table stores responses, not the prompts' text
+    if current().table is not None or current().scoring_file:
+        return []  # a table or a responses file holds its own prompts, not the prompts file's
     s = current().settings
     with user_errors(stop=True):
         found = all_prompts(s)
@@ -164,9 +164,29 @@ def require_table() -> pd.DataFrame:
     if table is not None:
         return table
     require_pair()
+    if cur.scoring_file:
+        return _scored_responses(cur)
     found = prompts()
     with user_errors(stop=True):  # sampled and scored in a worker process; this run draws its progress
         return guard.analysis_table(cur.table_key, _pair_spec(cur), found, cur.settings, cur.source.explain)
+
+
+def _scored_responses(cur: View) -> pd.DataFrame:
+    """The sidebar's responses file scored by the pair in a worker process (as `klviz score --input`); a
+    bad file is one st.error naming it as the user gave it, and a refused upload is deleted."""
+    from klviz.app.sidebar import discard_refused_responses
+
+    r = cur.responses
+    if r is None:
+        st.info("Choose a responses file in the sidebar (a path or an upload), or sample from the prompts.")
+        st.stop()
+    with user_errors(stop=True):
+        try:
+            return guard.analysis_table(cur.table_key, _pair_spec(cur), [], cur.settings,
+                                        lambda m: r.explain(cur.source.explain(m)), responses=r.path)
+        except KlvizError as e:
+            discard_refused_responses(r, str(e))
+            raise
 
 
 def overview() -> tuple[dict, Mapping]:
@@ -233,6 +253,8 @@ def view_caption(head: Mapping) -> str:
     counts = f"{head['n_sequences']} responses, {head['n_tokens']} tokens"
     if cur.table is not None:
         return f"{cur.table.shown}{'' if cur.step is None else f' at step {cur.step}'}: {counts}."
+    if cur.scoring_file:
+        return f"{cur.source.label}: {counts}, scored from {cur.responses.shown}."
     return f"{cur.source.label}: {counts}, sampled from {cur.settings.sample_from}."
 
 
