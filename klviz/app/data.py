@@ -132,10 +132,13 @@ def all_prompts(settings: SamplingSettings) -> list:
     return _read_prompts(path, fingerprint(path))
 
 
-def prompts() -> list:
-    """The sidebar's prompts (the first n when a number is set); stops the run with st.error if unreadable."""
-    if current().table is not None or current().scoring_file:
-        return []  # a table or a responses file holds its own prompts, not the prompts file's
+def prompts(for_training: bool = False) -> list:
+    """The sidebar's prompts (the first n when a number is set); stops the run with st.error if unreadable.
+
+    A table or a responses file holds its own prompts, so the views get none from the prompts file; Live PPO
+    (`for_training`) still trains on the prompts file's prompts while the views show a responses file."""
+    if current().table is not None or (current().scoring_file and not for_training):
+        return []
     s = current().settings
     with user_errors(stop=True):
         found = all_prompts(s)

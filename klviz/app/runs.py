@@ -64,7 +64,7 @@ def start_run(cfg, start_from_policy: bool = False) -> Run:
     cur, book = current(), runbook()
     if book.any_running():
         raise KlvizError("A PPO run is already training in this tab: stop it before starting another.")
-    texts = [prompt_text(p) for p in data.prompts()]  # a chat prompt trains as its messages' text
+    texts = [prompt_text(p) for p in data.prompts(for_training=True)]  # a chat prompt trains as its messages' text
     book.count += 1
     name = f"#{book.count} {cfg.kl_estimator} in {cfg.kl_placement}, β={cfg.kl_coef:g}"
     if cfg.target_kl is not None:
@@ -142,7 +142,7 @@ def estimate(steps: int, batch_size: int, max_new_tokens: int):
     from klviz.ppo.estimate import estimate_run
 
     pair, key = data.require_pair(), current().pair_key
-    texts = tuple(prompt_text(p) for p in data.prompts())
+    texts = tuple(prompt_text(p) for p in data.prompts(for_training=True))
     return estimate_run(_seconds_per_token(key, pair), steps, batch_size,
                         _prompt_tokens(key, texts, pair.tokenizer), max_new_tokens, PPOConfig.ppo_epochs)
 
