@@ -2,6 +2,10 @@
 
     job = AnalysisJob(PairSpec("runs/policy", "runs/sft"), prompts, SamplingSettings()).start()
     snap = job.snapshot()   # AnalysisSnapshot: state, fraction done, what it is doing, table or error
+    AnalysisJob(pair, [], settings, responses="rollouts.jsonl")   # score those responses instead
+
+With `responses` the worker samples nothing: it reads the file with klviz.rollouts (before loading the
+pair, so a malformed file fails at once) and scores it as `klviz score --input` does.
 
 The worker (klviz.workers: its own interpreter, lower priority) loads the pair from its paths and
 runs `sampling.settings_table`, the same computation the dashboard ran in its own process
@@ -93,11 +97,12 @@ class _Progress:
 
 
 class AnalysisJob:
-    """`sampling.settings_table` for a pair given by paths, in a worker process."""
+    """`sampling.settings_table` for a pair given by paths (or, with `responses`, that file scored), in a worker
+    process."""
 
     def __init__(self, pair: PairSpec, prompts: list, settings: "SamplingSettings", nice: int = NICE,
-                 num_threads: int = 1):
-        self.pair, self.prompts, self.settings = pair, list(prompts), settings
+                 num_threads: int = 1, responses: str | None = None):
+        self.pair, self.prompts, self.settings, self.responses = pair, list(prompts), settings, responses
         self.nice, self.num_threads = nice, num_threads
         self._progress = _Progress()
         self._worker: Worker | None = None
@@ -107,7 +112,8 @@ class AnalysisJob:
             if self._progress.state != "idle":
                 raise KlvizError("This analysis has already been started.")
             self._progress.state = "running"
-        self._worker = Worker.spawn("klviz.analysis_job:run_analysis", (self.pair, self.prompts, self.settings),
+        args = (self.pair, self.prompts, self.settings, self.responses)
+        self._worker = Worker.spawn("klviz.analysis_job:run_analysis", args,
                                     on_message=self._progress.on_message, on_exit=self._progress.on_exit,
                                     nice=self.nice, num_threads=self.num_threads)
         return self
@@ -156,19 +162,37 @@ class _TqdmFeed:
         pass
 
 
-def run_analysis(channel, pair: PairSpec, prompts: list, settings: "SamplingSettings") -> None:
-    """The worker's task: load the pair, sample and score with progress, send the table."""
+def _scored_file(loaded, rollouts: list, settings: "SamplingSettings"):
+    """The token table of logged responses: klviz.rollouts' ScoreInputs (extra fields -> columns) scored by
+    the engine, as `klviz score --input` does, with the dashboard's top-k."""
+    from klviz.engine.divergence import score
+    from klviz.rollouts import score_inputs
+    from klviz.settings import TOP_K
+
+    inputs = score_inputs(rollouts, loaded.tokenizer)
+    return score(loaded.policy, loaded.sft, loaded.tokenizer, inputs, top_k=TOP_K,
+                 batch_size=settings.config().batch_size, progress=True)
+
+
+def run_analysis(channel, pair: PairSpec, prompts: list, settings: "SamplingSettings",
+                 responses: str | None = None) -> None:
+    """The worker's task: load the pair, sample and score (or score the `responses` file) with progress,
+    send the table."""
     from klviz.models import load_pair
+    from klviz.rollouts import read_rollouts
     from klviz.sampling import settings_table
 
     try:
+        rollouts = read_rollouts(responses)[1] if responses is not None else None  # malformed: fail before loading
         channel.send(("progress", 0.0, "loading the pair"))
         loaded = load_pair(pair.policy, pair.sft, device=pair.device, dtype=pair.dtype, policy_base=pair.policy_base)
-        stages = (2 if settings.sample_from == "both" else 1) + 1  # sampling per source, then scoring
-        channel.send(("progress", LOAD_SHARE, "sampling"))
+        # sampling per source, then scoring; a responses file is only scored
+        stages = 1 if rollouts is not None else (2 if settings.sample_from == "both" else 1) + 1
+        channel.send(("progress", LOAD_SHARE, "scoring" if rollouts is not None else "sampling"))
         sys.stderr = _TqdmFeed(channel, stages)
         try:
-            table = settings_table(loaded, prompts, settings, progress=True)
+            table = (_scored_file(loaded, rollouts, settings) if rollouts is not None
+                     else settings_table(loaded, prompts, settings, progress=True))
         finally:
             sys.stderr = sys.__stderr__
         channel.send(("done", table))
@@ -180,4 +204,5 @@ def run_analysis(channel, pair: PairSpec, prompts: list, settings: "SamplingSett
         if isinstance(e, (MemoryError, torch.OutOfMemoryError)):
             channel.send(("oom",))  # the page's out-of-memory sentence (klviz.app.feedback)
         else:
-            channel.send(("error", f"Sampling failed: {type(e).__name__}: {e}"))
+            what = "Scoring the responses" if responses is not None else "Sampling"
+            channel.send(("error", f"{what} failed: {type(e).__name__}: {e}"))

@@ -19,7 +19,7 @@ from klviz.ppo.losses import ESTIMATOR_METRIC
 PLACEMENTS = {"reward": "in the reward (InstructGPT)", "loss": "in the loss (GRPO)", "none": "none"}
 
 st.title("Live PPO")
-data.require_pair()
+pair = data.require_pair()
 book = runs.runbook()
 flash = st.session_state.pop(Keys.PPO_FLASH, None)
 if flash:
@@ -35,13 +35,24 @@ with st.container(border=True):
     placement = c[1].selectbox("KL placement", list(PLACEMENTS), format_func=PLACEMENTS.get, key=Keys.PPO_PLACEMENT)
     estimator = c[2].selectbox("KL estimator", list(ESTIMATOR_METRIC), key=Keys.PPO_ESTIMATOR)
     beta = c[3].number_input("beta (KL coefficient)", 0.0, 10.0, 0.05, 0.01, format="%.3f", key=Keys.PPO_BETA)
-    c = st.columns(4)
-    lr = c[0].number_input("Learning rate", 1e-6, 1e-1, 3e-4, format="%.0e", key=Keys.PPO_LR)
+    c = st.columns(5)
+    lr_default, n_trainable = runs.default_lr()
+    lr = c[0].number_input("Learning rate", 1e-7, 1e-1, value=None, format="%.1e", key=Keys.PPO_LR,
+                           placeholder=f"{lr_default:.1e}",
+                           help=f"Empty: {lr_default:.1e}, scaled to the model's size ({n_trainable:,} trainable "
+                                "parameters): 3e-4 x min(1, 1M / parameters), as `klviz ppo`. A rate tuned on a "
+                                "small model collapses a large one in a step.")
     steps = c[1].number_input("Steps", 1, 2000, 40, key=Keys.PPO_STEPS)
     batch = c[2].number_input("Batch size", 2, 512, 32, key=Keys.PPO_BATCH)
-    adaptive = c[3].checkbox("Adaptive beta (target KL)", key=Keys.PPO_ADAPTIVE)
-    target = c[3].number_input("Target KL (nats per response)", 0.01, 100.0, 2.0, key=Keys.PPO_TARGET,
+    max_new = c[3].number_input("Max new tokens", 1, 512, PPOConfig.max_new_tokens, key=Keys.PPO_MAX_NEW)
+    adaptive = c[4].checkbox("Adaptive beta (target KL)", key=Keys.PPO_ADAPTIVE)
+    target = c[4].number_input("Target KL (nats per response)", 0.01, 100.0, 2.0, key=Keys.PPO_TARGET,
                                disabled=not adaptive)
+    lr = float(lr) if lr is not None else lr_default
+    guess = runs.estimate(int(steps), int(batch), int(max_new))
+    st.caption(plain(f"Learning rate {lr:.1e}" + (" (scaled to the model's size)" if lr == lr_default else "")
+                     + f" · {guess.describe()} on {pair.device}, measured from one forward pass "
+                       "of this model here"))
     guard.reward_note()
     start_from = st.radio("Start from", ["SFT model", "the pair's policy"], horizontal=True, key=Keys.PPO_FROM)
 
@@ -51,7 +62,7 @@ if b[0].button("Start", type="primary", disabled=running, icon=":material/play_a
     with user_errors():
         cfg = PPOConfig(reward=reward or "", steps=int(steps), batch_size=int(batch), kl_placement=placement,
                         kl_estimator=estimator, kl_coef=float(beta), target_kl=float(target) if adaptive else None,
-                        lr=float(lr), minibatches=min(4, int(batch)), bands_every=1)
+                        max_new_tokens=int(max_new), lr=lr, minibatches=min(4, int(batch)), bands_every=1)
         runs.start_run(cfg, start_from_policy=start_from != "SFT model")
         st.rerun()
 if b[1].button("Stop", disabled=not running, icon=":material/stop:"):

@@ -77,7 +77,13 @@ def ensure_pair():
     cur = current()
     if cur.source is None or cur.pair is not None or cur.error:
         return cur.pair
-    with (cur.status.container() if cur.status is not None else contextlib.nullcontext()):
+    from klviz.app import loading
+
+    if cur.pair_key in tried_pairs():  # cached (or failed before): no note
+        where = cur.status.container() if cur.status is not None else contextlib.nullcontext()
+    else:  # a first load (a .gguf dequantizes for a minute): say so in the page and the sidebar
+        where = loading.note(cur.source, cur.status)
+    with where:
         try:
             cur.pair = load_pair_cached(cur)
         except KlvizError as e:
@@ -106,7 +112,9 @@ def require_pair():
         if cur.table is not None:
             st.info("This page needs a pair of models: a token table alone cannot run it. Choose a pair in the sidebar.")
             st.stop()
-        st.info("No pair is loaded: see the error in the sidebar." if cur.error else "Choose a pair in the sidebar.")
+        from klviz.app.loading import CHOOSE
+
+        st.info("No pair is loaded: see the error in the sidebar." if cur.error else CHOOSE)
         st.stop()
     return pair
 
@@ -124,10 +132,13 @@ def all_prompts(settings: SamplingSettings) -> list:
     return _read_prompts(path, fingerprint(path))
 
 
-def prompts() -> list:
-    """The sidebar's prompts (the first n when a number is set); stops the run with st.error if unreadable."""
-    if current().table is not None:
-        return []  # a table stores responses, not the prompts' text
+def prompts(for_training: bool = False) -> list:
+    """The sidebar's prompts (the first n when a number is set); stops the run with st.error if unreadable.
+
+    A table or a responses file holds its own prompts, so the views get none from the prompts file; Live PPO
+    (`for_training`) still trains on the prompts file's prompts while the views show a responses file."""
+    if current().table is not None or (current().scoring_file and not for_training):
+        return []
     s = current().settings
     with user_errors(stop=True):
         found = all_prompts(s)
@@ -156,9 +167,29 @@ def require_table() -> pd.DataFrame:
     if table is not None:
         return table
     require_pair()
+    if cur.scoring_file:
+        return _scored_responses(cur)
     found = prompts()
     with user_errors(stop=True):  # sampled and scored in a worker process; this run draws its progress
         return guard.analysis_table(cur.table_key, _pair_spec(cur), found, cur.settings, cur.source.explain)
+
+
+def _scored_responses(cur: View) -> pd.DataFrame:
+    """The sidebar's responses file scored by the pair in a worker process (as `klviz score --input`); a
+    bad file is one st.error naming it as the user gave it, and a refused upload is deleted."""
+    from klviz.app.sidebar import discard_refused_responses
+
+    r = cur.responses
+    if r is None:
+        st.info("Choose a responses file in the sidebar (a path or an upload), or sample from the prompts.")
+        st.stop()
+    with user_errors(stop=True):
+        try:
+            return guard.analysis_table(cur.table_key, _pair_spec(cur), [], cur.settings,
+                                        lambda m: r.explain(cur.source.explain(m)), responses=r.path)
+        except KlvizError as e:
+            discard_refused_responses(r, str(e))
+            raise
 
 
 def overview() -> tuple[dict, Mapping]:
@@ -225,6 +256,8 @@ def view_caption(head: Mapping) -> str:
     counts = f"{head['n_sequences']} responses, {head['n_tokens']} tokens"
     if cur.table is not None:
         return f"{cur.table.shown}{'' if cur.step is None else f' at step {cur.step}'}: {counts}."
+    if cur.scoring_file:
+        return f"{cur.source.label}: {counts}, scored from {cur.responses.shown}."
     return f"{cur.source.label}: {counts}, sampled from {cur.settings.sample_from}."
 
 

@@ -20,6 +20,8 @@ import streamlit as st
 
 from klviz.app import data
 from klviz.app import opened
+from klviz.app.feedback import plain
+from klviz.app.loading import loading_text
 from klviz.app.keys import Keys
 from klviz.app.sidebar import given_pair, sidebar
 from klviz.app.view import View, current, make_view
@@ -36,8 +38,21 @@ def run(page, default_page: bool) -> None:
         page.run()
         load_pair(sidebar())
     else:
-        load_pair(sidebar())
-        page.run()
+        view = sidebar()
+        if first_load(view):  # the page loads it where it needs it, under its title (klviz.app.loading)
+            page.run()
+            load_pair(view)  # a page that did not need it: loaded after it, as before
+        else:
+            load_pair(view)
+            page.run()
+
+
+def first_load(view: View) -> bool:
+    """True when the view's pair would load now for the first time on this server, outside the first
+    view's deferred load: its note ("Loading …") must then replace what the page showed before (e.g.
+    "Choose a pair in the sidebar" while the last path was being typed), so the page asks for it."""
+    return (view.source is not None and view.shipped is None and view.pair is None
+            and view.pair_key not in data.tried_pairs())
 
 
 def start_warm(default_page: bool) -> bool:
@@ -101,7 +116,7 @@ def _load_pair_soon() -> None:
     """Phase 3: load the pair on this fragment's next run, not in the run that sends the page
     (that kept the finished page from being sent for seconds; bench/RESULTS.md)."""
     if not _timed_run(Keys.LOAD_SOON):
-        st.caption("Loading the pair…")
+        st.caption(plain(loading_text(current().source)))
         return
     cur = current()
     try:

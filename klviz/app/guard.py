@@ -4,7 +4,7 @@
   KlvizError naming what was typed.
 - `upload_folder`: this session's unguessable upload folder (klviz.uploads), removed when the session
   ends; the first call on a server also cleans up what crashed servers left.
-- `analysis_table`: the token table of a pair, sampled and scored in a worker process
+- `analysis_table`: the token table of a pair, sampled and scored (or a responses file scored) in a worker process
   (klviz.analysis_job) shared by every session that asks for the same key; while it runs the page
   shows its progress and reruns, drawing only.
 - `code_allowed` / `reward_note`: whether the owner started the dashboard with --allow-code.
@@ -112,16 +112,18 @@ def _analyses() -> _Analyses:
     return _Analyses()
 
 
-def analysis_table(key: str, pair_spec, prompts: list, settings, explain: Callable[[str], str] = str):
-    """The token table for `key`: from the server's finished tables, or computed by a worker while this
-    run shows its progress and reruns every POLL_S (st.rerun). A failure is a KlvizError (explained)."""
+def analysis_table(key: str, pair_spec, prompts: list, settings, explain: Callable[[str], str] = str,
+                   responses: str | None = None):
+    """The token table for `key`: from the server's finished tables, or computed by a worker (sampling from
+    `prompts`, or scoring the `responses` file) while this run shows its progress and reruns every POLL_S
+    (st.rerun). A failure is a KlvizError (explained)."""
     from klviz.analysis_job import AnalysisJob
 
     store = _analyses()
     table = store.table(key)
     if table is not None:
         return table
-    job = store.job(key, lambda: AnalysisJob(pair_spec, prompts, settings))
+    job = store.job(key, lambda: AnalysisJob(pair_spec, prompts, settings, responses=responses))
     snap = job.snapshot()
     if snap.state == "done":
         store.finish(key, snap.table)
@@ -131,6 +133,7 @@ def analysis_table(key: str, pair_spec, prompts: list, settings, explain: Callab
         if snap.oom:
             raise MemoryError(snap.error)  # user_errors shows the out-of-memory sentence
         raise KlvizError(explain(snap.error))
-    st.progress(min(max(snap.fraction, 0.0), 1.0), text=f"Sampling and scoring… ({snap.stage})")
+    what = "Scoring the responses file" if responses is not None else "Sampling and scoring"
+    st.progress(min(max(snap.fraction, 0.0), 1.0), text=f"{what}… ({snap.stage})")
     time.sleep(POLL_S)
     st.rerun()

@@ -14,6 +14,8 @@ class Keys:
     PROMPTS, N_PROMPTS = "sampling.prompts", "sampling.n_prompts"
     SAMPLES, MAX_NEW_TOKENS = "sampling.samples_per_prompt", "sampling.max_new_tokens"
     TEMPERATURE, SEED, SAMPLE_FROM = "sampling.temperature", "sampling.seed", "sampling.sample_from"
+    RESPONSES_MODE = "sampling.responses_mode"  # sample from the prompts, or score a responses file
+    RESPONSES_PATH, RESPONSES_UPLOAD = "sampling.responses_path", "sampling.responses_upload"
     SAVED = "ppo.saved"  # label -> SavedPolicy, shown in the pair picker
     OVERVIEW_REWARD, OVERVIEW_REWARD_OTHER = "overview.reward", "overview.reward_other"
     INSPECT_SOURCE, INSPECT_PROMPT = "inspect.source", "inspect.prompt"
@@ -26,6 +28,7 @@ class Keys:
     PPO_REWARD, PPO_PLACEMENT, PPO_ESTIMATOR = "ppo.reward", "ppo.placement", "ppo.estimator"
     PPO_BETA, PPO_ADAPTIVE, PPO_TARGET = "ppo.beta", "ppo.adaptive", "ppo.target_kl"
     PPO_LR, PPO_STEPS, PPO_BATCH, PPO_FROM = "ppo.lr", "ppo.steps", "ppo.batch_size", "ppo.from"
+    PPO_MAX_NEW = "ppo.max_new_tokens"
     PPO_POLLS = "ppo.polls"  # how many times the live panel has refreshed (shown, and benchmarked)
     PPO_FLASH = "ppo.flash"  # a message to show once on the next run (after "Save policy")
     SESSION = "app.session"  # this browser session's id, for the server-wide job registry
@@ -38,4 +41,4 @@ class Keys:
     PENDING_STEP = "table.pending_step"  # a step to select on the next run (the Trajectory page's click)
     TRAJ_PER, TRAJ_CHART = "trajectory.per", "trajectory.chart"
     SIDEBAR = (PAIR, DEVICE, DTYPE, PROMPTS, N_PROMPTS, SAMPLES, MAX_NEW_TOKENS, TEMPERATURE, SEED,
-               SAMPLE_FROM, PENDING_PAIR)  # set once the sidebar has been drawn (or a test set them)
+               SAMPLE_FROM, PENDING_PAIR, RESPONSES_MODE)  # set once the sidebar has been drawn (or a test set them)

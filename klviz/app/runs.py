@@ -64,7 +64,7 @@ def start_run(cfg, start_from_policy: bool = False) -> Run:
     cur, book = current(), runbook()
     if book.any_running():
         raise KlvizError("A PPO run is already training in this tab: stop it before starting another.")
-    texts = [prompt_text(p) for p in data.prompts()]  # a chat prompt trains as its messages' text
+    texts = [prompt_text(p) for p in data.prompts(for_training=True)]  # a chat prompt trains as its messages' text
     book.count += 1
     name = f"#{book.count} {cfg.kl_estimator} in {cfg.kl_placement}, β={cfg.kl_coef:g}"
     if cfg.target_kl is not None:
@@ -103,6 +103,48 @@ def ppo_bands(run: Run, snap) -> tuple[int, pd.DataFrame] | None:
     lengths = {m["step"]: m.get("response_len") for m in snap.metrics}
     n_tokens = (lengths.get(record["step"]) or 0) * run.job.cfg.batch_size
     return record["step"], tables.bands_from_ppo({**record, "n_tokens": n_tokens or None})
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _trainable(pair_key: str, _pair) -> int:
+    from klviz.ppo.config import full_trainable_params
+
+    return full_trainable_params(_pair.sft)  # PPO trains a copy of the SFT model (a policy has its shape)
+
+
+def default_lr() -> tuple[float, int]:
+    """(the learning rate a run of the current pair trains with when none is typed, its trainable
+    parameters): klviz.ppo.config.default_lr, scaled to the model's size (the CLI's default too)."""
+    from klviz.ppo.config import default_lr as scaled
+
+    n = _trainable(current().pair_key, data.require_pair())
+    return scaled(n), n
+
+
+@st.cache_data(max_entries=8, show_spinner="Timing one forward pass of the model for the run-time estimate…")
+def _seconds_per_token(pair_key: str, _pair) -> float:
+    # One short, bounded forward (klviz.ppo.estimate.PROBE_TOKENS tokens) of the loaded model, once per
+    # pair and device: it measures this model on this device, where a FLOP count would guess the device.
+    from klviz.ppo.estimate import probe_seconds_per_token
+
+    return probe_seconds_per_token(_pair.sft)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def _prompt_tokens(pair_key: str, texts: tuple, _tokenizer) -> float:
+    return sum(len(_tokenizer(t).input_ids) for t in texts) / max(1, len(texts))
+
+
+def estimate(steps: int, batch_size: int, max_new_tokens: int):
+    """klviz.ppo.estimate.RunEstimate of a run with these settings (PPOConfig's ppo_epochs) on the
+    current pair, its prompts and its device."""
+    from klviz.ppo.config import PPOConfig
+    from klviz.ppo.estimate import estimate_run
+
+    pair, key = data.require_pair(), current().pair_key
+    texts = tuple(prompt_text(p) for p in data.prompts(for_training=True))
+    return estimate_run(_seconds_per_token(key, pair), steps, batch_size,
+                        _prompt_tokens(key, texts, pair.tokenizer), max_new_tokens, PPOConfig.ppo_epochs)
 
 
 def count_poll() -> int:

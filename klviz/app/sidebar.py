@@ -12,12 +12,17 @@ from klviz.app import guard, opened
 from klviz.app.feedback import plain, show_error, user_errors
 from klviz.app.keys import Keys
 from klviz.app.opened import TableSource
-from klviz.app.view import View, make_view
+from klviz.app.view import ResponsesFile, View, make_view
 from klviz.errors import KlvizError
 from klviz.pairs import SHIPPED_PAIRS, UPLOAD_TYPES, PairSource
 from klviz.settings import SamplingSettings
 
 LOCAL, UPLOAD = "Local paths…", "Upload checkpoints…"
+SAMPLE, SCORE_FILE = "sample", "file"
+RESPONSE_TYPES = ("jsonl", "parquet")
+RESPONSES_HELP = ("Responses you already have, scored by the pair as `klviz score --input` does: klviz JSONL "
+                  "(prompt, response), TRL completions (prompt, completion; text or chat messages), verl "
+                  "rollout_data_dir dumps (input, output) or RL Logging Board JSONL; a file or a folder of them.")
 
 
 def _uploaded_path(uploaded, types: tuple = UPLOAD_TYPES) -> Path:
@@ -147,18 +152,44 @@ def _pair_picker() -> PairSource | TableSource | None:
     return options[choice]
 
 
-def _sampling_settings() -> SamplingSettings:
-    d = SamplingSettings()
-    prompts = st.text_input("Prompts file", value=d.prompts, key=Keys.PROMPTS,
+def _responses_file() -> ResponsesFile | None:
+    """"Responses file": a path (inside the allowed folders) or an uploaded .jsonl/.parquet, to score."""
+    typed = st.text_input("Responses file", key=Keys.RESPONSES_PATH, placeholder="rollouts.jsonl",
+                          help=RESPONSES_HELP).strip()
+    upload = st.file_uploader("…or upload one", type=list(RESPONSE_TYPES), key=Keys.RESPONSES_UPLOAD)
+    with user_errors(stop=False):
+        if upload is not None:
+            saved = str(_uploaded_path(upload, RESPONSE_TYPES))
+            return ResponsesFile(saved, upload.name, paths.fingerprint(saved, shown=upload.name), upload.file_id)
+        if typed:
+            real = guard.user_path(typed)  # allowed roots only, no special files
+            return ResponsesFile(real, typed, paths.fingerprint(real, shown=typed))
+        st.info("Enter a path or upload a file of responses.")
+    return None
+
+
+def discard_refused_responses(responses: ResponsesFile, message: str) -> None:
+    """Delete an uploaded responses file the scoring refused (the message names it); its upload then
+    shows that message again until another file is chosen."""
+    if responses.upload_id is None or responses.shown not in message:
+        return
+    uploads.discard(responses.path)
+    st.session_state.setdefault(Keys.UPLOADED, {})[responses.upload_id] = message
+
+
+def _sampling_settings(disabled: bool = False) -> SamplingSettings:
+    """The sampling widgets (disabled while a responses file is scored instead)."""
+    d, off = SamplingSettings(), {"disabled": disabled}
+    prompts = st.text_input("Prompts file", value=d.prompts, key=Keys.PROMPTS, **off,
                             help="JSONL with prompt or messages (optional id), or .txt, one prompt per line.")
-    n_prompts = st.number_input("Prompts used (0 = all)", 0, 10_000, d.n_prompts, key=Keys.N_PROMPTS)
-    samples = st.number_input("Samples per prompt", 1, 64, d.samples_per_prompt, key=Keys.SAMPLES)
-    max_new = st.number_input("Max new tokens", 1, 512, d.max_new_tokens, key=Keys.MAX_NEW_TOKENS)
-    temperature = st.slider("Temperature", 0.0, 2.0, d.temperature, 0.05, key=Keys.TEMPERATURE)
-    seed = st.number_input("Seed", 0, 2**31 - 1, d.seed, key=Keys.SEED)
+    n_prompts = st.number_input("Prompts used (0 = all)", 0, 10_000, d.n_prompts, key=Keys.N_PROMPTS, **off)
+    samples = st.number_input("Samples per prompt", 1, 64, d.samples_per_prompt, key=Keys.SAMPLES, **off)
+    max_new = st.number_input("Max new tokens", 1, 512, d.max_new_tokens, key=Keys.MAX_NEW_TOKENS, **off)
+    temperature = st.slider("Temperature", 0.0, 2.0, d.temperature, 0.05, key=Keys.TEMPERATURE, **off)
+    seed = st.number_input("Seed", 0, 2**31 - 1, d.seed, key=Keys.SEED, **off)
     sample_from = st.segmented_control("Sample from", ["policy", "sft", "both"], default=d.sample_from,
                                        format_func={"policy": "Policy", "sft": "SFT", "both": "Both"}.get,
-                                       required=True, key=Keys.SAMPLE_FROM)
+                                       required=True, key=Keys.SAMPLE_FROM, **off)
     return SamplingSettings(prompts.strip() or d.prompts, int(n_prompts), int(samples), int(max_new),
                             float(temperature), int(seed), sample_from or d.sample_from)
 
@@ -181,9 +212,14 @@ def sidebar() -> View:
             device = st.selectbox("Device", ["auto", "cpu", "cuda", "mps"], key=Keys.DEVICE)
             dtype = st.selectbox("Weights dtype", ["auto", "float32", "bfloat16"], key=Keys.DTYPE)
         status = st.empty()
-        st.subheader("Sampling")
-        settings = _sampling_settings()
-    view = make_view(source, device, dtype, settings)
+        st.subheader("Responses")
+        mode = st.segmented_control("Responses", [SAMPLE, SCORE_FILE], default=SAMPLE, required=True,
+                                    key=Keys.RESPONSES_MODE, label_visibility="collapsed",
+                                    format_func={SAMPLE: "Sample from prompts", SCORE_FILE: "Responses file"}.get)
+        scoring_file = mode == SCORE_FILE
+        responses = _responses_file() if scoring_file else None
+        settings = _sampling_settings(disabled=scoring_file)
+    view = make_view(source, device, dtype, settings, scoring_file, responses)
     view.status = status
     st.session_state[Keys.CURRENT] = view
     return view

@@ -25,6 +25,24 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+@dataclass(frozen=True)
+class ResponsesFile:
+    """Responses to score instead of sampling ("Responses file" in the sidebar): any format klviz.rollouts reads."""
+
+    path: str
+    """The resolved file or folder on the server (inside the allowed roots, or this session's uploads)."""
+    shown: str
+    """How errors name it: the path as typed or the upload's name, never another server path."""
+    fingerprint: str
+    """klviz.paths.fingerprint of `path`: a changed file is scored again."""
+    upload_id: str | None = None
+    """The st.file_uploader file_id when it was uploaded (a refused upload is deleted at once)."""
+
+    def explain(self, message: str) -> str:
+        """`message` with the server path replaced by the user's name for the file."""
+        return message.replace(self.path, self.shown)
+
+
 @dataclass
 class View:
     """One run's choice and what follows from it; the pair and its error are filled in once loaded."""
@@ -53,6 +71,10 @@ class View:
     """An opened token table (no pair): every page but Live PPO draws it."""
     step: int | None = None
     """The checkpoint step shown, when the opened table is a series."""
+    scoring_file: bool = False
+    """The sidebar's choice: score a responses file instead of sampling from the prompts."""
+    responses: ResponsesFile | None = None
+    """The responses file to score (None until one is chosen, or when sampling)."""
 
     def warm_table(self) -> pd.DataFrame | None:
         """The shipped token table when this is the shipped default view, else None (reads pandas)."""
@@ -62,10 +84,13 @@ class View:
 
     @cached_property
     def table_key(self) -> str:
-        """Names the token table: an opened table's (and step), the shipped default view's key, or the pair's
-        with the settings."""
+        """Names the token table: an opened table's (and step), the shipped default view's key, the pair's with
+        the responses file (its path and content fingerprint), or the pair's with the sampling settings."""
         if self.table is not None:
             return opened.table_key(self.table, self.step)
+        if self.scoring_file:
+            r = self.responses
+            return f"{self.pair_key}:responses:{r.path if r else ''}:{r.fingerprint if r else ''}"
         if self.warm_table() is not None:
             return f"warm:{self.shipped_key}"
         prompts_content = fingerprint(resolve(self.settings.prompts))
@@ -73,9 +98,11 @@ class View:
 
 
 def make_view(source: PairSource | None, device: str = "auto", dtype: str = "auto",
-              settings: SamplingSettings | None = None) -> View:
+              settings: SamplingSettings | None = None, scoring_file: bool = False,
+              responses: ResponsesFile | None = None) -> View:
     """The View of this choice, with its pair key and the shipped default view (if it applies) worked out."""
-    view = View(source, device, dtype, settings or SamplingSettings())
+    view = View(source, device, dtype, settings or SamplingSettings(), scoring_file=scoring_file,
+                responses=responses)
     if source is not None:
         view.pair_key = pair_key(source, device, dtype)
     key = _find_shipped_key(view)
@@ -92,7 +119,7 @@ def current() -> View:
 def _find_shipped_key(view: View) -> str | None:
     """The default view's key (klviz.shipped_view.warm_key) when `view` is that view, else None."""
     policy, sft = (sample_file(name) for name in shipped_view.WARM_PAIR)
-    if (view.source is None or view.source.policy_base or view.settings != SamplingSettings()
+    if (view.source is None or view.scoring_file or view.source.policy_base or view.settings != SamplingSettings()
             or (resolve(view.source.policy), resolve(view.source.sft)) != (policy, sft)
             or not shipped_view.runs_on_cpu_float32(view.device, view.dtype)):
         return None

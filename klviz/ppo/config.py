@@ -31,6 +31,13 @@ def default_lr(n_trainable: int) -> float:
     return max(MIN_DEFAULT_LR, BASE_LR * min(1.0, LR_REFERENCE_PARAMS / max(1, n_trainable)))
 
 
+def full_trainable_params(model) -> int:
+    """What a full-weight run on `model` trains (lora_rank 0): its weights (tied ones once, as
+    `parameters()` yields them) and the value head, hidden -> 1 (klviz.ppo.trainer)."""
+    hidden = model.get_output_embeddings().weight.shape[1]
+    return sum(p.numel() for p in model.parameters()) + hidden + 1
+
+
 @dataclass
 class PPOConfig:
     """Settings of one PPO run. Invalid values raise KlvizError naming the setting."""

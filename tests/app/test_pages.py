@@ -162,7 +162,8 @@ def test_the_default_view_starts_from_the_shipped_table_and_still_loads_the_pair
     assert metric(at, f"{KL_FORWARD}, nats per sequence") == f"{view['headline']['kl_forward_per_sequence']:.3f}"
     clean(at.run())  # its fragment's next run (AppTest: the next run): the sidebar and the rest of the page
     assert at.selectbox(key=K.PAIR).value == "Sample: policy vs SFT" and len(at.download_button) == 3
-    assert current(at).pair is None and "Loading the pair…" in [c.value for c in at.sidebar.caption]
+    # The sidebar says which pair is loading (issue 16), not "Choose a pair"
+    assert current(at).pair is None and "Loading Sample: policy vs SFT…" in [shown(c.value) for c in at.sidebar.caption]
     clean(at.run())  # the browser's next fragment run (AppTest: the next run) loads it, then reruns the app
     assert any("Running on cpu · float32" in c.value for c in at.sidebar.caption)
     assert current(at).pair is not None and computed == [] and len(charts(at)) == 1

@@ -49,16 +49,14 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(log_path: Path, app_args: tuple[str, ...] = (), timeout: float = 60) -> Iterator[str]:
-    """`streamlit run app.py [-- app_args]` on a free loopback port (app_args: klviz.server_options' flags,
-    e.g. --data-root, --policy, --sft); yields its URL once /_stcore/health says ok.
-    On exit the server stops, and its log must hold no traceback."""
+def serve(log_path: Path, args: tuple[str, ...] = (), timeout: float = 60) -> Iterator[str]:
+    """`streamlit run app.py [-- ARGS]` on a free loopback port (ARGS as `klviz dashboard` passes them: tables,
+    --policy/--sft, --data-root); yields its URL once /_stcore/health says ok. On exit the server stops, and
+    its log must hold no traceback."""
     port = free_port()
     cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
            "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
-           "--browser.gatherUsageStats", "false"]
-    if app_args:
-        cmd += ["--", *app_args]
+           "--browser.gatherUsageStats", "false", *(["--", *args] if args else [])]
     with log_path.open("w") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
