@@ -57,7 +57,7 @@ with st.container(border=True):
     start_from = st.radio("Start from", ["SFT model", "the pair's policy"], horizontal=True, key=Keys.PPO_FROM)
 
 running = book.any_running()
-b = st.columns([1, 1, 1, 5])
+b = st.columns([1, 1, 1.6, 3.4])  # room for "Save policy" at 1280 px
 if b[0].button("Start", type="primary", disabled=running, icon=":material/play_arrow:"):
     with user_errors():
         cfg = PPOConfig(reward=reward or "", steps=int(steps), batch_size=int(batch), kl_placement=placement,
@@ -96,17 +96,16 @@ def live_panel() -> None:
     if snap.error:
         source = current().source
         show_error(source.explain(snap.error) if source else snap.error)
-    left, right = st.columns([3, 2])
     progress = tuple((name, s.step, s.state) for name, s in snaps.items())
-    left.plotly_chart(book.figure("curves", progress, lambda: plots.ppo_curves_figure(
+    st.plotly_chart(book.figure("curves", progress, lambda: plots.ppo_curves_figure(
         {n: s.metrics for n, s in snaps.items()}, run.estimator)), key="ppo.curves")
-    bands = runs.ppo_bands(run, snap)
+    bands = runs.ppo_bands(run, snap)  # below the curves, full width (a narrow column clipped it at 1280 px)
     if bands:
-        right.plotly_chart(book.figure("bands", (run.name, bands[0]), lambda: plots.mass_moved_figure(bands[1])),
-                           key="ppo.mass_moved")
-        right.caption(f"Mass moved by the policy of step {bands[0]} (its rollout), against its SFT model.")
+        st.plotly_chart(book.figure("bands", (run.name, bands[0]), lambda: plots.mass_moved_figure(bands[1])),
+                        key="ppo.mass_moved")
+        st.caption(f"Mass moved by the policy of step {bands[0]} (its rollout), against its SFT model.")
     else:
-        right.info("The mass-moved chart appears after the first step.")
+        st.info("The mass-moved chart appears after the first step.")
     if book.any_running() != running:
         st.rerun()  # the job started or ended: rerun the page so polling switches on or off
 

@@ -121,6 +121,12 @@ def live_ppo(tab, rec: Record) -> None:
     tab.locator("[data-testid='stMetric']", has_text="State").get_by_text("done").wait_for(timeout=120_000)
     settle(tab, charts=2)
     no_exception(tab)
+    start = tab.get_by_role("button", name="Start")
+    deadline = time.monotonic() + 10  # the panel reruns the page when its run ends: Start is offered again
+    while not start.is_enabled():
+        assert time.monotonic() < deadline, "Start stayed disabled after the run was done"
+        time.sleep(0.1)
+    assert not tab.get_by_role("button", name="Stop").is_enabled(), "Stop stayed enabled after the run was done"
     rec.shot(tab, "live_ppo")  # the whole run's curves
     tab.get_by_role("button", name="Save policy").click()
     tab.get_by_text("It is now the sidebar's pair").wait_for()
