@@ -6,6 +6,7 @@ and timings. The steps themselves are in tests/e2e/flow.py.
 from __future__ import annotations
 
 import contextlib
+import re
 import socket
 import subprocess
 import sys
@@ -92,10 +93,21 @@ def browser(profile: Path, width: int = 1600, height: int = 1100):
         context = p.chromium.launch_persistent_context(
             str(profile), executable_path=str(CHROMIUM), headless=True,
             args=CHROMIUM_ARGS, viewport={"width": width, "height": height})
+        requested: list[str] = []  # every URL the page asked for (klviz works offline: loopback only)
+        context.on("request", lambda request: requested.append(request.url))
         tab = context.new_page()
+        tab.requested = requested
         tab.set_default_timeout(60_000)
         yield tab
         context.close()
+
+
+LOCAL_URL = re.compile(r"^(https?|wss?)://(127\.0\.0\.1|localhost)(:\d+)?/|^(data|blob|about):")
+
+
+def off_loopback(urls: list[str]) -> list[str]:
+    """The URLs that would leave the machine: anything but the loopback server and in-page data."""
+    return sorted({u for u in urls if not LOCAL_URL.match(u)})
 
 
 # Checked on every animation frame: Playwright's own waits poll at growing intervals (up to 500 ms),

@@ -4,7 +4,8 @@ through Debian's /usr/bin/chromium (never a downloaded browser). The steps are t
 In order (the tests share one server and one browser tab): open on the sample pair and wait for
 the first chart; visit every page, and every tab of Mass shift and the KL lab, with no exception
 shown; click a token; start a live PPO run and see the Step metric advance, then save its policy and
-find it in the sidebar's pair picker; upload a pair of zipped tiny models through the two uploaders.
+find it in the sidebar's pair picker; upload a pair of zipped tiny models through the two uploaders;
+and, over all of it, every request the page made went to the loopback server (klviz works offline).
 Screenshots go to the git-ignored tests/e2e/screenshots/; nothing tracked is written (the README
 screenshots and bench/RESULTS_dashboard.md come from bench/dashboard.py).
 """
@@ -60,3 +61,9 @@ def test_live_ppo_step_advances_and_the_saved_policy_is_picked(page, record):
 
 def test_upload_a_zipped_pair(page, record, tmp_path):
     flow.upload_a_zipped_pair(page, record, tmp_path)
+
+
+def test_nothing_the_page_fetched_left_loopback(page):
+    """klviz works offline: over the whole flow above, every request went to the loopback server."""
+    assert page.requested, "no request was recorded"
+    assert driver.off_loopback(page.requested) == []
