@@ -21,6 +21,13 @@ Talking. One duplex Pipe. The parent's reader thread receives every message and 
 `on_message` (so the pipe never fills while nobody looks at the page); the child's listener thread
 receives commands. When the parent's end closes (the Worker was dropped, or the server died) the
 child's listener reads EOF and the child ends; it also checks os.getppid() once a second.
+
+A spare. Importing torch, transformers and klviz's engine takes a fresh interpreter 5-10 s on two cores,
+every time a worker starts (each new analysis, each PPO run). So one spare process is kept started: it
+imports those modules at the worker priority, then waits for its task; the next spawn with the same
+priority hands its task to the spare and starts the next spare. It costs one idle interpreter
+(~0.4 GB) and ends with the server (its pipe reads EOF). The task brings the parent's current
+environment and sys.path with it.
 """
 
 from __future__ import annotations
@@ -111,16 +118,28 @@ class Channel:
                 self._commands.put(command)
 
 
-def _child_main(fd: int, parent_pid: int) -> None:
-    """The worker process's entry point: read the task, settle priority and threads, run `task(channel, *args)`."""
-    conn = Connection(fd)
-    task, args, nice, num_threads, sys_path = conn.recv()
-    sys.path[:] = sys_path + [p for p in sys.path if p not in sys_path]  # the parent's imports work here
+PRELOAD = ("torch", "transformers", "klviz.models", "klviz.sampling", "klviz.engine.divergence")
+"""What every task imports: a spare imports it while it waits."""
+
+
+def _child_main(fd: int, parent_pid: int, nice: int) -> None:
+    """The worker process's entry point: settle priority, import PRELOAD, wait for the task, run
+    `task(channel, *args)` with the parent's environment, sys.path and thread count."""
     if nice:
         try:
             os.nice(nice)
         except OSError:  # not permitted here: run at the same priority
             pass
+    conn = Connection(fd)
+    for module in PRELOAD:
+        importlib.import_module(module)
+    try:
+        task, args, num_threads, sys_path, environ = conn.recv()
+    except (EOFError, OSError):  # a spare whose server ended before giving it a task
+        return
+    sys.path[:] = sys_path + [p for p in sys.path if p not in sys_path]  # the parent's imports work here
+    os.environ.clear()
+    os.environ.update(environ)
     import torch
 
     torch.set_num_threads(num_threads)
@@ -142,6 +161,29 @@ def _hang_up(conn) -> None:
         pass
 
 
+SPARE = True
+"""Keep one started worker process ready (see the module's docstring)."""
+_SPARE: dict[int, tuple] = {}
+_SPARE_LOCK = threading.Lock()
+
+
+def _child_environ() -> dict[str, str]:
+    return {**os.environ, "OMP_WAIT_POLICY": "PASSIVE",
+            "PYTHONPATH": os.pathsep.join([_PACKAGE_ROOT, *filter(None, [os.environ.get("PYTHONPATH")])])}
+
+
+def _start(nice: int) -> tuple:
+    """A new worker process (it imports PRELOAD, then waits for its task) and our end of its pipe."""
+    parent_sock, child_sock = socket.socketpair()
+    try:
+        process = subprocess.Popen([sys.executable, "-m", "klviz.workers", str(child_sock.fileno()),
+                                    str(os.getpid()), str(nice)], pass_fds=(child_sock.fileno(),),
+                                   env=_child_environ(), stdin=subprocess.DEVNULL)
+    finally:
+        child_sock.close()  # only the child holds it now: its death reads as EOF here
+    return process, Connection(parent_sock.detach())
+
+
 class Worker:
     """A task running in a child process, with its messages delivered to `on_message` by a reader thread."""
 
@@ -156,18 +198,14 @@ class Worker:
     @classmethod
     def spawn(cls, task: str, args: tuple, *, on_message: Callable[[Any], None],
               on_exit: Callable[[], None] = lambda: None, nice: int = NICE, num_threads: int = 1) -> "Worker":
-        """Start `task` ("module:function", called as function(channel, *args)) in a new process."""
-        parent_sock, child_sock = socket.socketpair()
-        env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE",
-               "PYTHONPATH": os.pathsep.join([_PACKAGE_ROOT, *filter(None, [os.environ.get("PYTHONPATH")])])}
-        try:
-            process = subprocess.Popen([sys.executable, "-m", "klviz.workers", str(child_sock.fileno()),
-                                        str(os.getpid())], pass_fds=(child_sock.fileno(),), env=env,
-                                       stdin=subprocess.DEVNULL)
-        finally:
-            child_sock.close()  # only the child holds it now: its death reads as EOF here
-        conn = Connection(parent_sock.detach())
-        conn.send((task, args, nice, num_threads, list(sys.path)))
+        """Start `task` ("module:function", called as function(channel, *args)) in a worker process: the
+        spare when it has this priority, else a new one; then start the next spare."""
+        with _SPARE_LOCK:
+            spare = _SPARE.pop(nice, None)
+            process, conn = spare if spare is not None and spare[0].poll() is None else _start(nice)
+            if SPARE:
+                _SPARE[nice] = _start(nice)
+        conn.send((task, args, num_threads, list(sys.path), dict(_child_environ())))
         return cls(process, conn, on_message, on_exit)
 
     @staticmethod
@@ -211,4 +249,4 @@ class Worker:
 
 
 if __name__ == "__main__":
-    _child_main(int(sys.argv[1]), int(sys.argv[2]))
+    _child_main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]))

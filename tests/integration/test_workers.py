@@ -45,3 +45,26 @@ def test_an_orphaned_worker_ends_though_its_task_never_checks_the_channel():
     if orphaned:
         os.kill(child, 9)
     assert not orphaned, "the orphaned worker was still running 30 s after its parent died"
+
+
+def report_task(channel, name: str) -> None:
+    channel.send((os.getpid(), os.environ.get(name)))
+
+
+def test_the_next_task_runs_in_the_started_spare_with_the_parents_current_environment(monkeypatch):
+    import queue
+
+    def run(value: str):
+        monkeypatch.setenv("KLVIZ_TEST_MARK", value)
+        got = queue.SimpleQueue()
+        w = klviz.workers.Worker.spawn("tests.integration.test_workers:report_task", ("KLVIZ_TEST_MARK",),
+                                       on_message=got.put)
+        message = got.get(timeout=120)
+        assert w.join(60)
+        return message
+
+    run("first")
+    spare = klviz.workers._SPARE[klviz.workers.NICE][0]
+    assert spare.poll() is None, "no spare was started"
+    pid, mark = run("second")  # set after the spare started: the task brings the parent's environment
+    assert (pid, mark) == (spare.pid, "second")
