@@ -81,7 +81,7 @@ def convergence_figure(running_means: np.ndarray, kl_reverse: float, sd: float) 
                   annotation_text=f"KL(pi||SFT) = {kl_reverse:.4g}")
     fig.update_layout(xaxis_type="log", xaxis_title="n samples a ~ pi",
                       yaxis_title="nats (mean of log(pi/SFT) over the samples)", height=380,
-                      legend=dict(orientation="h", y=-0.25))
+                      legend=dict(orientation="h", yanchor="top", y=-0.3))  # its top below the x title
     return fig
 
 
@@ -98,7 +98,8 @@ def gradients_figure(grads: dict[str, np.ndarray]) -> go.Figure:
         style = dict(marker_line_width=2, marker_line_color="black") if exact else {}
         fig.add_bar(x=labels, y=g, name=name, marker_color=colors.get(name), **style)
     fig.update_layout(barmode="group", height=420, xaxis_title="policy logit",
-                      yaxis_title="expected gradient (descend)", legend=dict(orientation="h", y=-0.2))
+                      yaxis_title="expected gradient (descend)",
+                      legend=dict(orientation="h", yanchor="top", y=-0.3))  # its top below the x title
     return fig
 
 

@@ -275,8 +275,8 @@ def position_detail_figure(detail: dict[str, pd.DataFrame]) -> go.Figure:
                           row=1, col=col)
         fig.update_yaxes(ranked_axis([_short_label(t) for t in f["token"]]), row=1, col=col)
     fig.update_annotations(font=SUBTITLE_FONT)
-    fig.update_layout(barmode="group", title="Where this position's mass moved", margin=dict(t=100),
-                      legend=dict(orientation="h", yanchor="top", y=-0.18))
+    fig.update_layout(barmode="group", title="Where this position's mass moved", margin=dict(t=100, r=100),
+                      legend=dict(orientation="h", yanchor="top", y=-0.3))  # below the x titles; r: the right title fits
     fig.update_xaxes(title_text="probability")
     return fig
 
