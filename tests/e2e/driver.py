@@ -155,6 +155,9 @@ def metric_value(tab, label: str) -> str:
 
 def set_number(tab, label: str, value: int, wait: bool = True) -> None:
     box = tab.get_by_label(label, exact=True)
+    deadline = time.monotonic() + 30  # while a rerun draws, the old widget can still stand beside the new one
+    while box.count() != 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
     box.fill(str(value))
     box.press("Enter")
     if wait:
