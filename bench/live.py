@@ -82,14 +82,14 @@ def start_server(port: int, log: Path) -> subprocess.Popen:
 
 
 def workers(server_pid: int) -> set[int]:
-    """Worker processes (multiprocessing spawn children) of the server."""
+    """Worker processes of the server (`python -m klviz.workers`, klviz/workers.py; the spare included)."""
     found = set()
     for d in Path("/proc").iterdir():
         if not d.name.isdigit():
             continue
         try:
             ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            if ppid == server_pid and b"spawn_main" in (d / "cmdline").read_bytes():
+            if ppid == server_pid and b"klviz.workers" in (d / "cmdline").read_bytes():
                 found.add(int(d.name))
         except (OSError, IndexError, ValueError):
             pass
