@@ -22,8 +22,8 @@ Talking. One duplex Pipe. The parent's reader thread receives every message and 
 receives commands. When the parent's end closes (the Worker was dropped, or the server died) the
 child's listener reads EOF and the child ends; it also checks os.getppid() once a second.
 
-A spare. Importing torch, transformers and klviz's engine takes a fresh interpreter 5-10 s on two cores,
-every time a worker starts (each new analysis, each PPO run). So one spare process is kept started: it
+A spare (off by default: SPARE). Importing torch, transformers and klviz's engine takes a fresh interpreter
+5-10 s on two cores, every time a worker starts (each new analysis, each PPO run). With SPARE one process is kept started: it
 imports those modules at the worker priority, then waits for its task; the next spawn with the same
 priority hands its task to the spare and starts the next spare. It costs one idle interpreter
 (~0.4 GB) and ends with the server (its pipe reads EOF). The task brings the parent's current
@@ -161,8 +161,10 @@ def _hang_up(conn) -> None:
         pass
 
 
-SPARE = True
-"""Keep one started worker process ready (see the module's docstring)."""
+SPARE = os.environ.get("KLVIZ_SPARE_WORKER") == "1"
+"""Keep one started worker process ready (see the module's docstring): off unless KLVIZ_SPARE_WORKER=1. On two
+cores its imports, started at the first analysis, slowed the page switches that follow by 0.2-1.3 s
+(bench/RESULTS.md, "After the house"), more than the 5-10 s it saves the next run."""
 _SPARE: dict[int, tuple] = {}
 _SPARE_LOCK = threading.Lock()
 

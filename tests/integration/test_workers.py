@@ -54,6 +54,8 @@ def report_task(channel, name: str) -> None:
 def test_the_next_task_runs_in_the_started_spare_with_the_parents_current_environment(monkeypatch):
     import queue
 
+    monkeypatch.setattr(klviz.workers, "SPARE", True)  # off by default (KLVIZ_SPARE_WORKER=1)
+
     def run(value: str):
         monkeypatch.setenv("KLVIZ_TEST_MARK", value)
         got = queue.SimpleQueue()
