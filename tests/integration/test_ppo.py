@@ -15,6 +15,7 @@ from klviz.ppo.config import PPOConfig
 from klviz.ppo.trainer import PPOTrainer
 from klviz.cli.ppo import run as ppo_run
 from klviz.ppo.rewards import get_reward
+from klviz.threads import torch_threads
 from tests.helpers.brute import brute_row
 from tests.helpers.tiny import make_tiny_model, make_tokenizer, perturbed, save_model, tiny_config
 
@@ -51,10 +52,8 @@ def sft(tok):
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
     """Tiny models gain nothing from threads, and the test machine's cores are shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 def small_cfg(**overrides):

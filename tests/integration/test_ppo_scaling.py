@@ -7,6 +7,7 @@ import torch
 from klviz.errors import KlvizError
 from klviz.ppo.config import BASE_LR, LR_REFERENCE_PARAMS, MIN_DEFAULT_LR, PPOConfig, default_lr
 from klviz.ppo.trainer import PPOTrainer
+from klviz.threads import torch_threads
 from tests.helpers.tiny import make_tiny_model, make_tokenizer, write_gguf_llama
 
 PROMPTS = ["the food was", "the room and", "staff"]
@@ -21,10 +22,8 @@ def tok():
 
 @pytest.fixture(autouse=True, scope="module")
 def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with torch_threads(1):
+        yield
 
 
 def test_default_lr_is_the_sample_models_rate_up_to_1m_parameters_then_scaled_down():
