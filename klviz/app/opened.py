@@ -1,12 +1,16 @@
 """An opened token table: a parquet from `klviz score`/`analyze`/`trajectory`, shown with no models.
 
 The table comes from the server's start-up flags (`klviz dashboard TABLE ...`, klviz.server_options),
-a path typed in the sidebar or an upload. It is read once per file content with klviz.tokentable, which
-needs neither torch nor a tokenizer: token text comes from the table's own vocabulary map. The frame is
-held by st.cache_resource, shared and never mutated (the pages filter, never assign), not st.cache_data:
-st.cache_data pickles a value when it stores it and unpickles it on every hit, and a 100k-row table's
-12 list columns are 1.2M small arrays (26 s to pickle, 8 s to unpickle on the 2-core box, per run). A checkpoint series (`checkpoint`/`step` columns) shows one step at a time on every
-page but Trajectory; the step is the sidebar's "Checkpoint step", which the Trajectory page can set.
+a path typed in the sidebar or an upload. It is read with klviz.tokentable, which needs neither torch nor
+a tokenizer: token text comes from the table's own vocabulary map. It is read twice, each once per file
+content: first `light` (the scalar columns and the band columns as [n, 7] matrices: all the sidebar and
+the Overview need, a tenth of a second for 100k rows), then, in a background thread once that first view
+has run (`read_soon`) or when a page asks, the full frame (`read`: its 12 list columns are 1.2M per-row
+arrays, seconds). Both are held by st.cache_resource, shared and never mutated (the pages filter, never
+assign), not st.cache_data: st.cache_data pickles a value when it stores it and unpickles it on every hit
+(for the full frame 26 s to pickle, 8 s to unpickle on the 2-core box, per run). A checkpoint series
+(`checkpoint`/`step` columns) shows one step at a time on every page but Trajectory; the step is the
+sidebar's "Checkpoint step", which the Trajectory page can set.
 
 Typed paths resolve against the server's working directory and must name a file inside it, the
 repository, or a --data-root folder (issue 13's klviz/paths.py root checks were not on main yet).
@@ -14,8 +18,10 @@ repository, or a --data-root folder (issue 13's klviz/paths.py root checks were 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -27,6 +33,8 @@ from klviz.errors import KlvizError
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from klviz.tokentable import LightTable
 
 ROOT = Path(__file__).resolve().parents[2]
 OPEN_TABLE = "Open a token table…"
@@ -88,6 +96,49 @@ def read(source: TableSource) -> tuple[pd.DataFrame, dict[str, str]]:
     return _read(source.path, source.shown, _fingerprint(source.path))
 
 
+@st.cache_resource(max_entries=4, show_spinner="Reading the token table…")
+def _light(path: str, shown: str, fingerprint: str) -> LightTable:
+    from klviz.tokentable import read_light_table
+
+    return read_light_table(path, shown)
+
+
+def light(source: TableSource) -> LightTable:
+    """The table's scalar columns, band matrices and metadata (klviz.tokentable.LightTable), cached like
+    `read`; KlvizError when it is not a table."""
+    return _light(source.path, source.shown, _fingerprint(source.path))
+
+
+def meta(source: TableSource) -> dict[str, str]:
+    """The table's klviz metadata (what made it)."""
+    return light(source).meta
+
+
+def steps(source: TableSource) -> list[int]:
+    """The checkpoint steps of the table (empty unless it is a series), without the full read."""
+    return series_steps(light(source).frame)
+
+
+def _read_quietly(path: str, shown: str, fingerprint: str) -> None:
+    with contextlib.suppress(KlvizError, OSError):  # the page that needs the table shows the error itself
+        _read(path, shown, fingerprint)
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _reader(path: str, shown: str, fingerprint: str) -> threading.Thread:
+    thread = threading.Thread(target=_read_quietly, args=(path, shown, fingerprint), name="klviz-read-table",
+                              daemon=True)
+    thread.start()
+    return thread
+
+
+def read_soon(source: TableSource) -> None:
+    """Start the full read (`read`) in a background thread, once per file content, so the pages that need
+    the list columns find the frame cached; a page that asks before it is done waits for that same read
+    (st.cache_resource computes each key once, under a lock)."""
+    _reader(source.path, source.shown, _fingerprint(source.path))
+
+
 def table_key(source: TableSource, step: int | None) -> str:
     """Names the shown rows (for the pages' caches)."""
     return f"table:{source.path}:{_fingerprint(source.path)}:{step}"
@@ -114,16 +165,20 @@ def rows(source: TableSource, step: int | None) -> pd.DataFrame:
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def _overview(key: str, step: int | None, _df: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
+def _overview(key: str, step: int | None, _light: LightTable, _source: TableSource) -> tuple[dict, pd.DataFrame]:
     from klviz.views import tables
 
-    return tables.headline(_df), tables.band_totals(_df)
+    if _light.bands is None:  # null or ragged band cells: what the full frame makes of them
+        df = rows(_source, step)
+        return tables.headline(df), tables.band_totals(df)
+    part = _light if step is None else _light.at_step(step)
+    return tables.headline(part.frame), tables.band_means(part.bands)
 
 
 def overview(source: TableSource, step: int | None) -> tuple[dict, pd.DataFrame]:
-    """The Overview's (tables.headline, tables.band_totals) of the shown rows, once per table and step
-    (small values, so st.cache_data's copies cost nothing; every rerun recomputed them before)."""
-    return _overview(table_key(source, step), step, rows(source, step))
+    """The Overview's (tables.headline, tables.band_totals) of the shown rows, from the light read (no
+    per-row arrays), once per table and step (small values, so st.cache_data's copies cost nothing)."""
+    return _overview(table_key(source, step), step, light(source), source)
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
