@@ -165,13 +165,16 @@ def _band_matrix(column) -> np.ndarray | None:
     None unless every cell is a non-null list of N_BANDS floats."""
     import numpy as np
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     cells = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
-    if not (pa.types.is_list(cells.type) or pa.types.is_large_list(cells.type)
-            or pa.types.is_fixed_size_list(cells.type)) or not pa.types.is_floating(cells.type.value_type):
+    kind = cells.type
+    if not (pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)) \
+            or not pa.types.is_floating(kind.value_type) or cells.null_count:
         return None
-    if cells.null_count or (len(cells) and pc.any(pc.not_equal(pc.list_value_length(cells), N_BANDS)).as_py()):
+    if pa.types.is_fixed_size_list(kind):
+        if kind.list_size != N_BANDS:
+            return None
+    elif len(cells) and np.any(np.diff(cells.offsets.to_numpy()) != N_BANDS):  # offsets: n + 1, slice-aware
         return None
     values = cells.flatten()  # the cells' values end to end, respecting any slice offset
     # A null value (a NaN when the table was written from pandas) becomes NaN, as in to_pandas' cells.

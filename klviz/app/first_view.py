@@ -45,8 +45,6 @@ def run(page, default_page: bool) -> None:
         else:
             load_pair(view)
             page.run()
-        if view.table is not None and not view.error:  # the full table, for the next pages, after this one
-            opened.read_soon(view.table)
 
 
 def first_load(view: View) -> bool:

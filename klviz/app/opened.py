@@ -2,13 +2,15 @@
 
 The table comes from the server's start-up flags (`klviz dashboard TABLE ...`, klviz.server_options),
 a path typed in the sidebar or an upload. It is read with klviz.tokentable, which needs neither torch nor
-a tokenizer: token text comes from the table's own vocabulary map. It is read twice, each once per file
-content: first `light` (the scalar columns and the band columns as [n, 7] matrices: all the sidebar and
-the Overview need, a tenth of a second for 100k rows), then, in a background thread once that first view
-has run (`read_soon`) or when a page asks, the full frame (`read`: its 12 list columns are 1.2M per-row
-arrays, seconds). Both are held by st.cache_resource, shared and never mutated (the pages filter, never
-assign), not st.cache_data: st.cache_data pickles a value when it stores it and unpickles it on every hit
-(for the full frame 26 s to pickle, 8 s to unpickle on the 2-core box, per run). A checkpoint series
+a tokenizer: token text comes from the table's own vocabulary map. It is read in two parts, each once per
+file content: `light` (the scalar columns and the band columns as [n, 7] matrices: all the sidebar and
+the Overview need, a tenth of a second for 100k rows), and, only when a page that needs the list columns
+asks, the full frame (`read`: 12 list columns are 1.2M per-row arrays, seconds). Not in a background
+thread after the first view: its conversion holds the GIL, and the server's event loop, serving plotly.js
+to that first view, stalled behind it (first chart 20 s later at load 20, bench/open_table.py). Both are
+held by st.cache_resource, shared and never mutated (the pages filter, never assign), not st.cache_data:
+st.cache_data pickles a value when it stores it and unpickles it on every hit (for the full frame 26 s
+to pickle, 8 s to unpickle on the 2-core box, per run). A checkpoint series
 (`checkpoint`/`step` columns) shows one step at a time on every page but Trajectory; the step is the
 sidebar's "Checkpoint step", which the Trajectory page can set.
 
@@ -18,10 +20,8 @@ repository, or a --data-root folder (issue 13's klviz/paths.py root checks were 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
@@ -117,26 +117,6 @@ def meta(source: TableSource) -> dict[str, str]:
 def steps(source: TableSource) -> list[int]:
     """The checkpoint steps of the table (empty unless it is a series), without the full read."""
     return series_steps(light(source).frame)
-
-
-def _read_quietly(path: str, shown: str, fingerprint: str) -> None:
-    with contextlib.suppress(KlvizError, OSError):  # the page that needs the table shows the error itself
-        _read(path, shown, fingerprint)
-
-
-@st.cache_resource(max_entries=4, show_spinner=False)
-def _reader(path: str, shown: str, fingerprint: str) -> threading.Thread:
-    thread = threading.Thread(target=_read_quietly, args=(path, shown, fingerprint), name="klviz-read-table",
-                              daemon=True)
-    thread.start()
-    return thread
-
-
-def read_soon(source: TableSource) -> None:
-    """Start the full read (`read`) in a background thread, once per file content, so the pages that need
-    the list columns find the frame cached; a page that asks before it is done waits for that same read
-    (st.cache_resource computes each key once, under a lock)."""
-    _reader(source.path, source.shown, _fingerprint(source.path))
 
 
 def table_key(source: TableSource, step: int | None) -> str:

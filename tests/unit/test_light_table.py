@@ -76,6 +76,9 @@ def test_row_groups_float32_cells_and_nan_values_are_read_alike(tmp_path):
     df["kl_forward_by_sft_bin"] = [np.asarray(v, dtype=np.float32) for v in df["kl_forward_by_sft_bin"]]
     df.at[4, "mass_gained_by_sft_bin"] = np.array([np.nan, 1.0, np.nan, 0.0, -0.0, np.inf, 2.0])  # NaN: null
     table = pa.Table.from_pandas(df, preserve_index=False)
+    fixed = table.schema.get_field_index("kl_reverse_by_sft_bin")  # a fixed-size list column reads alike too
+    table = table.set_column(fixed, "kl_reverse_by_sft_bin",
+                             table.column(fixed).cast(pa.list_(pa.float64(), N_BANDS)))
     path = tmp_path / "groups.parquet"
     pq.write_table(table, path, row_group_size=7)  # several row groups: chunked columns
     assert pq.ParquetFile(path).num_row_groups > 1
@@ -95,8 +98,22 @@ def test_band_cells_the_matrices_cannot_hold_leave_them_to_the_full_read(tmp_pat
     pd.testing.assert_frame_equal(light.frame, full[light.frame.columns], check_exact=True)
 
 
-def test_the_full_read_equals_the_replaced_reader(written):
-    for path in written:
+def _odd_tables(root) -> list:
+    """Tables the light read leaves to the full read, one with a stored index, one of several row groups."""
+    df = _table()
+    df["kl_reverse_by_sft_bin"] = df["kl_reverse_by_sft_bin"].astype(object)
+    df.at[2, "kl_reverse_by_sft_bin"], df.at[3, "kl_reverse_by_sft_bin"] = np.zeros(N_BANDS - 1), None
+    df.at[5, "gained_top_ids"] = None
+    paths = [root / "odd.parquet", root / "index.parquet", root / "groups.parquet"]
+    write_table(df, paths[0], {})
+    pq.write_table(pa.Table.from_pandas(df.set_index("prompt_id"), preserve_index=True), paths[1])
+    pq.write_table(pa.Table.from_pandas(_table(), preserve_index=False), paths[2], row_group_size=5)
+    return paths
+
+
+def test_the_full_read_equals_the_replaced_reader(written, tmp_path):
+    """read_token_table (pq.ParquetFile) gives what pq.read_table(path).to_pandas() gave."""
+    for path in [*written, *_odd_tables(tmp_path)]:
         full, _ = read_token_table(path)
         pd.testing.assert_frame_equal(full, pq.read_table(path).to_pandas(), check_exact=True)
 
