@@ -3,8 +3,10 @@
 The table is the shipped sample table (sample_data/dashboard_table.parquet, 1,170 rows) tiled with new
 prompt ids to --rows rows, carrying the sample tokenizer's vocabulary map as `klviz score` writes it.
 A fresh `klviz dashboard big.parquet` starts on a free loopback port; once /_stcore/health answers, Debian's
-chromium (Playwright, as tests/e2e does) opens the page, and the time to the first drawn plotly chart is
-taken, then again in a new session (cached table). Goal (issue 14): <= 3 s on the 2-core box.
+chromium (Playwright, as tests/e2e does) opens the page, and the time to the Overview's first drawn plotly
+chart is taken, then again in a new session (cached table). Goal (issue 14): <= 3 s on the 2-core box.
+command_to_first_chart_s adds the server's start: what a user who opens the page at once waits in all
+(klviz dashboard imports the first page's modules while the server starts, klviz/app/server.py).
 
     python bench/open_table.py [--rows 100000]            # browser: first chart, fresh and new session
     python bench/open_table.py --steps [--table big.parquet]  # in-process: each step of the path, timed
@@ -128,8 +130,10 @@ def main() -> None:
                 for label in ("first_chart_fresh_s", "first_chart_new_session_s"):
                     start = time.perf_counter()
                     tab.goto(url)
-                    tab.wait_for_function(DRAWN, arg=[None, 1, False, None, False], polling="raf")
+                    # the Overview's own chart (its title shown), whether or not the script has finished
+                    tab.wait_for_function(DRAWN, arg=["Overview", 1, False, None, False], polling="raf")
                     out[label] = round(time.perf_counter() - start, 2)
+                out["command_to_first_chart_s"] = round(health + out["first_chart_fresh_s"], 2)
                 ctx.close()
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
