@@ -12,10 +12,6 @@ from klviz.threads import apply_thread_settings
 # the threads doing the work (bench/RESULTS.md); the CLI applies the same settings (klviz.threads).
 apply_thread_settings()
 
-from klviz.app import server  # noqa: E402
-
-server.wait()  # `klviz dashboard`'s warm-up imports, if under way: never two threads importing at once
-
 import streamlit as st  # noqa: E402
 
 from klviz.app import first_view  # noqa: E402

@@ -5,8 +5,7 @@ prompt ids to --rows rows, carrying the sample tokenizer's vocabulary map as `kl
 A fresh `klviz dashboard big.parquet` starts on a free loopback port; once /_stcore/health answers, Debian's
 chromium (Playwright, as tests/e2e does) opens the page, and the time to the Overview's first drawn plotly
 chart is taken, then again in a new session (cached table). Goal (issue 14): <= 3 s on the 2-core box.
-command_to_first_chart_s adds the server's start: what a user who opens the page at once waits in all
-(klviz dashboard imports the first page's modules while the server starts, klviz/app/server.py).
+command_to_first_chart_s adds the server's start: what a user who opens the page at once waits in all.
 
     python bench/open_table.py [--rows 100000]            # browser: first chart, fresh and new session
     python bench/open_table.py --steps [--table big.parquet]  # in-process: each step of the path, timed
@@ -57,7 +56,7 @@ def make_table(path: Path, rows: int) -> int:
 def steps(path: Path) -> dict:
     """Seconds of each step the server takes between a table path and each page's first figures."""
     t0 = time.perf_counter()
-    import pandas  # noqa: F401  (klviz dashboard imports these while the server starts: klviz/app/server.py)
+    import pandas  # noqa: F401  (a fresh server's first session imports these)
     import pyarrow.parquet  # noqa: F401
 
     out: dict = {"import_pandas_pyarrow_s": time.perf_counter() - t0}

@@ -73,7 +73,7 @@ def streamlit_command(args: argparse.Namespace) -> list[str]:
     for flag in ("policy", "sft"):
         if getattr(args, flag) is not None:
             script += [f"--{flag}", getattr(args, flag)]
-    return [sys.executable, "-m", "klviz.app.server", "run", str(app), *_config_flags(APP_ROOT),
+    return [sys.executable, "-m", "streamlit", "run", str(app), *_config_flags(APP_ROOT),
             f"--server.address={args.host}", f"--server.port={args.port}", "--", *script]
 
 
