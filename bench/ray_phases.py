@@ -108,6 +108,7 @@ def main():
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--child"]:
+    if sys.argv[1:2] == ["--child"]:  # bench/ on sys.path would let bench/ray.py shadow the Ray package
+        sys.path = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
         raise SystemExit(instrumented_main(sys.argv[2:]))
     main()
