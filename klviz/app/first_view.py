@@ -127,7 +127,7 @@ def _load_pair_soon() -> None:
     else:  # and what the next pages need, into the caches: a first page visit is faster
         with contextlib.suppress(KlvizError, OSError):  # the page that needs it shows any error
             data.all_prompts(cur.settings)
-            runs.warm()  # Live PPO's run-time estimate: one timed forward pass of the model
+            runs.warm(pair, cur.pair_key)  # Live PPO's run-time estimate: one timed forward pass
             table = cur.warm_table()  # pandas; and the Mass shift page's frames of its default choice
             if table is not None and len(table):
                 choice = data.shift_choices(table)[-1]

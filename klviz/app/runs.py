@@ -148,13 +148,12 @@ def estimate(steps: int, batch_size: int, max_new_tokens: int):
                         _prompt_tokens(key, texts, pair.tokenizer), max_new_tokens, PPOConfig.ppo_epochs)
 
 
-def warm() -> None:
-    """Fill the Live PPO page's caches for the current pair (its learning rate, the forward-pass probe of
-    the run-time estimate at the page's defaults), so the first visit does not time the model."""
-    from klviz.ppo.config import PPOConfig
-
-    default_lr()
-    estimate(PPOConfig.steps, PPOConfig.batch_size, PPOConfig.max_new_tokens)
+def warm(pair, pair_key: str) -> None:
+    """Fill the Live PPO page's model caches for a pair just loaded (its trainable parameters for the
+    learning rate, the timed forward pass of the run-time estimate), so its first visit does not pay.
+    Takes the pair: the first view calls it from a fragment, where `data.require_pair` may not draw."""
+    _trainable(pair_key, pair)
+    _seconds_per_token(pair_key, pair)
 
 
 def count_poll() -> int:
