@@ -91,19 +91,22 @@ def live_panel() -> None:
     c[0].metric("Step", f"{snap.step}", help=f"of {snap.steps} steps")
     c[1].metric("State", snap.state)
     polls = runs.count_poll()
-    c[2].caption(plain(f"{run.name} · {'polling every ' + str(runs.REFRESH_S) + ' s' if running else 'idle'}"
+    threads = f" · {snap.threads} CPU thread{'s' * (snap.threads != 1)}" if snap.threads and running else ""
+    c[2].caption(plain(f"{run.name}{threads} · {'polling every ' + str(runs.REFRESH_S) + ' s' if running else 'idle'}"
                        f" · refresh {polls}" + (f" · {snap.stop_reason}" if snap.stop_reason else "")))
     if snap.error:
         source = current().source
         show_error(source.explain(snap.error) if source else snap.error)
     progress = tuple((name, s.step, s.state) for name, s in snaps.items())
+    every_s = runs.FIGURE_EVERY_S if running else 0.0
     st.plotly_chart(book.figure("curves", progress, lambda: plots.ppo_curves_figure(
-        {n: s.metrics for n, s in snaps.items()}, run.estimator)), key="ppo.curves")
+        {n: s.metrics for n, s in snaps.items()}, run.estimator), every_s), key="ppo.curves")
     bands = runs.ppo_bands(run, snap)  # below the curves, full width (a narrow column clipped it at 1280 px)
     if bands:
-        st.plotly_chart(book.figure("bands", (run.name, bands[0]), lambda: plots.mass_moved_figure(bands[1])),
-                        key="ppo.mass_moved")
-        st.caption(f"Mass moved by the policy of step {bands[0]} (its rollout), against its SFT model.")
+        figure, step = book.figure("bands", (run.name, bands[0]),
+                                   lambda: (plots.mass_moved_figure(bands[1]), bands[0]), every_s)
+        st.plotly_chart(figure, key="ppo.mass_moved")
+        st.caption(f"Mass moved by the policy of step {step} (its rollout), against its SFT model.")
     else:
         st.info("The mass-moved chart appears after the first step.")
     if book.any_running() != running:

@@ -20,6 +20,7 @@ import streamlit as st
 
 from klviz.app import data
 from klviz.app import opened
+from klviz.app import runs
 from klviz.app.feedback import plain
 from klviz.app.loading import loading_text
 from klviz.app.keys import Keys
@@ -126,9 +127,11 @@ def _load_pair_soon() -> None:
     else:  # and what the next pages need, into the caches: a first page visit is faster
         with contextlib.suppress(KlvizError, OSError):  # the page that needs it shows any error
             data.all_prompts(cur.settings)
+            runs.warm()  # Live PPO's run-time estimate: one timed forward pass of the model
             table = cur.warm_table()  # pandas; and the Mass shift page's frames of its default choice
             if table is not None and len(table):
                 choice = data.shift_choices(table)[-1]
                 data.mass_shift(data.shift_rows(table, choice), choice, pair)
+                data.where_rl_acted(table, choice)  # that page's default choice too
         data.claim_verdicts()  # the KL lab's verdicts
     st.rerun()  # the whole app again: the sidebar and every page now have the pair

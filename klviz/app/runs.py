@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 MAX_JOBS = 2  # PPO jobs running at once on one server: each takes a CPU core (klviz.ppo.jobs)
 REFRESH_S = 0.4  # the live panel's polling interval while a job runs
+FIGURE_EVERY_S = 2.0  # and its charts are rebuilt at most this often while it runs (klviz.ppo.runbook)
 
 
 def _release_runs(book: RunBook) -> None:
@@ -145,6 +146,15 @@ def estimate(steps: int, batch_size: int, max_new_tokens: int):
     texts = tuple(prompt_text(p) for p in data.prompts(for_training=True))
     return estimate_run(_seconds_per_token(key, pair), steps, batch_size,
                         _prompt_tokens(key, texts, pair.tokenizer), max_new_tokens, PPOConfig.ppo_epochs)
+
+
+def warm() -> None:
+    """Fill the Live PPO page's caches for the current pair (its learning rate, the forward-pass probe of
+    the run-time estimate at the page's defaults), so the first visit does not time the model."""
+    from klviz.ppo.config import PPOConfig
+
+    default_lr()
+    estimate(PPOConfig.steps, PPOConfig.batch_size, PPOConfig.max_new_tokens)
 
 
 def count_poll() -> int:

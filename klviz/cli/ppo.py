@@ -30,7 +30,9 @@ CONFIG_ARGS = {  # PPOConfig field -> (type, help); each flag's default is the f
     "kl_estimator": (str, "k1 | k2 | k3 | exact-reverse | exact-forward"), "kl_coef": (float, "beta"),
     "target_kl": (float, "with --kl-horizon: adaptive beta (Ziegler et al. 2019)"), "kl_horizon": (int, None),
     "lr": (float, "learning rate; unset: 3e-4 x min(1, 1M / trainable parameters)"),
-    "max_approxkl": (float, "stop when a step's approx-KL to the rollout policy exceeds this"),
+    "max_approxkl": (float, "an update's approx-KL limit: stops the run in its first steps, later ends the "
+                            "update's epochs"),
+    "approxkl_watch_steps": (int, "the first steps in which passing --max-approxkl stops the run"),
     "lora_rank": (int, "train a rank-r LoRA adapter (reference: the base, adapter off); 0: every weight"),
     "seed": (int, None), "device": (str, None),
 }

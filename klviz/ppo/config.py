@@ -71,8 +71,14 @@ class PPOConfig:
     """0: train every weight of a private copy of the SFT model. r > 0: train a rank-r LoRA adapter on
     every linear layer but the head; the reference is the base with the adapter off (no second copy)."""
     max_approxkl: float | None = 1.0
-    """Stop the run with a sentence when one step's approx-KL (pi_old to the updated policy, nats per
-    token) exceeds this: the update blew the policy up (lower lr). None turns the watch off."""
+    """The limit on one update's approx-KL (pi_old to the updated policy, nats per token; healthy PPO
+    stays near 0.01). In the first `approxkl_watch_steps` steps, passing it stops the run with a
+    sentence: the learning rate is too high for the model (3e-4 blew SmolLM2-135M up at step 1). Later,
+    the update skips its remaining epochs instead (cleanrl's target_kl early stop): the sample pair's
+    run at the page's defaults passed it once at step 114 (1.37) with its reward still rising. A NaN
+    stops the run at any step. None turns both off."""
+    approxkl_watch_steps: int = 10
+    """The first steps in which passing max_approxkl stops the run (see there)."""
     gamma: float = 1.0
     """Discount over response tokens (1: the task reward counts fully at every token)."""
     lam: float = 0.95
@@ -98,7 +104,8 @@ class PPOConfig:
     then they appear on band steps only, and whenever an exact estimator or target_kl needs them)."""
 
     def __post_init__(self) -> None:
-        positive_ints = ("steps", "batch_size", "max_new_tokens", "ppo_epochs", "minibatches", "kl_horizon")
+        positive_ints = ("steps", "batch_size", "max_new_tokens", "ppo_epochs", "minibatches", "kl_horizon",
+                         "approxkl_watch_steps")
         for name in positive_ints:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:

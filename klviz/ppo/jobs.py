@@ -9,8 +9,9 @@
 
 Why a process (klviz.workers): in a thread of the Streamlit server the run shared the server's GIL
 and made no progress while its page refreshed. The worker runs at a lower priority than the
-server, on `num_threads` torch threads (default 1: on a 2-core laptop one core stays free for the
-server), and is sent paths, never models: it loads the SFT model (and the policy to start from)
+server, on `num_threads` torch threads; JobRegistry shares the machine's cores among the running
+jobs (one run alone gets every core, two runs on two cores one each: `share_threads`) and tells a
+running worker its new count, applied between steps. It is sent paths, never models: it loads the SFT model (and the policy to start from)
 itself, so nothing large is pickled and the server's cached models are never touched.
 
 A run keeps going while nobody looks at it. It ends when stopped, when finished, when its PPOJob is
@@ -20,6 +21,7 @@ the runs of a browser session when the session ends. JobRegistry caps how many r
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import threading
@@ -27,6 +29,7 @@ import uuid
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from klviz.engine.columns import BAND_COLUMNS
 from klviz.errors import KlvizError
@@ -69,6 +72,8 @@ class JobSnapshot:
     """A KlvizError's sentence, or "training failed: <exception>"; None unless state is error."""
     stop_reason: str | None = None
     """Why a stopped job stopped: "stopped on request", or that the dashboard went away."""
+    threads: int | None = None
+    """The torch threads the worker trains on (None until it has started)."""
 
 
 def _copy_band(record: dict) -> dict:
@@ -79,12 +84,14 @@ def _copy_band(record: dict) -> dict:
 class _Progress:
     """What the worker has reported, written by the reader thread and read by snapshot()."""
 
-    def __init__(self):
+    def __init__(self, on_end: Callable[[], None] = lambda: None):
         self.cond = threading.Condition()  # guards everything below; notified on each message
+        self.on_end = on_end  # called (outside the lock) once the job has ended
         self.state, self.error, self.stop_reason = "idle", None, None
         self.metrics: list[dict] = []
         self.bands: list[dict] = []
         self.saved: dict[str, tuple[str | None, str | None]] = {}  # save id -> (path, error)
+        self.threads: int | None = None
         self.exited = False
 
     def on_message(self, message: tuple) -> None:
@@ -96,6 +103,8 @@ class _Progress:
                 self.metrics.append(metrics)
                 if band:
                     self.bands.append({"step": metrics["step"], **band})
+            elif kind == "threads":
+                self.threads = rest[0]
             elif kind == "saved":
                 save_id, path, error = rest
                 self.saved[save_id] = (path, error)
@@ -103,13 +112,18 @@ class _Progress:
                 self.state, self.error, reason = rest
                 self.stop_reason = self.stop_reason or reason
             self.cond.notify_all()
+        if kind == "end":
+            self.on_end()
 
     def on_exit(self) -> None:
         with self.cond:
             self.exited = True
-            if self.state == "running":  # killed, or crashed before it could say why
+            ended = self.state == "running"
+            if ended:  # killed, or crashed before it could say why
                 self.state, self.error = "error", "training failed: the training process ended unexpectedly."
             self.cond.notify_all()
+        if ended:
+            self.on_end()
 
 
 def _copy_folder(src: Path, path: Path) -> Path:
@@ -124,7 +138,7 @@ class PPOJob:
 
     def __init__(self, sft: ModelSpec | str | Path, prompts: list[str], cfg: PPOConfig | None = None,
                  policy_init: ModelSpec | str | Path | None = None, num_threads: int = 1, nice: int = NICE,
-                 allow_code: bool = True):
+                 allow_code: bool = True, on_end: Callable[[], None] = lambda: None):
         if num_threads < 1:
             raise KlvizError(f"num_threads must be >= 1, got {num_threads}.")
         self.cfg = cfg if cfg is not None else PPOConfig()
@@ -133,7 +147,7 @@ class PPOJob:
         self.prompts = [str(p) for p in prompts]
         self.num_threads, self.nice, self.allow_code = num_threads, nice, allow_code
         check_allowed(self.cfg.reward, allow_code)  # refused here, and again in the worker
-        self._progress = _Progress()
+        self._progress = _Progress(on_end)
         self._worker: Worker | None = None
         self._final = Path(tempfile.mkdtemp(prefix="klviz-ppo-job-")) / "policy"  # the worker's last policy
         weakref.finalize(self, shutil.rmtree, self._final.parent, True)
@@ -165,6 +179,12 @@ class PPOJob:
         if self._worker is not None:
             self._worker.send(("stop",))
 
+    def set_threads(self, n: int) -> None:
+        """Have the running worker train on `n` torch threads from its next step on."""
+        self.num_threads = max(1, int(n))
+        if self._worker is not None and self.running:
+            self._worker.send(("threads", self.num_threads))
+
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the worker to end and its last report to arrive; True if it has (or never started)."""
         return self._worker is None or self._worker.join(timeout)
@@ -175,7 +195,8 @@ class PPOJob:
         with p.cond:
             return JobSnapshot(state=p.state, step=len(p.metrics), steps=self.cfg.steps,
                                metrics=[dict(m) for m in p.metrics], bands=[_copy_band(b) for b in p.bands],
-                               error=p.error, stop_reason=p.stop_reason if p.state == "stopped" else None)
+                               error=p.error, stop_reason=p.stop_reason if p.state == "stopped" else None,
+                               threads=p.threads)
 
     @property
     def running(self) -> bool:
@@ -203,9 +224,15 @@ class PPOJob:
 
 # --- the worker's side --------------------------------------------------------------------------
 
-def _serve_saves(channel, trainer) -> None:
+def _serve_commands(channel, trainer) -> None:
+    """Between steps: saves asked for, and the thread count JobRegistry shares out."""
+    import torch
+
     for command in channel.commands():
-        if command[0] == "save":
+        if command[0] == "threads":
+            torch.set_num_threads(command[1])
+            channel.send(("threads", torch.get_num_threads()))
+        elif command[0] == "save":
             _, save_id, path = command
             try:
                 channel.send(("saved", save_id, str(trainer.save(path)), None))
@@ -225,23 +252,26 @@ def _load(spec: ModelSpec, device: str, role: str, base: str | None = None):
 def run_job(channel, sft: ModelSpec, prompts: list[str], cfg: PPOConfig, policy_init: ModelSpec | None,
             final: str, allow_code: bool) -> None:
     """The worker process's task (klviz.workers): load, train, report each step, leave the final policy."""
+    import torch
+
     from klviz.ppo.trainer import PPOTrainer
 
     try:
         check_allowed(cfg.reward, allow_code)  # before PPOTrainer's get_reward could import anything
+        channel.send(("threads", torch.get_num_threads()))  # klviz.workers set it from the job's num_threads
         ref = _load(sft, cfg.device, "sft")
         init = _load(policy_init, cfg.device, "policy", base=sft.source) if policy_init is not None else None
         trainer = PPOTrainer(ref.model, ref.tokenizer, prompts, cfg, policy_init=init.model if init else None)
         del init
         for _ in range(cfg.steps):
-            _serve_saves(channel, trainer)
+            _serve_commands(channel, trainer)
             if channel.should_stop():
                 break
             channel.send(("step", trainer.step()))
         if channel.stop_reason == GONE:
             return
         trainer.save(final)  # so the policy can still be saved once this process has gone
-        _serve_saves(channel, trainer)
+        _serve_commands(channel, trainer)
         stopped = channel.should_stop()
         channel.send(("end", "stopped" if stopped else "done", None, channel.stop_reason if stopped else None))
     except KlvizError as e:
@@ -250,11 +280,27 @@ def run_job(channel, sft: ModelSpec, prompts: list[str], cfg: PPOConfig, policy_
         channel.send(("end", "error", f"training failed: {type(e).__name__}: {e}", None))
 
 
-class JobRegistry:
-    """At most `max_jobs` PPO jobs running at once on this server, looked up by a key (e.g. a session id)."""
+def share_threads(cores: int, running: int) -> int:
+    """Torch threads for each of `running` jobs on `cores` cores: all of them for one job, never below one.
 
-    def __init__(self, max_jobs: int = 2):
-        self.max_jobs = max_jobs
+    One thread per job left a core idle while a single run trained: the sample pair's run made 0.57
+    steps/s on its page against 0.98 for `klviz ppo` on both cores (bench/RESULTS.md, bench/live.py).
+    The server still comes first: workers run at a lower priority, and OpenMP threads sleep when idle.
+    """
+    return max(1, cores // max(1, running))
+
+
+def cpu_cores() -> int:
+    """Cores this process may run on (the affinity mask, e.g. a container's limit, not the machine's)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+class JobRegistry:
+    """At most `max_jobs` PPO jobs running at once on this server, looked up by a key (e.g. a session id);
+    the cores are shared among the running ones (`share_threads`), again whenever one starts or ends."""
+
+    def __init__(self, max_jobs: int = 2, cores: int | None = None):
+        self.max_jobs, self.cores = max_jobs, cores or cpu_cores()
         self._lock = threading.Lock()
         self._jobs: dict[str, PPOJob] = {}
 
@@ -268,9 +314,20 @@ class JobRegistry:
             if running >= self.max_jobs:
                 raise KlvizError(f"{running} PPO jobs are already running on this server (the limit is "
                                  f"{self.max_jobs}): stop one or wait for it to finish.")
+            kwargs = {"num_threads": share_threads(self.cores, running + 1), **kwargs, "on_end": self._share}
             job = PPOJob(*args, **kwargs)
             self._jobs[key] = job.start()
-            return job
+        self._share()
+        return job
+
+    def _share(self) -> None:
+        """Give every running job its share of the cores (a job's start or end changed how many run)."""
+        with self._lock:
+            running = [job for job in self._jobs.values() if job.running]
+        for job in running:
+            n = share_threads(self.cores, len(running))
+            if job.num_threads != n:
+                job.set_threads(n)
 
     def get(self, key: str) -> PPOJob | None:
         """The latest job started under `key`, running or not."""

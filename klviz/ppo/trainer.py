@@ -17,7 +17,8 @@ under no_grad only (or copied, if it lives elsewhere or is in training mode). Wi
 policy is one model with a LoRA adapter (klviz.ppo.lora) and the reference that model with the
 adapter off: on a copy of the SFT model, or with share_sft on the SFT model itself (`klviz ppo`).
 Before the first step the policy is checked savable (GGUF quantizer marks stripped), and each
-step's approx-KL is watched (max_approxkl): a blown-up update stops the run with a sentence.
+step's approx-KL is watched (max_approxkl): in the first steps a blown-up update stops the run with
+a sentence (the learning rate is too high for the model); later it ends that update's epochs early.
 
 Why it is fast on a CPU (figures against TRL RLOO: bench/RESULTS.md): the sampling loop's outputs
 stand in for a policy scoring pass; the reference and training passes run in length chunks that
@@ -254,6 +255,8 @@ class PPOTrainer:
         cfg, sums, n = self.cfg, dict.fromkeys(("policy_loss", "value_loss", "clipfrac", "approxkl"), 0.0), 0
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         for _ in range(cfg.ppo_epochs):
+            if n and cfg.max_approxkl is not None and sums["approxkl"] / n > cfg.max_approxkl:
+                break  # the update already went too far: no more epochs on this rollout (cleanrl's target_kl)
             perm = torch.randperm(roll.response.shape[0], generator=self._order_gen).to(self.device)
             for idx in perm.tensor_split(cfg.minibatches):
                 self.optimizer.zero_grad(set_to_none=True)
@@ -293,16 +296,19 @@ class PPOTrainer:
         return metrics
 
     def _watch_approxkl(self, approxkl: float) -> None:
-        """Stop with a sentence when an update moved the policy far from the one that sampled.
+        """Stop with a sentence when an update moved the policy far from the one that sampled, in the
+        first cfg.approxkl_watch_steps steps (or by a NaN at any step).
 
         approx-KL (k3 of pi_old -> pi) stays near 0.01 in healthy PPO ("The 37 implementation
         details of PPO" #12 log it for this); 3e-4 on SmolLM2-135M gave 5.8 in one step.
         """
         limit = self.cfg.max_approxkl
-        if limit is not None and not approxkl <= limit:  # NaN stops too
-            raise KlvizError(f"PPO step {self.step_count} moved the policy too far from the one that sampled "
-                             f"(approx-KL {approxkl:.3g} > {limit:g} nats per token, learning rate {self.lr:.2g}): "
-                             "the update blew up; lower the learning rate (--lr).")
+        if limit is None or approxkl <= limit or (self.step_count > self.cfg.approxkl_watch_steps
+                                                   and math.isfinite(approxkl)):
+            return  # later steps cut their epochs instead (_update); a NaN or inf stops at any step
+        raise KlvizError(f"PPO step {self.step_count} moved the policy too far from the one that sampled "
+                         f"(approx-KL {approxkl:.3g} > {limit:g} nats per token, learning rate {self.lr:.2g}): "
+                         "the update blew up; lower the learning rate (--lr).")
 
     def save(self, path: str | Path) -> Path:
         """Write the policy (no value head) and tokenizer as an HF safetensors folder, atomically."""

@@ -152,3 +152,19 @@ def test_klviz_ppo_from_a_gguf_trains_and_saves(tok, tmp_path, monkeypatch, caps
     assert "learning rate" in capsys.readouterr().out  # the scaled default is said
     saved = load_model(tmp_path / "run" / "policy", device="cpu")
     assert saved.info.kind == "folder" and not any("lora_" in k for k in saved.model.state_dict())
+
+
+def test_after_the_watched_steps_a_blown_up_update_ends_its_epochs_instead_of_the_run(tok):
+    """Past approxkl_watch_steps the same explosion ends the update early (cleanrl's target_kl): fewer
+    minibatch steps than ppo_epochs x minibatches, and the run goes on; a NaN would still stop it."""
+    sft = make_tiny_model("gpt2", len(tok), seed=0)
+    cfg = PPOConfig(**{**SMALL_RUN, "ppo_epochs": 4, "minibatches": 2}, lr=0.5, cliprange=100.0, approxkl_watch_steps=1)
+    trainer = PPOTrainer(sft, tok, PROMPTS, cfg)
+    trainer.step_count = cfg.approxkl_watch_steps  # the next step is the first one past the watch
+    steps = []
+    real_step = trainer.optimizer.step
+    trainer.optimizer.step = lambda *a, **k: (steps.append(1), real_step(*a, **k))[1]
+    metrics = trainer.step()
+    assert metrics["approxkl"] > cfg.max_approxkl and 0 < len(steps) < cfg.ppo_epochs * cfg.minibatches
+    with pytest.raises(KlvizError, match="approx-KL nan"):
+        trainer._watch_approxkl(float("nan"))
