@@ -16,6 +16,7 @@ HEAVY_FILES = {
     "tests/integration/test_smollm2.py": 70,
     "tests/integration/test_workers.py": 61,
     "tests/integration/test_ppo_jobs.py": 34,
+    "tests/integration/test_job_threads.py": 30,  # two PPO jobs' workers (not measured yet: like test_ppo_jobs)
     "tests/app/test_responses_file.py": 29,
     "tests/app/test_guard.py": 27,
     "tests/e2e/test_trajectory_click.py": 24,
