@@ -3,15 +3,18 @@
 The table is the shipped sample table (sample_data/dashboard_table.parquet, 1,170 rows) tiled with new
 prompt ids to --rows rows, carrying the sample tokenizer's vocabulary map as `klviz score` writes it.
 A fresh `klviz dashboard big.parquet` starts on a free loopback port; once /_stcore/health answers, Debian's
-chromium (Playwright, as tests/e2e does) opens the page, and the time to the first drawn plotly chart is
-taken, then again in a new session (cached table). Goal (issue 14): <= 3 s on the 2-core box.
+chromium (Playwright, as tests/e2e does) opens the page, and the time to the Overview's first drawn plotly
+chart is taken, then again in a new session (cached table). Goal (issue 14): <= 3 s on the 2-core box.
+command_to_first_chart_s adds the server's start: what a user who opens the page at once waits in all.
 
     python bench/open_table.py [--rows 100000]            # browser: first chart, fresh and new session
     python bench/open_table.py --steps [--table big.parquet]  # in-process: each step of the path, timed
 
---steps times, in one process, what the server does before the Overview's first chart (read the table,
-the headline figures, the band totals) and the other pages' first frames (mass shift, per sequence), with
-the load average beside them; --table keeps (or reuses) the built table at that path.
+--steps times, in a fresh process, what the server does before the Overview's first chart (the light read
+of the scalar and band columns, the headline figures, the band totals; and, for comparison, the same from
+the full read) and the other pages' first frames (mass shift, per sequence), with the load average beside
+them; --table keeps (or reuses) the built table at that path (build it in an earlier run: building imports
+pandas and transformers, and the import time is then not a fresh process's).
 """
 
 from __future__ import annotations
@@ -53,10 +56,12 @@ def make_table(path: Path, rows: int) -> int:
 def steps(path: Path) -> dict:
     """Seconds of each step the server takes between a table path and each page's first figures."""
     t0 = time.perf_counter()
-    from klviz.tokentable import read_token_table, table_decoder
-    from klviz.views import tables
+    import pandas  # noqa: F401  (a fresh server's first session imports these)
+    import pyarrow.parquet  # noqa: F401
 
-    out: dict = {"import_s": time.perf_counter() - t0}
+    out: dict = {"import_pandas_pyarrow_s": time.perf_counter() - t0}
+    from klviz.tokentable import read_light_table, read_token_table, table_decoder
+    from klviz.views import tables
 
     def timed(name, fn, *a):
         start = time.perf_counter()
@@ -64,11 +69,15 @@ def steps(path: Path) -> dict:
         out[name] = time.perf_counter() - start
         return result
 
-    df, meta = timed("read_token_table_s", read_token_table, path)
+    light = timed("read_light_table_s", read_light_table, path)  # what the sidebar and the Overview read
+    timed("light_headline_s", tables.headline, light.frame)
+    timed("light_band_means_s", tables.band_means, light.bands)
+    out["overview_first_chart_s"] = out["read_light_table_s"] + out["light_headline_s"] + out["light_band_means_s"]
+    df, meta = timed("read_token_table_s", read_token_table, path)  # the full frame, for the other pages
     decode = timed("table_decoder_s", table_decoder, df, meta)
     timed("headline_s", tables.headline, df)
     timed("band_totals_s", tables.band_totals, df)
-    out["overview_first_chart_s"] = out["read_token_table_s"] + out["headline_s"] + out["band_totals_s"]
+    out["overview_from_full_read_s"] = out["read_token_table_s"] + out["headline_s"] + out["band_totals_s"]
     timed("per_sequence_s", tables.per_sequence, df)
     timed("mass_shift_s", tables.mass_shift, df, decode)
     timed("position_profile_s", tables.position_profile, df)
@@ -128,8 +137,10 @@ def main() -> None:
                 for label in ("first_chart_fresh_s", "first_chart_new_session_s"):
                     start = time.perf_counter()
                     tab.goto(url)
-                    tab.wait_for_function(DRAWN, arg=[None, 1, False, None, False], polling="raf")
+                    # the Overview's own chart (its title shown), whether or not the script has finished
+                    tab.wait_for_function(DRAWN, arg=["Overview", 1, False, None, False], polling="raf")
                     out[label] = round(time.perf_counter() - start, 2)
+                out["command_to_first_chart_s"] = round(health + out["first_chart_fresh_s"], 2)
                 ctx.close()
         finally:
             os.killpg(proc.pid, signal.SIGTERM)

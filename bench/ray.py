@@ -13,6 +13,7 @@ cluster start and each actor's imports and loading. Also reported per run: throu
 tokens per second. On a GPU machine, `--device cuda --actors 1,<GPUs>` measures 1 actor against all
 (one GPU each); not measured on the 2-core box. `--n-seq` smaller than 64 is a REDUCED workload and
 the table says so. Usage: python bench/ray.py [--rounds 1] [--actors 1,2] [--n-seq 64] [--device cpu]
+Where the Ray run's seconds go, phase by phase: bench/ray_phases.py.
 """
 
 from __future__ import annotations

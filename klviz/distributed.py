@@ -27,6 +27,7 @@ retried on it).
 from __future__ import annotations
 
 import contextlib
+import os
 import pickle
 import types
 from dataclasses import dataclass, field, replace
@@ -222,6 +223,8 @@ def ray_session(settings: RaySettings):
     ray = require_ray()
     started = not ray.is_initialized()
     if started:
+        if settings.address is None:  # our own throwaway cluster: no usage report ("Usage Stats Collection",
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # docs.ray.io/en/latest/cluster/usage-stats.html)
         try:
             ray.init(address=settings.address, include_dashboard=False, logging_level="ERROR")
         except (ConnectionError, ValueError, RuntimeError) as e:

@@ -80,7 +80,8 @@ def assemble(frames: list, major=None):
 
 
 def score_on_ray(args, actor_cls=None) -> int:
-    """`klviz score --ray`: inputs read and checked here, scored in the pool, one table written."""
+    """`klviz score --ray`: inputs read and checked here (tokenized while Ray starts), scored in the pool,
+    one table written (while Ray shuts down)."""
     from klviz.engine.divergence import _validate
     from klviz.rollouts import read_rollouts, score_inputs
     from klviz.tokentable import table_metadata, vocab_metadata
@@ -91,21 +92,28 @@ def score_on_ray(args, actor_cls=None) -> int:
     fmt, rollouts = read_rollouts(args.input)  # malformed input fails before Ray starts or any model loads
     spec = spec_from_args(args)
     quiet_transformers()
-    with sft_tokenizer(args.sft) as (tokenizer, vocab_size):
-        inputs = score_inputs(rollouts, tokenizer)
-    _validate(inputs, vocab_size)
-    units = score_units(inputs, args.batch_size, args.top_k)
-    with ray_session(settings) as ray:
-        results = run_units(ray, settings, spec, units, **_cls(actor_cls))
-    df = assemble([frame for frame, _ in results])
-    meta = table_metadata(results[0][1], command="score", input=args.input, input_format=fmt, top_k=args.top_k)
-    write_table(df, out, {**meta, **vocab_metadata(df, tokenizer)})
-    log(f"wrote {len(df)} token rows from {len(inputs)} responses to {out} ({len(units)} batches on Ray)")
+
+    def prepare():
+        with sft_tokenizer(args.sft) as (tokenizer, vocab_size):
+            inputs = score_inputs(rollouts, tokenizer)
+        _validate(inputs, vocab_size)
+        return tokenizer, inputs, score_units(inputs, args.batch_size, args.top_k)
+
+    def write(results):
+        df = assemble([frame for frame, _ in results])
+        meta = table_metadata(results[0][1], command="score", input=args.input, input_format=fmt, top_k=args.top_k)
+        write_table(df, out, {**meta, **vocab_metadata(df, tokenizer)})
+        return len(df)
+
+    with ray_beside(settings, prepare) as (ray, (tokenizer, inputs, units), later):
+        rows = later(write, run_units(ray, settings, spec, units, **_cls(actor_cls)))
+    log(f"wrote {rows()} token rows from {len(inputs)} responses to {out} ({len(units)} batches on Ray)")
     return 0
 
 
 def analyze_on_ray(args, actor_cls=None) -> int:
-    """`klviz analyze --ray`: sampling batches in the pool, then scoring batches, one table written."""
+    """`klviz analyze --ray`: sampling batches in the pool, then scoring batches, one table written (while
+    Ray shuts down)."""
     from klviz.cli.analyze import analyze_metadata, sampling_config
     from klviz.prompts import read_prompts
     from klviz.tokentable import vocab_metadata
@@ -115,17 +123,24 @@ def analyze_on_ray(args, actor_cls=None) -> int:
     check_out(out)
     cfg = sampling_config(args)
     settings, spec = settings_from_args(args), spec_from_args(args)
-    with ray_session(settings) as ray:
+
+    def prepare():
+        with sft_tokenizer(args.sft) as (tokenizer, _):
+            return tokenizer
+
+    def write(results):
+        df = assemble([frame for frame, _ in results])
+        write_table(df, out, {**analyze_metadata(args, cfg, results[0][1]), **vocab_metadata(df, tokenizer)})
+        return len(df)
+
+    with ray_beside(settings, prepare) as (ray, tokenizer, later):
         inputs = sample_on_ray(ray, settings, spec, prompts, cfg, actor_cls)
         if not inputs:
             raise KlvizError("Every sampled response was empty (the model ended each one at once), so there is "
                              "nothing to score: try other prompts or a higher temperature.")
-        results = run_units(ray, settings, spec, score_units(inputs, cfg.batch_size, args.top_k),
-                            **_cls(actor_cls))
-    df = assemble([frame for frame, _ in results])
-    with sft_tokenizer(args.sft) as (tokenizer, _):
-        write_table(df, out, {**analyze_metadata(args, cfg, results[0][1]), **vocab_metadata(df, tokenizer)})
-    log(f"wrote {len(df)} token rows from {len(inputs)} responses to {out} (sampled and scored on Ray)")
+        rows = later(write, run_units(ray, settings, spec, score_units(inputs, cfg.batch_size, args.top_k),
+                                      **_cls(actor_cls)))
+    log(f"wrote {rows()} token rows from {len(inputs)} responses to {out} (sampled and scored on Ray)")
     return 0
 
 
@@ -190,6 +205,23 @@ def trajectory_on_ray(args, actor_cls=None) -> int:
     log(f"wrote {len(df)} token rows ({len(inputs)} responses x {len(checkpoints)} checkpoints) to {args.out} "
         f"({len(units)} runs of batches on Ray)")
     return 0
+
+
+@contextlib.contextmanager
+def ray_beside(settings, prepare):
+    """(ray, prepare()'s result, later): the driver's own work overlapped with Ray's fixed costs.
+
+    ray.init mostly waits for the processes it starts (GCS, raylet, agents) and ray.shutdown for them to
+    end, so `prepare` (reading the tokenizer, tokenizing, cutting batches) runs on a thread while Ray
+    starts, and `later(fn, *args)` runs fn (assembling and writing the table) on it while Ray shuts down;
+    `later` returns a callable giving fn's result once the session is closed (fn's error raised there).
+    An error anywhere still shuts Ray down (ray_session) and writes nothing more."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="klviz-ray-driver") as pool:
+        prepared = pool.submit(prepare)
+        with ray_session(settings) as ray:
+            yield ray, prepared.result(), lambda fn, *a: pool.submit(fn, *a).result
 
 
 def _cls(actor_cls) -> dict:

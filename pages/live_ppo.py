@@ -77,16 +77,17 @@ if b[2].button("Save policy", disabled=latest is None, icon=":material/save:"):
         st.rerun()
 
 
+# Two heartbeats, both only while the page is shown: the step and state every REFRESH_S from a
+# snapshot without the history, the charts every CHARTS_EVERY_S (each redraw costs the server a plotly
+# figure and the browser a re-render, which the training worker's cores paid for: bench/RESULTS.md).
 @st.fragment(run_every=runs.REFRESH_S if running else None)
-def live_panel() -> None:
-    # The heartbeat: snapshots are read only while the panel is shown.
-    snaps = {name: run.job.snapshot() for name, run in dict(book.runs).items()}
+def live_status() -> None:
     run = book.latest()
     if run is None:
         st.metric("Step", "0")
         st.info("Choose settings and press Start. Runs train a copy of the SFT model on this server's CPU/GPU.")
         return
-    snap = snaps[run.name]
+    snap = run.job.snapshot(history=False)
     c = st.columns([1, 1, 4])
     c[0].metric("Step", f"{snap.step}", help=f"of {snap.steps} steps")
     c[1].metric("State", snap.state)
@@ -97,20 +98,27 @@ def live_panel() -> None:
     if snap.error:
         source = current().source
         show_error(source.explain(snap.error) if source else snap.error)
-    progress = tuple((name, s.step, s.state) for name, s in snaps.items())
-    every_s = runs.FIGURE_EVERY_S if running else 0.0
-    st.plotly_chart(book.figure("curves", progress, lambda: plots.ppo_curves_figure(
-        {n: s.metrics for n, s in snaps.items()}, run.estimator), every_s), key="ppo.curves")
-    bands = runs.ppo_bands(run, snap)  # below the curves, full width (a narrow column clipped it at 1280 px)
-    if bands:
-        figure, step = book.figure("bands", (run.name, bands[0]),
-                                   lambda: (plots.mass_moved_figure(bands[1]), bands[0]), every_s)
-        st.plotly_chart(figure, key="ppo.mass_moved")
-        st.caption(f"Mass moved by the policy of step {step} (its rollout), against its SFT model.")
-    else:
-        st.info("The mass-moved chart appears after the first step.")
     if book.any_running() != running:
         st.rerun()  # the job started or ended: rerun the page so polling switches on or off
 
 
-live_panel()
+@st.fragment(run_every=runs.CHARTS_EVERY_S if running else None)
+def live_charts() -> None:
+    run = book.latest()
+    if run is None:
+        return
+    snaps = {name: r.job.snapshot() for name, r in dict(book.runs).items()}
+    progress = tuple((name, s.step, s.state) for name, s in snaps.items())
+    st.plotly_chart(book.figure("curves", progress, lambda: plots.ppo_curves_figure(
+        {n: s.metrics for n, s in snaps.items()}, run.estimator)), key="ppo.curves")
+    bands = runs.ppo_bands(run, snaps[run.name])  # below the curves, full width (a column clipped it at 1280 px)
+    if bands:
+        st.plotly_chart(book.figure("bands", (run.name, bands[0]), lambda: plots.mass_moved_figure(bands[1])),
+                        key="ppo.mass_moved")
+        st.caption(f"Mass moved by the policy of step {bands[0]} (its rollout), against its SFT model.")
+    else:
+        st.info("The mass-moved chart appears after the first step.")
+
+
+live_status()
+live_charts()

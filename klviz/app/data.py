@@ -158,9 +158,7 @@ def require_table() -> pd.DataFrame:
     """The token table of the current pair and settings (cached), or st.error and the end of this run."""
     cur = current()
     if cur.table is not None:
-        if cur.error:
-            st.info("The token table could not be read: see the error in the sidebar.")
-            st.stop()
+        _table_readable(cur)
         with user_errors(stop=True):
             return opened.rows(cur.table, cur.step)
     table = cur.warm_table()
@@ -172,6 +170,13 @@ def require_table() -> pd.DataFrame:
     found = prompts()
     with user_errors(stop=True):  # sampled and scored in a worker process; this run draws its progress
         return guard.analysis_table(cur.table_key, _pair_spec(cur), found, cur.settings, cur.source.explain)
+
+
+def _table_readable(cur: View) -> None:
+    """A note in the page and the end of this run when the opened table could not be read."""
+    if cur.error:
+        st.info("The token table could not be read: see the error in the sidebar.")
+        st.stop()
 
 
 def _scored_responses(cur: View) -> pd.DataFrame:
@@ -196,16 +201,19 @@ def overview() -> tuple[dict, Mapping]:
     """The Overview's headline figures (`tables.headline`) and band totals (`tables.band_totals`).
 
     On the default view they come from the shipped view (klviz.shipped_view), so its chart is sent before
-    pandas has loaded; otherwise from the token table.
+    pandas has loaded; for an opened table from its light read (klviz.app.opened); otherwise from the
+    token table.
     """
-    view = current().shipped
-    if view is not None:
-        return view["headline"], view["bands"]
+    cur = current()
+    if cur.shipped is not None:
+        return cur.shipped["headline"], cur.shipped["bands"]
+    if cur.table is not None:  # an opened table: from its light read (no list columns), once per table and step
+        _table_readable(cur)
+        with user_errors(stop=True):
+            return opened.overview(cur.table, cur.step)
     from klviz.views import tables
 
     df = require_table()
-    if current().table is not None:  # an opened table: computed once per table and step
-        return opened.overview(current().table, current().step)
     return tables.headline(df), tables.band_totals(df)
 
 

@@ -29,6 +29,8 @@ def table_later() -> Callable[[], pd.DataFrame]:
     key = current().shipped_key
     if key is not None:
         return functools.partial(shipped_view.read_warm_table, sample_file(shipped_view.WARM_TABLE), key)
+    if current().table is not None:  # an opened table: its full read only on click (klviz.app.opened)
+        return functools.partial(opened.rows, current().table, current().step)
     df = data.require_table()
     return lambda: df
 
@@ -38,7 +40,7 @@ def meta() -> dict[str, str]:
     cur = current()
     if cur.table is not None:
         with user_errors(stop=True):
-            info = {k: v for k, v in opened.read(cur.table)[1].items() if k != "vocab"}  # the report lists the rest
+            info = {k: v for k, v in opened.meta(cur.table).items() if k != "vocab"}  # the report lists the rest
         return {"table": cur.table.shown, "step": str(cur.step), **info}
     src = cur.source  # paths as the user gave them (an upload's file name), never the server's
     out = {"pair": src.label if src else "", "policy": src.explain(src.policy) if src else "",

@@ -1,12 +1,18 @@
 """An opened token table: a parquet from `klviz score`/`analyze`/`trajectory`, shown with no models.
 
 The table comes from the server's start-up flags (`klviz dashboard TABLE ...`, klviz.server_options),
-a path typed in the sidebar or an upload. It is read once per file content with klviz.tokentable, which
-needs neither torch nor a tokenizer: token text comes from the table's own vocabulary map. The frame is
+a path typed in the sidebar or an upload. It is read with klviz.tokentable, which needs neither torch nor
+a tokenizer: token text comes from the table's own vocabulary map. It is read in two parts, each once per
+file content: `light` (the scalar columns and the band columns as [n, 7] matrices: all the sidebar and
+the Overview need, a tenth of a second for 100k rows), and, only when a page that needs the list columns
+asks, the full frame (`read`: 12 list columns are 1.2M per-row arrays, seconds). Not in a background
+thread after the first view: its conversion holds the GIL, and the server's event loop, serving plotly.js
+to that first view, stalled behind it (first chart 20 s later at load 20, bench/open_table.py). Both are
 held by st.cache_resource, shared and never mutated (the pages filter, never assign), not st.cache_data:
-st.cache_data pickles a value when it stores it and unpickles it on every hit, and a 100k-row table's
-12 list columns are 1.2M small arrays (26 s to pickle, 8 s to unpickle on the 2-core box, per run). A checkpoint series (`checkpoint`/`step` columns) shows one step at a time on every
-page but Trajectory; the step is the sidebar's "Checkpoint step", which the Trajectory page can set.
+st.cache_data pickles a value when it stores it and unpickles it on every hit (for the full frame 26 s
+to pickle, 8 s to unpickle on the 2-core box, per run). A checkpoint series
+(`checkpoint`/`step` columns) shows one step at a time on every page but Trajectory; the step is the
+sidebar's "Checkpoint step", which the Trajectory page can set.
 
 Typed paths resolve against the server's working directory and must name a file inside it, the
 repository, or a --data-root folder (issue 13's klviz/paths.py root checks were not on main yet).
@@ -27,6 +33,8 @@ from klviz.errors import KlvizError
 
 if TYPE_CHECKING:
     import pandas as pd
+
+    from klviz.tokentable import LightTable
 
 ROOT = Path(__file__).resolve().parents[2]
 OPEN_TABLE = "Open a token table…"
@@ -88,6 +96,29 @@ def read(source: TableSource) -> tuple[pd.DataFrame, dict[str, str]]:
     return _read(source.path, source.shown, _fingerprint(source.path))
 
 
+@st.cache_resource(max_entries=4, show_spinner="Reading the token table…")
+def _light(path: str, shown: str, fingerprint: str) -> LightTable:
+    from klviz.tokentable import read_light_table
+
+    return read_light_table(path, shown)
+
+
+def light(source: TableSource) -> LightTable:
+    """The table's scalar columns, band matrices and metadata (klviz.tokentable.LightTable), cached like
+    `read`; KlvizError when it is not a table."""
+    return _light(source.path, source.shown, _fingerprint(source.path))
+
+
+def meta(source: TableSource) -> dict[str, str]:
+    """The table's klviz metadata (what made it)."""
+    return light(source).meta
+
+
+def steps(source: TableSource) -> list[int]:
+    """The checkpoint steps of the table (empty unless it is a series), without the full read."""
+    return series_steps(light(source).frame)
+
+
 def table_key(source: TableSource, step: int | None) -> str:
     """Names the shown rows (for the pages' caches)."""
     return f"table:{source.path}:{_fingerprint(source.path)}:{step}"
@@ -114,16 +145,20 @@ def rows(source: TableSource, step: int | None) -> pd.DataFrame:
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
-def _overview(key: str, step: int | None, _df: pd.DataFrame) -> tuple[dict, pd.DataFrame]:
+def _overview(key: str, step: int | None, _light: LightTable, _source: TableSource) -> tuple[dict, pd.DataFrame]:
     from klviz.views import tables
 
-    return tables.headline(_df), tables.band_totals(_df)
+    if _light.bands is None:  # null or ragged band cells: what the full frame makes of them
+        df = rows(_source, step)
+        return tables.headline(df), tables.band_totals(df)
+    part = _light if step is None else _light.at_step(step)
+    return tables.headline(part.frame), tables.band_means(part.bands)
 
 
 def overview(source: TableSource, step: int | None) -> tuple[dict, pd.DataFrame]:
-    """The Overview's (tables.headline, tables.band_totals) of the shown rows, once per table and step
-    (small values, so st.cache_data's copies cost nothing; every rerun recomputed them before)."""
-    return _overview(table_key(source, step), step, rows(source, step))
+    """The Overview's (tables.headline, tables.band_totals) of the shown rows, from the light read (no
+    per-row arrays), once per table and step (small values, so st.cache_data's copies cost nothing)."""
+    return _overview(table_key(source, step), step, light(source), source)
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 MAX_JOBS = 2  # PPO jobs running at once on one server: each takes a CPU core (klviz.ppo.jobs)
 REFRESH_S = 0.4  # the live panel's polling interval while a job runs
-FIGURE_EVERY_S = 2.0  # and its charts are rebuilt at most this often while it runs (klviz.ppo.runbook)
+CHARTS_EVERY_S = 2.0  # and its charts' (pages/live_ppo.py)
 
 
 def _release_runs(book: RunBook) -> None:

@@ -86,15 +86,14 @@ def _table_picker() -> TableSource | None:
 
 def _table_sidebar(view: View) -> None:
     """An opened table: what made it, and the checkpoint step shown when it is a series."""
-    try:
-        df, meta = opened.read(view.table)
+    try:  # the light read: metadata and scalar columns (the full frame follows, klviz.app.opened)
+        meta, steps = opened.meta(view.table), opened.steps(view.table)
     except KlvizError as e:
         view.error = str(e)
         show_error(view.error)
         return
     for line in opened.describe(meta):
         st.caption(plain(line))
-    steps = opened.series_steps(df)
     if steps:
         pending = st.session_state.pop(Keys.PENDING_STEP, None)
         if pending in steps:

@@ -1,7 +1,9 @@
 """The klviz command line: one parser, one function per command (`COMMANDS`).
 
 Each command lives in a module of this package with `add_arguments(parser)` and `run(args) -> int`.
-`main` turns a KlvizError into one sentence on stderr and exit code 2.
+`main` turns a KlvizError into one sentence on stderr and exit code 2. The command modules import
+torch and transformers inside their functions, and `main` adds only the chosen command's arguments:
+`klviz dashboard` and `--ray`'s driver start without them (seconds of start-up; bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -30,18 +32,27 @@ COMMANDS = {  # name -> (module with add_arguments and run, one-line help)
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or with `only`, of that one (the others listed, without arguments)."""
     parser = argparse.ArgumentParser(prog="klviz", description="How far, and where, has a policy drifted from its SFT model?")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (module, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_)
-        module.add_arguments(p)
-        p.set_defaults(run=module.run)
+        if only is None or name == only:
+            module.add_arguments(p)
+            p.set_defaults(run=module.run)
     return parser
 
 
+def _command(argv: list[str]) -> str | None:
+    """The command named in argv (its first word that is not an option), if it is one."""
+    word = next((a for a in argv if not a.startswith("-")), None)
+    return word if word in COMMANDS else None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    args = build_parser(_command(argv)).parse_args(argv)
     try:
         return args.run(args)
     except KlvizError as e:

@@ -17,9 +17,8 @@ from klviz.engine.columns import BAND_EDGES
 from klviz.cli.common import log, pair_arguments, quiet_transformers, ray_arguments
 from klviz.errors import KlvizError
 from klviz.io import write_table
-from klviz.models import load_pair
 from klviz.prompts import read_prompts
-from klviz.sampling import SamplingConfig, analyze
+from klviz.settings import SamplingConfig
 from klviz.tokentable import vocab_metadata
 
 
@@ -70,6 +69,9 @@ def run(args) -> int:
         from klviz.distributed_tables import analyze_on_ray
 
         return analyze_on_ray(args)
+    from klviz.models import load_pair  # torch and transformers: only for this command (see klviz.cli)
+    from klviz.sampling import analyze
+
     prompts = read_prompts(args.prompts)
     out = Path(args.out)
     if not out.parent.is_dir():

@@ -18,8 +18,6 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from klviz.errors import KlvizError
-from klviz.ppo.config import PPOConfig
-from klviz.ppo.trainer import PPOTrainer
 
 SAMPLE_PROMPTS = Path(__file__).resolve().parents[2] / "sample_data" / "prompts.jsonl"
 """The shipped prompts, used when --prompts is not given."""
@@ -43,6 +41,8 @@ REQUIRED = ("reward", "steps")  # a run says what it optimises and for how long
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sft", required=True, help="SFT checkpoint (the frozen reference)")
     p.add_argument("--policy-init", default=None, help="start the policy from this checkpoint instead of the SFT model")
+    from klviz.ppo.config import PPOConfig  # torch: imported only when this command is chosen (klviz.cli)
+
     defaults = {f.name: f.default for f in dataclasses.fields(PPOConfig)}
     for name, (type_, help_) in CONFIG_ARGS.items():
         shown = "required" if name in REQUIRED else f"default: {defaults[name]}"
@@ -52,8 +52,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="folder for metrics.jsonl and policy/")
 
 
-def config_from_args(args) -> PPOConfig:
-    """PPOConfig from parsed arguments; a setting left as None keeps its field's default."""
+def config_from_args(args):
+    """klviz.ppo.config.PPOConfig from parsed arguments; a setting left as None keeps its field's default."""
+    from klviz.ppo.config import PPOConfig
+
     return PPOConfig(**{name: getattr(args, name) for name in CONFIG_ARGS if getattr(args, name, None) is not None})
 
 
@@ -82,6 +84,7 @@ def run(args) -> int:
     """Entry point of `klviz ppo` (the parser lives in klviz.cli)."""
     from klviz.cli.common import quiet_transformers
     from klviz.models import load_model
+    from klviz.ppo.trainer import PPOTrainer
 
     quiet_transformers()
     cfg = config_from_args(args)

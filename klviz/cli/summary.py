@@ -9,7 +9,6 @@ from pathlib import Path
 
 from klviz.errors import KlvizError
 from klviz.io import read_metadata
-from klviz.views.summary import columns_needed, missing_columns, summary, to_text
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,6 +27,8 @@ def read_for_summary(path: Path):
     """The table's columns summary needs, and its metadata; one sentence if it is not a token table."""
     import pyarrow.parquet as pq
 
+    from klviz.views.summary import columns_needed, missing_columns  # pandas: only for this command
+
     if not path.is_file():
         raise KlvizError(f"{path}: no such file." if not path.exists() else f"{path} is not a file.")
     try:
@@ -41,6 +42,8 @@ def read_for_summary(path: Path):
 
 
 def run(args: argparse.Namespace) -> int:
+    from klviz.views.summary import summary, to_text
+
     df, meta = read_for_summary(Path(args.table))
     s = summary(df, meta)
     print(json.dumps(_finite(s), indent=2) if args.json else to_text(s))

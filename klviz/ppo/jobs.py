@@ -189,12 +189,14 @@ class PPOJob:
         """Wait for the worker to end and its last report to arrive; True if it has (or never started)."""
         return self._worker is None or self._worker.join(timeout)
 
-    def snapshot(self) -> JobSnapshot:
-        """A frozen copy of the progress so far."""
+    def snapshot(self, history: bool = True) -> JobSnapshot:
+        """A frozen copy of the progress so far; with history=False, without the metrics and bands
+        (empty lists: a poll that shows the step and state copies nothing per step)."""
         p = self._progress
         with p.cond:
             return JobSnapshot(state=p.state, step=len(p.metrics), steps=self.cfg.steps,
-                               metrics=[dict(m) for m in p.metrics], bands=[_copy_band(b) for b in p.bands],
+                               metrics=[dict(m) for m in p.metrics] if history else [],
+                               bands=[_copy_band(b) for b in p.bands] if history else [],
                                error=p.error, stop_reason=p.stop_reason if p.state == "stopped" else None,
                                threads=p.threads)
 

@@ -6,7 +6,6 @@ st.cache_resource, whose release (the tab closed) calls `stop_all`.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 
@@ -31,13 +30,12 @@ class RunBook:
         self.max_runs, self.runs, self.count = max_runs, {}, 0
         self._figures: dict[str, tuple] = {}
 
-    def figure(self, name: str, key, build, every_s: float = 0.0, now=time.monotonic):
-        """The figure `name`, rebuilt only when `key` changes, and then at most once per `every_s`
-        seconds: the live panel polls several times a second, its curves change when a step ends, and
-        each rebuild costs the server a plotly figure and the browser a redraw (pass 0 for the last one)."""
+    def figure(self, name: str, key, build):
+        """The figure `name`, rebuilt only when `key` changes: the live panel redraws every
+        poll, but its curves change only when a step ends."""
         cached = self._figures.get(name)
-        if cached is None or (cached[0] != key and now() - cached[2] >= every_s):
-            cached = self._figures[name] = (key, build(), now())
+        if cached is None or cached[0] != key:
+            cached = self._figures[name] = (key, build())
         return cached[1]
 
     def add(self, run: Run) -> None:

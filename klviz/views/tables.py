@@ -15,7 +15,7 @@ from typing import Callable, Mapping
 import numpy as np
 import pandas as pd
 
-from klviz.engine.columns import BAND_LABELS, N_BANDS
+from klviz.engine.columns import BAND_COLUMNS, BAND_LABELS, N_BANDS
 
 DEFAULT_SOURCE = "scored"
 """`source` given to rows of a table that has no `source` column (responses scored as given)."""
@@ -136,11 +136,16 @@ def band_totals(df: pd.DataFrame) -> pd.DataFrame:
     Summed over bands: gained = lost = mean tv, and the KLs = their mean per token. Zeros if empty.
     """
     n = len(df)
+    return band_means({col: _stack(df[col], N_BANDS) if n else np.zeros((0, N_BANDS)) for col in BAND_COLUMNS})
+
+
+def band_means(bands: Mapping[str, np.ndarray]) -> pd.DataFrame:
+    """band_totals of a table given as its BAND_COLUMNS, each Float[n, 7] (row = token; for example
+    klviz.tokentable.LightTable.bands, read without per-row arrays): each column's mean over rows."""
     means = []
-    for col in ("mass_gained_by_sft_bin", "mass_lost_by_sft_bin",
-                "kl_reverse_by_sft_bin", "kl_forward_by_sft_bin"):
-        arr = _stack(df[col], N_BANDS) if n else np.zeros((0, N_BANDS))
-        means.append(arr.sum(0) / n if n else np.zeros(N_BANDS))
+    for col in BAND_COLUMNS:
+        arr = bands[col]
+        means.append(arr.sum(0) / len(arr) if len(arr) else np.zeros(N_BANDS))
     return _band_frame(*means)
 
 

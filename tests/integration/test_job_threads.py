@@ -18,6 +18,8 @@ def test_the_registry_moves_threads_to_the_jobs_still_running(sft_dir):  # noqa:
     a = registry.start("a", sft_dir, PROMPTS, cfg, nice=0)
     try:
         _wait(a, lambda s: s.step >= 1 and s.threads == 2)  # alone: both cores
+        light = a.snapshot(history=False)  # what the page's status poll reads: no per-step copies
+        assert light.step >= 1 and light.metrics == [] == light.bands and light.threads == 2
         b = registry.start("b", sft_dir, PROMPTS, cfg, nice=0)
         try:
             _wait(b, lambda s: s.threads == 1)  # started with its share
