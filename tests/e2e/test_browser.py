@@ -56,7 +56,7 @@ def test_clicking_a_token_inspects_its_position(page, record):
 
 
 def test_live_ppo_step_advances_and_the_saved_policy_is_picked(page, record):
-    flow.live_ppo(page, record)
+    flow.live_ppo(page, record, batch_size=4)  # 40 steps of 4 outlast the 6 s window on a quiet box too
 
 
 def test_upload_a_zipped_pair(page, record, tmp_path):

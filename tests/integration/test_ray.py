@@ -30,9 +30,13 @@ WORDS = ["the", " food", " was", " very", " good", " bad", " and", " staff", " n
 
 @pytest.fixture(scope="module", autouse=True)
 def local_ray():
-    """A 2-CPU local cluster; actors import this checkout's klviz and tests (PYTHONPATH)."""
+    """A 2-CPU local cluster, one for the whole module; actors import this checkout's klviz and tests
+    (PYTHONPATH). log_to_driver=False: the actors' output stays in Ray's log files rather than being
+    streamed into this process (docs.ray.io, ray.init and "Configuring Logging"); the tests read only the
+    CLI's own stderr."""
     env = {"PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", runtime_env={"env_vars": env})
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False,
+             runtime_env={"env_vars": env})
     ray.data.DataContext.get_current().enable_progress_bars = False
     yield
     ray.shutdown()

