@@ -346,6 +346,7 @@ def test_streamlit_config():
     assert config["client"]["toolbarMode"] == "minimal"
     assert config["server"]["headless"] is True and config["server"]["maxUploadSize"] >= 1024
     assert config["server"]["address"] == "127.0.0.1"  # loopback unless the owner shares it (README)
+    assert config["runner"]["postScriptGC"] is False  # no full GC after every rerun (the GIL; bench/RESULTS.md)
 
 
 def test_plain_shows_markup_as_text():

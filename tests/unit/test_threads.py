@@ -23,8 +23,9 @@ def test_defaults_are_set_and_a_users_own_value_is_kept():
 
 
 def test_the_cli_sets_them_before_torch_is_imported():
-    """klviz.cli is what both `klviz` (klviz.cli:main) and `python -m klviz` import first."""
-    entry = "import klviz.cli"
+    """klviz.cli is what both `klviz` (klviz.cli:main) and `python -m klviz` import first; torch comes
+    later, with a command's arguments (the full parser: `klviz ppo`'s defaults import it)."""
+    entry = "import klviz.cli\nklviz.cli.build_parser()\nassert 'torch' in sys.modules"
     # A meta-path hook records the environment at the moment torch is first imported.
     probe = ("import os, sys\nseen = {}\nclass Hook:\n    def find_spec(self, name, path=None, target=None):\n"
              "        if name == 'torch' and 'at_torch' not in seen:\n"
