@@ -156,7 +156,8 @@ def upload_a_zipped_pair(tab, rec: Record, tmp: Path) -> None:
         box.get_by_text(path.name).wait_for()  # uploaded: the uploader lists the file
         drawn(tab)
     try:
-        tab.get_by_text("policy.zip vs sft.zip").wait_for(timeout=120_000)
+        # the loaded pair's name; while it loads, "Loading policy.zip vs sft.zip…" shows twice (page and sidebar)
+        tab.get_by_text("policy.zip vs sft.zip").filter(has_not_text="Loading").first.wait_for(timeout=120_000)
     except PlaywrightTimeout:
         rec.shot(tab, "upload_failed")
         sidebar = tab.locator("[data-testid='stSidebar']").inner_text().replace("\n", " | ")
