@@ -27,7 +27,7 @@ if flash:
     st.page_link("pages/overview.py", label="Inspect the saved policy on the Overview", icon=":material/arrow_forward:")
 
 with st.container(border=True):
-    c = st.columns(4)
+    c = st.columns([1, 1.4, 1, 1])  # the placement names are the longest: not cut at 1280 px
     reward = c[0].selectbox("Reward", ["sentiment", "length", "keyword:delicious"], key=Keys.PPO_REWARD,
                             accept_new_options=True,
                             help="sentiment, length, keyword:WORD; module:function or a reward-model folder "
@@ -45,7 +45,8 @@ with st.container(border=True):
     steps = c[1].number_input("Steps", 1, 2000, 40, key=Keys.PPO_STEPS)
     batch = c[2].number_input("Batch size", 2, 512, 32, key=Keys.PPO_BATCH)
     max_new = c[3].number_input("Max new tokens", 1, 512, PPOConfig.max_new_tokens, key=Keys.PPO_MAX_NEW)
-    adaptive = c[4].checkbox("Adaptive beta (target KL)", key=Keys.PPO_ADAPTIVE)
+    adaptive = c[4].checkbox("Adaptive beta", key=Keys.PPO_ADAPTIVE,
+                             help="Adapt beta toward the target KL below (Ziegler et al. 2019).")
     target = c[4].number_input("Target KL (nats per response)", 0.01, 100.0, 2.0, key=Keys.PPO_TARGET,
                                disabled=not adaptive)
     lr = float(lr) if lr is not None else lr_default
