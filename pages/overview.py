@@ -23,15 +23,17 @@ figures, chart = st.container(), st.container()
 # The chart is sent first (it shows below the figures): the browser starts loading plotly.js sooner.
 chart.plotly_chart(plots.mass_moved_figure(bands), key="overview.mass_moved")
 
-cols = figures.columns(5)
+# Two rows of three, per token and per sequence: five in one row cut every label's unit at 1280 px.
+cols = figures.columns(3)
 cols[0].metric(f"{KL_REVERSE}, nats per token", f"{head['kl_reverse_per_token']:.4f}",
                help="Exact: summed over the whole vocabulary at every response position, in nats.")
 cols[1].metric(f"{KL_FORWARD}, nats per token", f"{head['kl_forward_per_token']:.4f}")
-cols[2].metric(f"{KL_REVERSE}, nats per sequence", f"{head['kl_reverse_per_sequence']:.3f}",
-               help="Mean over responses of the summed per-token exact KL.")
-cols[3].metric(f"{KL_FORWARD}, nats per sequence", f"{head['kl_forward_per_sequence']:.3f}")
-cols[4].metric("Total variation per token (0 to 1)", f"{head['tv_per_token']:.4f}",
+cols[2].metric("Total variation per token (0 to 1)", f"{head['tv_per_token']:.4f}",
                help="Half the L1 distance: the mass gained, which equals the mass lost.")
+cols = figures.columns(3)
+cols[0].metric(f"{KL_REVERSE}, nats per sequence", f"{head['kl_reverse_per_sequence']:.3f}",
+               help="Mean over responses of the summed per-token exact KL.")
+cols[1].metric(f"{KL_FORWARD}, nats per sequence", f"{head['kl_forward_per_sequence']:.3f}")
 first_view.headline_only()  # a new session's first run ends here; the rest follows (klviz/app/first_view.py)
 
 reward_name = figures.selectbox("Reward", ["(none)", "sentiment", "length", "other…"],

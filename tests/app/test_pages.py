@@ -124,8 +124,8 @@ def test_every_page_renders_on_the_sample_pair():
     assert at.title[0].value == "Overview"
     labels = [m.label for m in at.metric]
     assert labels[:5] == ["KL(policy || SFT), nats per token", "KL(SFT || policy), nats per token",
-                          "KL(policy || SFT), nats per sequence", "KL(SFT || policy), nats per sequence",
-                          "Total variation per token (0 to 1)"]
+                          "Total variation per token (0 to 1)",
+                          "KL(policy || SFT), nats per sequence", "KL(SFT || policy), nats per sequence"]
     assert all(float(m.value) >= 0 for m in at.metric[:5])
     assert len(charts(at)) == 1
     assert [d.label for d in at.download_button] == ["Token table (parquet)", "Token table (CSV)", "HTML report"]
