@@ -61,11 +61,11 @@ def _generate(pair, prompts, cfg) -> list[list[int]]:
     """Plain model.generate, batch by batch, with klviz's prompt ids, padding and per-batch seeds."""
     import torch
 
-    from klviz.sampling import _batch_seed, _prompt_ids
+    from klviz.sampling import _batch_seed, prompt_ids
     from klviz.tokens import eos_ids, left_pad
 
     model, tok = pair.policy, pair.tokenizer
-    ids = _prompt_ids(pair, prompts, cfg)
+    ids = prompt_ids(pair, prompts, cfg)
     jobs = [i for i in range(len(prompts)) for _ in range(cfg.samples_per_prompt)]
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     eos = eos_ids(model, tok)
