@@ -24,9 +24,9 @@ from klviz.prompts import prompt_text
 if TYPE_CHECKING:
     import pandas as pd
 
-MAX_JOBS = 2  # PPO jobs running at once on one server: each takes a CPU core (klviz.ppo.jobs)
-REFRESH_S = 0.4  # the live panel's polling interval while a job runs
-CHARTS_EVERY_S = 2.0  # and its charts' (pages/live_ppo.py)
+MAX_JOBS = 2  # PPO jobs running at once on one server; they share its cores (klviz.ppo.jobs.share_threads)
+REFRESH_S = 0.4  # Live PPO's step-and-state poll while a job runs (pages/live_ppo.py)
+CHARTS_EVERY_S = 2.0  # and its charts' redraw interval
 
 
 def _release_runs(book: RunBook) -> None:
