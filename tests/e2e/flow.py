@@ -152,8 +152,15 @@ def upload_a_zipped_pair(tab, rec: Record, tmp: Path) -> None:
     choose(tab, "Pair", "Upload checkpoints…")
     for label, path in files.items():
         box = tab.locator("[data-testid='stFileUploader']", has_text=label).first
-        box.locator("input[type='file']").set_input_files(str(path))
-        box.get_by_text(path.name).wait_for()  # uploaded: the uploader lists the file
+        for attempt in range(3):
+            # a file set while the last upload's rerun redraws the uploader can be dropped with the old element
+            box.locator("input[type='file']").set_input_files(str(path))
+            try:
+                box.get_by_text(path.name).wait_for(timeout=30_000)  # uploaded: the uploader lists the file
+                break
+            except PlaywrightTimeout:
+                assert attempt < 2, f"the {label} uploader never listed {path.name}"
+                drawn(tab)
         drawn(tab)
     try:
         # the loaded pair's name; while it loads, "Loading policy.zip vs sft.zip…" shows twice (page and sidebar)
