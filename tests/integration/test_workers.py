@@ -6,6 +6,8 @@ import sys
 import textwrap
 import time
 
+import pytest
+
 import klviz.workers
 
 
@@ -55,6 +57,7 @@ def test_the_next_task_runs_in_the_started_spare_with_the_parents_current_enviro
     import queue
 
     monkeypatch.setattr(klviz.workers, "SPARE", True)  # off by default (KLVIZ_SPARE_WORKER=1)
+    monkeypatch.setattr(klviz.workers, "REUSE", False)  # else the first task's process runs the second
 
     def run(value: str):
         monkeypatch.setenv("KLVIZ_TEST_MARK", value)
@@ -70,3 +73,76 @@ def test_the_next_task_runs_in_the_started_spare_with_the_parents_current_enviro
     assert spare.poll() is None, "no spare was started"
     pid, mark = run("second")  # set after the spare started: the task brings the parent's environment
     assert (pid, mark) == (spare.pid, "second")
+
+
+def failing_task(channel) -> None:
+    channel.send(os.getpid())
+    raise RuntimeError("a task that does not return")
+
+
+def waiting_task(channel) -> None:
+    """Reports its pid, then each command it receives, until stopped."""
+    channel.send(os.getpid())
+    while not channel.should_stop():
+        for command in channel.commands():
+            channel.send(command)
+        time.sleep(0.02)
+    channel.send(("stopped", channel.stop_reason))
+
+
+def _spawn(task: str, *args):
+    import queue
+
+    got = queue.SimpleQueue()
+    ended = []
+    w = klviz.workers.Worker.spawn(f"tests.integration.test_workers:{task}", args, on_message=got.put,
+                                   on_exit=lambda: ended.append(True))
+    return w, got, ended
+
+
+@pytest.fixture
+def fresh_pool(monkeypatch):
+    """REUSE on, no spare, and no idle process left over from another test."""
+    monkeypatch.setattr(klviz.workers, "REUSE", True)
+    monkeypatch.setattr(klviz.workers, "SPARE", False)
+    monkeypatch.setattr(klviz.workers, "_IDLE", {})
+
+
+def test_a_finished_tasks_process_runs_the_next_task_with_the_callers_environment(monkeypatch, fresh_pool):
+    monkeypatch.setenv("KLVIZ_TEST_MARK", "first")
+    w, got, ended = _spawn("report_task", "KLVIZ_TEST_MARK")
+    first_pid, mark = got.get(timeout=120)
+    assert mark == "first" and w.join(60) and ended == [True] and not w.alive
+    assert w.process.poll() is None, "the finished task's process ended instead of waiting for the next"
+    assert not w.send(("late",)), "a finished task still took commands"
+    monkeypatch.setenv("KLVIZ_TEST_MARK", "second")
+    w2, got2, _ = _spawn("waiting_task")
+    assert got2.get(timeout=60) == first_pid
+    assert w2.send(("hello",)) and got2.get(timeout=30) == ("hello",)  # commands reach the new task, in order
+    w2.send(("stop",))
+    assert got2.get(timeout=30) == ("stopped", "stopped on request") and w2.join(30)
+    w.kill()  # the first task's handle can no longer end the process, which now belongs to the pool
+    w3, got3, _ = _spawn("report_task", "KLVIZ_TEST_MARK")
+    assert got3.get(timeout=60) == (first_pid, "second") and w3.join(30)
+
+
+@pytest.mark.parametrize("how", ["killed", "failed"])
+def test_a_task_that_does_not_return_takes_its_process_with_it(how, fresh_pool):
+    w, got, ended = _spawn("waiting_task" if how == "killed" else "failing_task")
+    pid = got.get(timeout=120)
+    if how == "killed":
+        w.kill()
+    assert w.join(60) and ended == [True]
+    assert w.process.wait(30) is not None
+    w2, got2, _ = _spawn("report_task", "PATH")
+    assert got2.get(timeout=120)[0] != pid and w2.join(60)
+
+
+def test_an_idle_process_near_its_end_is_not_handed_a_task(monkeypatch, fresh_pool):
+    w, got, _ = _spawn("report_task", "PATH")
+    pid = got.get(timeout=120)[0]
+    assert w.join(60)
+    monkeypatch.setattr(klviz.workers, "_IDLE_MARGIN_S", klviz.workers.IDLE_EXIT_S)  # every idle one is stale
+    w2, got2, _ = _spawn("report_task", "PATH")
+    assert got2.get(timeout=120)[0] != pid and w2.join(60)
+    assert w.process.wait(30) is not None, "the stale idle process did not end when its pipe closed"
