@@ -5,22 +5,23 @@ from pathlib import Path
 import pytest
 
 HEAVY_FILES = {
-    # Seconds per file in the full runs on the 2-core box (`pytest --durations`, two workers, under load;
-    # 912 s wall before this order), adjusted for the files split or trimmed since. Only their order
-    # matters (see pytest_collection_modifyitems); a file not listed runs after these, in collection order.
-    "tests/integration/test_ray.py": 430,
-    "tests/e2e/test_browser.py": 190,
-    "tests/integration/test_ppo_sample.py": 192,
-    "tests/app/test_live_ppo.py": 150,
-    "tests/app/test_pages.py": 107,
-    "tests/integration/test_smollm2.py": 70,
-    "tests/integration/test_workers.py": 61,
-    "tests/integration/test_ppo_jobs.py": 34,
-    "tests/integration/test_job_threads.py": 30,  # two PPO jobs' workers (not measured yet: like test_ppo_jobs)
-    "tests/app/test_responses_file.py": 29,
-    "tests/app/test_guard.py": 27,
-    "tests/e2e/test_trajectory_click.py": 24,
-    "tests/integration/test_sample_data.py": 20,
+    # Seconds per file in the last full run on the 2-core box (`pytest --durations`, two workers; 584 s
+    # wall), adjusted for the tests trimmed since. Only their order matters (see
+    # pytest_collection_modifyitems); a file not listed runs after these, in collection order.
+    "tests/integration/test_ray.py": 205,
+    "tests/integration/test_ppo_sample.py": 203,
+    "tests/e2e/test_browser.py": 112,
+    "tests/integration/test_workers.py": 85,
+    "tests/app/test_live_ppo.py": 80,
+    "tests/integration/test_smollm2.py": 61,
+    "tests/app/test_pages.py": 38,
+    "tests/app/test_responses_file.py": 24,
+    "tests/integration/test_sample_data.py": 18,
+    "tests/app/test_open_table.py": 17,
+    "tests/e2e/test_trajectory_click.py": 14,
+    "tests/integration/test_job_threads.py": 13,
+    "tests/integration/test_ppo_jobs.py": 11,
+    "tests/integration/test_analysis_job.py": 11,
 }
 ROOT = Path(__file__).resolve().parents[1]
 
