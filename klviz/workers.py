@@ -19,16 +19,19 @@ count before the task runs. The task and its arguments come pickled over the pip
 
 Talking. One duplex Pipe. The parent's reader thread receives every message and hands it to
 `on_message` (so the pipe never fills while nobody looks at the page); the child's listener thread
-receives commands. When the parent's end closes (the Worker was dropped, or the server died) the
-child's listener reads EOF and the child ends; it also checks os.getppid() once a second.
+receives commands. When the parent's end closes (the server died, or a dropped Worker's task did not
+end within ABANDON_S of being told) the child's listener reads EOF and the child ends; it also checks
+os.getppid() once a second.
 
 Reuse. A task that returns sends TASK_END and its process waits for the next task, with torch,
 transformers and klviz's engine already imported: the parent keeps at most one such idle process per
 priority (IDLE_MAX) and hands it the next spawn, which then starts in milliseconds instead of the
 5-10 s of imports. Nothing of the task stays: its objects are freed when it returns (gc.collect), the
-next task brings its own environment, sys.path and thread count. A task that was killed, stopped by its
-parent's death or crashed ends its process as before; an idle process ends after IDLE_EXIT_S, or when
-the server ends (EOF), so a quiet server holds no more than one interpreter per priority.
+next task brings its own environment, sys.path and thread count. A task that was killed or raised, or
+whose server went, ends its process as before; a task whose Worker was dropped is told (ABANDON), stops
+as if its server had gone, and its process may be reused if it ends within ABANDON_S. An idle process
+ends after IDLE_EXIT_S, or when the server ends (EOF), so a quiet server holds no more than one
+interpreter per priority.
 
 A spare (off by default: SPARE). Importing torch, transformers and klviz's engine takes a fresh interpreter
 5-10 s on two cores, every time a worker starts (each new analysis, each PPO run). With SPARE one process is kept started: it
