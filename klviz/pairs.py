@@ -7,6 +7,7 @@ loaded pair by `pair_key`, so a checkpoint whose files changed loads again.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import tempfile
 from dataclasses import dataclass
@@ -44,9 +45,11 @@ class PairSource:
     """(saved path, name the user gave) of uploads, so error messages name the uploaded file."""
 
     def explain(self, message: str) -> str:
+        """`message` as the page may show it: each saved path as the name the user gave, and paths under
+        the repository (the shipped pairs) relative to it; never the server's folders."""
         for path, name in self.shown:
             message = message.replace(path, name)
-        return message
+        return message.replace(f"{ROOT}{os.sep}", "")
 
 
 @dataclass(frozen=True)

@@ -100,7 +100,7 @@ def ensure_pair():
         else:
             st.caption(plain(f"Running on {cur.pair.device} · {str(cur.pair.dtype).removeprefix('torch.')}"))
             for info in (cur.pair.policy_info, cur.pair.sft_info):
-                st.caption(plain(info.describe()))
+                st.caption(plain(cur.source.explain(info.describe())))  # what the user gave, not server paths
     return cur.pair
 
 

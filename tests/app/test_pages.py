@@ -116,6 +116,9 @@ def test_every_page_renders_on_the_sample_pair():
     assert "Sample: policy_k3_loss vs SFT" in pair.options
     assert {sidebar.LOCAL, sidebar.UPLOAD} <= set(pair.options)
     assert any("Running on cpu · float32" in c.value for c in at.sidebar.caption)
+    captions = [shown(c.value) for c in at.sidebar.caption]
+    assert any(c.startswith("policy: folder sample_data/policy,") for c in captions), captions
+    assert not [c for c in captions if str(ROOT) in c], captions  # the repository's paths, relative
     assert at.text_input(key=K.PROMPTS).value == settings.DEFAULT_PROMPTS
     assert at.number_input(key=K.MAX_NEW_TOKENS).value == settings.DEFAULT_MAX_NEW_TOKENS
     assert at.number_input(key=K.SAMPLES).value == 4 and at.number_input(key=K.SEED).value == 0
@@ -287,6 +290,9 @@ def test_zipped_tiny_pair_uploads_loads_and_is_analyzed(tiny):
     assert cur.source.label == "policy.zip vs sft.zip"
     assert cur.pair is not None and cur.pair.policy_info.kind.startswith("zip")
     assert len(at.metric) >= 5 and len(charts(at)) == 1
+    captions = [shown(c.value) for c in at.sidebar.caption]
+    assert any(c.startswith("policy: zip") and "policy.zip" in c for c in captions), captions
+    assert not [c for c in captions if str(pairs.UPLOAD_ROOT) in c or str(ROOT) in c], captions  # no server path
     clean(at.switch_page("pages/mass_shift.py").run())
     assert len(charts(at)) == 2
 
@@ -314,6 +320,8 @@ def test_local_paths_load_a_pair(tiny_dirs, monkeypatch):
     allow_root(monkeypatch, policy.parent)  # the owner's --data-root
     at = clean(app(**{K.PAIR: sidebar.LOCAL, K.POLICY_PATH: str(policy), K.SFT_PATH: str(sft), K.N_PROMPTS: 2}).run())
     assert current(at).source.label == "policy vs sft" and len(charts(at)) == 1
+    captions = [shown(c.value) for c in at.sidebar.caption]
+    assert any(c.startswith(f"policy: folder {policy},") for c in captions), captions  # the path as typed
 
 
 def test_out_of_memory_is_a_sentence_not_a_traceback(monkeypatch):
