@@ -83,11 +83,17 @@ def click_a_token(tab, rec: Record) -> None:
     settle(tab, charts=2, title="Token inspector")
     heading = tab.locator("h3", has_text="Position").first
     assert "the largest KL(policy || SFT)" in heading.inner_text()  # before a pick
-    assert tab.locator(".klviz-tokens span").count() > 1  # the whole response, as coloured text
-    tab.get_by_role("slider").first.press("Home")  # the select_slider's thumb: its first option
+    # the whole response, as coloured text (its HTML can land a moment after the script is idle: wait)
+    tab.locator(".klviz-tokens span").nth(1).wait_for(timeout=10_000)
+    # the page's select_slider (the sidebar's Temperature slider comes first in the document: not that one)
+    slider = tab.locator("[data-testid='stMain']").get_by_role("slider").first
+    slider.press("Home")  # its thumb: the first option
     tab.locator("h3", has_text="Position 0:").first.wait_for()
     settle(tab, charts=2)
     no_exception(tab)
+    temperature = tab.locator("[data-testid='stSidebar'] [data-testid='stSlider']", has_text="Temperature")
+    now = temperature.locator("[data-testid='stSliderThumbValue']").inner_text()
+    assert float(now) == 1.0, f"picking a token changed the sampling settings: temperature {now}"
     rec.shot(tab, "token_inspector_clicked")
 
 
