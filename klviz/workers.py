@@ -170,8 +170,23 @@ class _Listener:
                 self.current._commands.put(message)
 
 
-PRELOAD = ("torch", "transformers", "klviz.models", "klviz.sampling", "klviz.engine.divergence")
-"""What every task imports: a spare imports it while it waits."""
+PRELOAD = tuple(filter(None, os.environ.get(
+    "KLVIZ_WORKER_PRELOAD", "torch,transformers,klviz.models,klviz.sampling,klviz.engine.divergence").split(",")))
+"""What every task imports: a worker imports it before its first task (a spare while it waits). Set by
+the server's owner only (KLVIZ_WORKER_PRELOAD, comma-separated; empty: nothing, as the tests of the
+process mechanics use it; a task that imports torch then gets its thread count from OMP_NUM_THREADS)."""
+
+
+def _trim_heap() -> None:
+    """Give the heap's free pages back to the system (glibc's malloc_trim; elsewhere nothing): a task's
+    many small allocations (tokenizers, Python objects) otherwise stay in the idle process's RSS."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _child_main(fd: int, parent_pid: int, nice: int) -> None:
@@ -188,8 +203,6 @@ def _child_main(fd: int, parent_pid: int, nice: int) -> None:
         importlib.import_module(module)
     import gc
 
-    import torch
-
     listener = _Listener(conn, parent_pid)
     try:
         while True:
@@ -203,13 +216,19 @@ def _child_main(fd: int, parent_pid: int, nice: int) -> None:
             sys.path[:] = sys_path + [p for p in sys.path if p not in sys_path]  # the parent's imports work here
             os.environ.clear()
             os.environ.update(environ)
-            torch.set_num_threads(num_threads)
+            torch = sys.modules.get("torch")  # imported by PRELOAD (or by an earlier task)
+            if torch is not None:
+                torch.set_num_threads(num_threads)
+            else:  # a task that imports torch starts it with this many threads
+                os.environ["OMP_NUM_THREADS"] = str(num_threads)
             module, _, name = task.partition(":")
             getattr(importlib.import_module(module), name)(channel, *args)
             del args, channel
             listener.current = None
             gc.collect()  # the task's models go now, not when the next task allocates
-            if torch.cuda.is_initialized():
+            _trim_heap()  # and an idle process holds no more memory than it needs
+            torch = sys.modules.get("torch")
+            if torch is not None and torch.cuda.is_initialized():
                 torch.cuda.empty_cache()  # and their GPU memory goes back to the device
             if listener.closed or os.getppid() != parent_pid:
                 return

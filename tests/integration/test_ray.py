@@ -139,13 +139,18 @@ def test_score_on_ray_is_the_single_process_table_even_when_an_actor_is_killed(m
     assert_same_table(tmp_path / "ray.parquet", tmp_path / "single.parquet")
 
 
-def test_trajectory_on_ray_is_the_single_process_series(models, score_input, tmp_path, capsys):
+@pytest.mark.parametrize("responses", ["input", "prompts"])
+def test_trajectory_on_ray_is_the_single_process_series(models, score_input, responses, tmp_path, capsys):
     """Each actor runs the SFT decoder once per batch of its run of batches and scores both checkpoints
-    against it. (`--prompts` samples in the pool first, through the same sample_on_ray as analyze's,
-    tested above: not run again here, since each pool costs every actor's imports.)"""
+    against it; --prompts samples from the SFT model in the pool first."""
     _, sft, run = models
-    common = ["trajectory", "--sft", sft, "--checkpoints", run, "--input", score_input, "--top-k", 3,
-              "--batch-size", 2]
+    if responses == "prompts":
+        src = tmp_path / "prompts.txt"
+        src.write_text("the food was\nthe staff\n")
+        what = ["--prompts", src, "--samples-per-prompt", 2, "--max-new-tokens", 5, "--seed", 3]
+    else:
+        what = ["--input", score_input]
+    common = ["trajectory", "--sft", sft, "--checkpoints", run, *what, "--top-k", 3, "--batch-size", 2]
     single(capsys, *common, "--out", tmp_path / "single.parquet")
     err = _run(capsys, *common, "--out", tmp_path / "ray.parquet", "--ray", "--actors", 2)
     assert "2 runs of batches on Ray" in err
