@@ -321,10 +321,10 @@ class _Link:
 
 def _abandon(link: _Link) -> None:
     """Finalizer of a dropped Worker: nobody will read its task's results. Tell the task (it stops as if its
-    parent had gone, GONE, but its process may be reused); the reader
-    thread keeps reading (and dropping) its messages until it ends, so a task that was about to end (a
-    finished analysis whose handle went with its table) still hands its process back, and hangs up after
-    ABANDON_S (the child reads EOF and ends)."""
+    parent had gone, GONE, but its process may be reused); the reader thread keeps reading (and passing
+    on) its messages until it ends, so a task that was about to end (a finished analysis whose handle
+    went with its table) still hands its process back, and hangs up after ABANDON_S (the child reads EOF
+    and ends)."""
     with link.lock:
         if link.ended:  # a finished task's pipe is not ours any more
             return
