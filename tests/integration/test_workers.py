@@ -27,7 +27,8 @@ def bare_workers(monkeypatch):
 
 def deaf_task(channel, seconds: float) -> None:
     """A task that never checks channel.should_stop() (as a model load does), with a short orphan grace."""
-    klviz.workers.ORPHAN_EXIT_S = 0.5
+    for module in (klviz.workers, sys.modules["__main__"]):  # the child runs klviz.workers as __main__
+        module.ORPHAN_EXIT_S = 0.5
     channel.send(os.getpid())
     time.sleep(seconds)
 
@@ -157,3 +158,31 @@ def test_a_task_that_does_not_return_takes_its_process_with_it_and_a_stale_idle_
     w2, got2, _ = _spawn("report_task", "PATH")
     assert got2.get(timeout=120)[0] != returned and w2.join(60)
     assert w.process.wait(30) is not None, "the stale idle process did not end when its pipe closed"
+
+
+def test_a_dropped_handle_stops_its_task_and_the_process_is_reused_or_ends(monkeypatch, fresh_pool):
+    """A Worker dropped mid-task (the app drops a finished job with its table): its task is told (ABANDON:
+    it stops as if its server had gone) and the process runs the next task; a task that does not stop
+    within ABANDON_S loses its pipe and its process ends."""
+    import gc
+
+    w, got, _ = _spawn("waiting_task")
+    pid = got.get(timeout=60)
+    del w
+    gc.collect()
+    assert got.get(timeout=30) == ("stopped", klviz.workers.GONE)  # the reader still passes its messages on
+    deadline = time.monotonic() + 30
+    while not any(p.pid == pid for idle in klviz.workers._IDLE.values() for p, _, _ in idle):
+        assert time.monotonic() < deadline, "the abandoned task's process was not kept for the next task"
+        time.sleep(0.05)
+    w2, got2, _ = _spawn("report_task", "PATH")
+    assert got2.get(timeout=30)[0] == pid and w2.join(30)
+
+    monkeypatch.setattr(klviz.workers, "ABANDON_S", 0.5)
+    w3, got3, _ = _spawn("deaf_task", 600.0)
+    deaf = got3.get(timeout=60)
+    process = w3.process
+    del w3
+    gc.collect()
+    assert process.wait(30) is not None, "a task deaf to ABANDON kept its process past ABANDON_S"
+    assert deaf == process.pid
