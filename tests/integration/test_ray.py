@@ -8,6 +8,7 @@ restarted by Ray and the table must still be complete.
 
 import json
 import os
+import pickle
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pytest
 
 from klviz.cli import build_parser, main
 from klviz.engine.columns import BAND_COLUMNS, RANK_COLUMNS, SCALAR_COLUMNS, TOP_COLUMNS
+from klviz.errors import KlvizError
 from tests.helpers.tiny import make_tiny_model, make_tokenizer, perturbed, save_model, torch_threads
 
 ray = pytest.importorskip("ray", reason="the optional Ray extra (requirements-ray.txt) is not installed")
@@ -139,12 +141,33 @@ def test_score_on_ray_is_the_single_process_table_even_when_an_actor_is_killed(m
     assert_same_table(tmp_path / "ray.parquet", tmp_path / "single.parquet")
 
 
+def _units_in_process(ray, settings, spec, units, actor_cls=None):
+    """klviz.distributed.run_units without the pool: each unit through one PairActor in this process, the
+    same actor code and pickled round trip, for the run below whose Ray pipeline the other tests cover."""
+    from dataclasses import replace
+
+    from klviz.distributed import PairActor
+
+    actor = PairActor(replace(spec, threads=1))
+    out = [pickle.loads(pickle.dumps((actor.run(pickle.loads(pickle.dumps(u))), actor.facts))) for u in units]
+    for value, _ in out:
+        if isinstance(value, KlvizError):
+            raise value
+    return out
+
+
 @pytest.mark.parametrize("responses", ["input", "prompts"])
-def test_trajectory_on_ray_is_the_single_process_series(models, score_input, responses, tmp_path, capsys):
+def test_trajectory_on_ray_is_the_single_process_series(models, score_input, responses, tmp_path, capsys,
+                                                        monkeypatch):
     """Each actor runs the SFT decoder once per batch of its run of batches and scores both checkpoints
-    against it; --prompts samples from the SFT model in the pool first."""
+    against it; --prompts samples from the SFT model in the pool first. The --prompts run takes its
+    units through the actor class in this process (_units_in_process): two more actor pools (each actor
+    importing torch) cost ~80 s of the suite, and sampling in a pool is the analyze test's."""
     _, sft, run = models
     if responses == "prompts":
+        from klviz import distributed_tables
+
+        monkeypatch.setattr(distributed_tables, "run_units", _units_in_process)
         src = tmp_path / "prompts.txt"
         src.write_text("the food was\nthe staff\n")
         what = ["--prompts", src, "--samples-per-prompt", 2, "--max-new-tokens", 5, "--seed", 3]
