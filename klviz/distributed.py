@@ -260,14 +260,19 @@ def run_units(ray, settings: RaySettings, spec: PairSpec, units: list, actor_cls
     ds = ds.map_batches(actor_cls, fn_constructor_args=(spec,), batch_size=1,
                         compute=ray.data.ActorPoolStrategy(size=n),
                         max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES, **resources)
-    rows = ds.take_all()
+    return collect(ds.take_all(), len(units))
+
+
+def collect(rows: list[dict], n_units: int) -> list:
+    """The pool's output rows (PairActor.__call__'s "unit" and "result") as results in unit order; a
+    KlvizError an actor met is raised here, the first in unit order; a missing unit is one sentence."""
     by_unit = {int(r["unit"]): pickle.loads(r["result"]) for r in rows}
-    if sorted(by_unit) != list(range(len(units))):
-        raise KlvizError(f"The Ray run returned {len(by_unit)} of {len(units)} batches; nothing was written.")
-    for value, _ in (by_unit[k] for k in range(len(units))):
+    if sorted(by_unit) != list(range(n_units)):
+        raise KlvizError(f"The Ray run returned {len(by_unit)} of {n_units} batches; nothing was written.")
+    for value, _ in (by_unit[k] for k in range(n_units)):
         if isinstance(value, KlvizError):
             raise value
-    return [by_unit[k] for k in range(len(units))]
+    return [by_unit[k] for k in range(n_units)]
 
 
 def spec_from_args(args) -> PairSpec:

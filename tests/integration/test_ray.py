@@ -19,7 +19,6 @@ import pytest
 
 from klviz.cli import build_parser, main
 from klviz.engine.columns import BAND_COLUMNS, RANK_COLUMNS, SCALAR_COLUMNS, TOP_COLUMNS
-from klviz.errors import KlvizError
 from tests.helpers.tiny import make_tiny_model, make_tokenizer, perturbed, save_model, torch_threads
 
 ray = pytest.importorskip("ray", reason="the optional Ray extra (requirements-ray.txt) is not installed")
@@ -142,18 +141,17 @@ def test_score_on_ray_is_the_single_process_table_even_when_an_actor_is_killed(m
 
 
 def _units_in_process(ray, settings, spec, units, actor_cls=None):
-    """klviz.distributed.run_units without the pool: each unit through one PairActor in this process, the
-    same actor code and pickled round trip, for the run below whose Ray pipeline the other tests cover."""
+    """klviz.distributed.run_units without the pool: the same rows through one PairActor in this process
+    (its __call__, as map_batches calls it, one unit per batch) and the same collect, for the run below
+    whose Ray pipeline the other tests cover."""
     from dataclasses import replace
 
-    from klviz.distributed import PairActor
+    from klviz.distributed import PairActor, collect
 
     actor = PairActor(replace(spec, threads=1))
-    out = [pickle.loads(pickle.dumps((actor.run(pickle.loads(pickle.dumps(u))), actor.facts))) for u in units]
-    for value, _ in out:
-        if isinstance(value, KlvizError):
-            raise value
-    return out
+    rows = [actor({"unit": np.array([k]), "payload": np.array([pickle.dumps(u)], dtype=object)})
+            for k, u in enumerate(units)]
+    return collect([{"unit": r["unit"][0], "result": r["result"][0]} for r in rows], len(units))
 
 
 @pytest.mark.parametrize("responses", ["input", "prompts"])
