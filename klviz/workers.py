@@ -76,6 +76,10 @@ REUSE = os.environ.get("KLVIZ_REUSE_WORKERS", "1") != "0"
 """Hand a finished task's process the next task (see the module's docstring); KLVIZ_REUSE_WORKERS=0: a
 new process for every task."""
 
+TASKS = frozenset({"klviz.analysis_job:run_analysis", "klviz.ppo.jobs:run_job"})
+"""The only tasks Worker.spawn starts (the worker imports the module and calls the function): names written
+in klviz's code, so nothing typed or uploaded in the page can name what a worker imports."""
+
 TASK_END = "klviz.workers: task ended"
 """The child's last message for a task that returned: its process now waits for the next task (a str: the
 child runs as __main__, so a class of this module would not unpickle as the same class here)."""
@@ -369,16 +373,18 @@ class Worker:
                  nice: int = NICE):
         self.process = process
         self._link = _Link(process, conn, nice)
-        self._reader = threading.Thread(target=_read, args=(self._link, on_message, on_exit),
-                                        name="klviz-worker-reader", daemon=True)
-        self._reader.start()
+        threading.Thread(target=_read, args=(self._link, on_message, on_exit), name="klviz-worker-reader",
+                         daemon=True).start()
         weakref.finalize(self, _abandon, self._link)
 
     @classmethod
     def spawn(cls, task: str, args: tuple, *, on_message: Callable[[Any], None],
               on_exit: Callable[[], None] = lambda: None, nice: int = NICE, num_threads: int = 1) -> "Worker":
         """Start `task` ("module:function", called as function(channel, *args)) in a worker process: an
-        idle one of this priority (REUSE), else the spare, else a new one; then start the next spare."""
+        idle one of this priority (REUSE), else the spare, else a new one; then start the next spare. Only
+        a task in TASKS (ValueError otherwise, before any process starts)."""
+        if task not in TASKS:
+            raise ValueError(f"{task!r} is not a klviz worker task (klviz.workers.TASKS).")
         with _SPARE_LOCK:
             process, conn = _ready(nice)
             if SPARE and nice not in _SPARE:

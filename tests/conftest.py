@@ -5,13 +5,12 @@ from pathlib import Path
 import pytest
 
 HEAVY_FILES = {
-    # Seconds per file in the last full run on the 2-core box (`pytest --durations`, two workers; 584 s
+    # Seconds per file in the full runs on the 2-core box (`pytest --durations`, two workers; 538-594 s
     # wall), adjusted for the tests trimmed since. Only their order matters (see
     # pytest_collection_modifyitems); a file not listed runs after these, in collection order.
     "tests/integration/test_ray.py": 240,
     "tests/integration/test_ppo_sample.py": 203,
     "tests/e2e/test_browser.py": 112,
-    "tests/integration/test_workers.py": 8,
     "tests/app/test_live_ppo.py": 80,
     "tests/integration/test_smollm2.py": 61,
     "tests/app/test_pages.py": 38,
@@ -22,6 +21,7 @@ HEAVY_FILES = {
     "tests/integration/test_job_threads.py": 13,
     "tests/integration/test_ppo_jobs.py": 11,
     "tests/integration/test_analysis_job.py": 11,
+    "tests/integration/test_workers.py": 8,
 }
 ROOT = Path(__file__).resolve().parents[1]
 

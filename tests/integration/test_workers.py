@@ -11,12 +11,17 @@ import pytest
 import klviz.workers
 
 
+TEST_TASKS = [f"tests.integration.test_workers:{name}"
+              for name in ("deaf_task", "report_task", "failing_task", "waiting_task")]
+
+
 @pytest.fixture(autouse=True)
 def bare_workers(monkeypatch):
     """Worker processes that import nothing before their task (KLVIZ_WORKER_PRELOAD=""): these tasks need
     no torch, and each new process then starts in a fraction of a second instead of 5-10 s. Their idle
     processes are kept apart from the other tests' (which preload torch) and end with the test."""
     monkeypatch.setenv("KLVIZ_WORKER_PRELOAD", "")
+    monkeypatch.setattr(klviz.workers, "TASKS", klviz.workers.TASKS | set(TEST_TASKS))
     idle, spare = {}, {}
     monkeypatch.setattr(klviz.workers, "_IDLE", idle)
     monkeypatch.setattr(klviz.workers, "_SPARE", spare)
@@ -45,8 +50,10 @@ def _alive(pid: int) -> bool:
 def test_an_orphaned_worker_ends_though_its_task_never_checks_the_channel():
     parent = textwrap.dedent("""
         import os, queue, sys
+        import klviz.workers
         from klviz.workers import Worker
         got = queue.SimpleQueue()
+        klviz.workers.TASKS = klviz.workers.TASKS | {"tests.integration.test_workers:deaf_task"}
         w = Worker.spawn("tests.integration.test_workers:deaf_task", (600.0,), on_message=got.put)
         print(got.get(timeout=120), flush=True)
         os._exit(0)  # the dashboard dies without a word to its worker
@@ -186,3 +193,13 @@ def test_a_dropped_handle_stops_its_task_and_the_process_is_reused_or_ends(monke
     gc.collect()
     assert process.wait(30) is not None, "a task deaf to ABANDON kept its process past ABANDON_S"
     assert deaf == process.pid
+
+
+@pytest.mark.parametrize("task", ["os:system", "pty:spawn", "tests.integration.test_workers:report_task "])
+def test_only_klvizs_own_tasks_start_a_worker(task, monkeypatch):
+    monkeypatch.setattr(klviz.workers, "TASKS", frozenset({"klviz.analysis_job:run_analysis"}))
+    started = []
+    monkeypatch.setattr(klviz.workers, "_start", lambda nice: started.append(nice))
+    with pytest.raises(ValueError, match="is not a klviz worker task"):
+        klviz.workers.Worker.spawn(task, ("echo hi",), on_message=print)
+    assert started == [] and klviz.workers._IDLE == {}
