@@ -2,12 +2,20 @@
 
 The table is the shipped sample table (sample_data/dashboard_table.parquet, 1,170 rows) tiled with new
 prompt ids to --rows rows, carrying the sample tokenizer's vocabulary map as `klviz score` writes it.
-A fresh `klviz dashboard big.parquet` starts on a free loopback port; once /_stcore/health answers, Debian's
-chromium (Playwright, as tests/e2e does) opens the page, and the time to the Overview's first drawn plotly
-chart is taken, then again in a new session (cached table). Goal (issue 14): <= 3 s on the 2-core box.
-command_to_first_chart_s adds the server's start: what a user who opens the page at once waits in all.
+Each round (--rounds, default 3; medians reported) times, with Debian's chromium (Playwright, as tests/e2e
+does), from navigating to the page to its first drawn plotly chart:
+- the baseline: a bare Streamlit app drawing one 7-bar plotly chart (BARE_APP), fresh server, cold browser
+  (a new profile): the floor of Streamlit + plotly.js on this machine, with no klviz and no table;
+- `klviz dashboard big.parquet`, fresh server (started on a free loopback port, timed once its
+  /_stcore/health answers), cold browser;
+- the same on a second fresh server on the same port, with the browser that has opened klviz there
+  before (Streamlit's and plotly's JavaScript in its cache, which is per origin: anyone who has used the
+  dashboard at that address once);
+- a new session on that server (table cached).
+Goal (issue 14): first chart <= 3 s on the 2-core box. command_to_first_chart adds the server's start:
+what a user who opens the page at once waits in all.
 
-    python bench/open_table.py [--rows 100000]            # browser: first chart, fresh and new session
+    python bench/open_table.py [--rows 100000] [--rounds 3] [--table big.parquet]
     python bench/open_table.py --steps [--table big.parquet]  # in-process: each step of the path, timed
 
 --steps times, in a fresh process, what the server does before the Overview's first chart (the light read
@@ -23,6 +31,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -99,9 +108,91 @@ def wait_health(url: str, proc, timeout: float = 120) -> None:
     sys.exit("no health")
 
 
+BARE_APP = """import plotly.graph_objects as go
+import streamlit as st
+
+st.set_page_config(page_title="bare", layout="wide")
+st.title("Overview")
+st.plotly_chart(go.Figure(go.Bar(x=list("abcdefg"), y=[1, 2, 3, 4, 5, 6, 7]), layout_title_text="Mass moved"))
+"""
+
+
+def serve(cmd: list[str], port: int):
+    """Start a server; (process, seconds until /_stcore/health answered)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    wait_health(f"http://127.0.0.1:{port}", proc)
+    return proc, time.perf_counter() - t0
+
+
+def stop(proc, port: int) -> None:
+    """Stop the server's process group and wait until its port is closed (`klviz dashboard` runs the
+    server as a child, which can outlive the parent's exit by a moment)."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(20)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) != 0:
+                return
+        time.sleep(0.1)
+
+
+def first_chart(tab, url: str, title: str) -> float:
+    """Seconds from navigating to `url` to the page's first drawn plotly chart under `title`."""
+    start = time.perf_counter()
+    tab.goto(url)
+    tab.wait_for_function(DRAWN, arg=[title, 1, False, None, False], polling="raf")
+    return time.perf_counter() - start
+
+
+def one_round(p, table: Path, tmp: Path, k: int) -> dict:
+    """One round: the bare baseline, then klviz with a cold browser, then klviz on a new server with the
+    browser that has loaded klviz before, then a new session on that server."""
+    out: dict = {}
+
+    def browser(profile: Path):
+        ctx = p.chromium.launch_persistent_context(str(profile), executable_path=str(CHROMIUM), headless=True,
+                                                   args=CHROMIUM_ARGS, viewport={"width": 1600, "height": 1100})
+        tab = ctx.new_page()
+        tab.set_default_timeout(120_000)
+        return ctx, tab
+
+    port = free_port()  # the baseline: Streamlit and plotly alone, one chart, fresh server, cold browser
+    (tmp / "bare.py").write_text(BARE_APP)
+    proc, _ = serve([sys.executable, "-m", "streamlit", "run", str(tmp / "bare.py"), f"--server.port={port}",
+                     "--server.address=127.0.0.1", "--server.headless=true", "--browser.gatherUsageStats=false"],
+                    port)
+    try:
+        ctx, tab = browser(tmp / f"bare-profile-{k}")
+        out["bare_streamlit_plotly_cold_s"] = first_chart(tab, f"http://127.0.0.1:{port}", "Overview")
+        ctx.close()
+    finally:
+        stop(proc, port)
+    ctx, tab = browser(tmp / f"profile-{k}")  # one browser profile for the three klviz figures
+    try:
+        port = free_port()  # the same port for both servers: a browser's cache is per origin (host and port)
+        for label in ("cold_browser", "warm_browser"):
+            proc, health = serve([sys.executable, "-m", "klviz", "dashboard", str(table), "--port", str(port)], port)
+            try:
+                out[f"server_health_{label}_s"] = health
+                out[f"first_chart_fresh_server_{label}_s"] = first_chart(tab, f"http://127.0.0.1:{port}", "Overview")
+                out[f"command_to_first_chart_{label}_s"] = health + out[f"first_chart_fresh_server_{label}_s"]
+                if label == "warm_browser":
+                    out["first_chart_new_session_s"] = first_chart(tab, f"http://127.0.0.1:{port}", "Overview")
+                tab.goto("about:blank")  # the page would keep reconnecting to the stopped server
+            finally:
+                stop(proc, port)
+    finally:
+        ctx.close()
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument("--rounds", type=int, default=3, help="browser rounds (each: baseline, cold, warm, new session)")
     ap.add_argument("--steps", action="store_true", help="time each step in this process, no server or browser")
     ap.add_argument("--table", type=Path, help="build the table here (or reuse it if it exists)")
     args = ap.parse_args()
@@ -116,36 +207,16 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        n = make_table(tmp / "big.parquet", args.rows)
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "klviz", "dashboard", str(tmp / "big.parquet"), "--port", str(port)],
-                                cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
-        try:
-            wait_health(url, proc)
-            health = time.perf_counter() - t0
-            out = {"rows": n, "table_mb": round((tmp / "big.parquet").stat().st_size / 2**20, 1),
-                   "server_health_s": round(health, 2)}
-            with sync_playwright() as p:
-                ctx = p.chromium.launch_persistent_context(str(tmp / "profile"), executable_path=str(CHROMIUM),
-                                                           headless=True, args=CHROMIUM_ARGS,
-                                                           viewport={"width": 1600, "height": 1100})
-                tab = ctx.new_page()
-                tab.set_default_timeout(120_000)
-                for label in ("first_chart_fresh_s", "first_chart_new_session_s"):
-                    start = time.perf_counter()
-                    tab.goto(url)
-                    # the Overview's own chart (its title shown), whether or not the script has finished
-                    tab.wait_for_function(DRAWN, arg=["Overview", 1, False, None, False], polling="raf")
-                    out[label] = round(time.perf_counter() - start, 2)
-                out["command_to_first_chart_s"] = round(health + out["first_chart_fresh_s"], 2)
-                ctx.close()
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(20)
-    out["loadavg"] = os.getloadavg()
+        table = args.table or tmp / "big.parquet"
+        n = make_table(table, args.rows) if not table.exists() else None
+        out: dict = {"rows": n or args.rows, "table_mb": round(table.stat().st_size / 2**20, 1),
+                     "loadavg_before": os.getloadavg()}
+        with sync_playwright() as p:
+            rounds = [one_round(p, table, tmp, k) for k in range(args.rounds)]
+        for key in rounds[0]:
+            values = sorted(r[key] for r in rounds)
+            out[key] = {"median": round(values[len(values) // 2], 2), "all": [round(v, 2) for v in values]}
+        out["loadavg_after"] = os.getloadavg()
     print(json.dumps(out, indent=1))
 
 

@@ -3,7 +3,8 @@
 1. Headline only. A new session on the Overview with the shipped default view (klviz.shipped_view)
    runs the page before the sidebar, from the shipped figures (no torch, no pandas), and ends the run
    after the headline (`headline_only`): the browser draws the title, figures and chart alone while
-   it evaluates plotly.js.
+   it evaluates plotly.js. A server started on a token table does the same from the first table's
+   light read (klviz.app.opened), and has no phase 3.
 2. The rest, REST_SOON_S later: a fragment's next run reruns the whole app: sidebar, controls, the
    downloads.
 3. The pair, LOAD_SOON_S after that: another fragment's next run loads it (importing torch and
@@ -65,12 +66,30 @@ def start_warm(default_page: bool) -> bool:
     """
     if Keys.CURRENT in st.session_state or not default_page or any(k in st.session_state for k in Keys.SIDEBAR):
         return False
-    if opened.given_tables() or given_pair():  # the server opens on what it was given, not the sample
+    if given_pair():  # the server opens on what it was given, not the sample
         return False
+    if opened.given_tables():
+        return _start_warm_table(next(iter(opened.given_tables().values())))
     label = next(iter(SHIPPED_PAIRS))
     view = make_view(PairSource(label, *SHIPPED_PAIRS[label]))
     if view.shipped is None:
         return False
+    st.session_state[Keys.CURRENT] = view
+    st.session_state[Keys.HEADLINE_ONLY] = True
+    return True
+
+
+def _start_warm_table(source: opened.TableSource) -> bool:
+    """`start_warm` for a server started on a token table (`klviz dashboard TABLE`): the sidebar opens on
+    the first given table (its last step for a series), so the Overview's headline and chart are drawn
+    from its light read before the sidebar; a table that cannot be read goes the normal way (the sidebar
+    shows its sentence)."""
+    try:
+        steps = opened.steps(source)
+    except KlvizError:
+        return False
+    view = make_view(None)
+    view.table, view.step = source, (steps[-1] if steps else None)
     st.session_state[Keys.CURRENT] = view
     st.session_state[Keys.HEADLINE_ONLY] = True
     return True

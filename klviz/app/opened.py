@@ -70,10 +70,10 @@ def resolve_typed(text: str) -> TableSource:
     return TableSource(f"{TABLE_PREFIX}{path.name}", str(path), text)
 
 
-def given_tables() -> dict[str, TableSource]:
-    """The tables the server was started with, by sidebar label."""
+def given_tables(opts: server_options.ServerOptions | None = None) -> dict[str, TableSource]:
+    """The tables the server was started with (`opts`, by default this server's), by sidebar label."""
     return {f"{TABLE_PREFIX}{p.name}": TableSource(f"{TABLE_PREFIX}{p.name}", str(p), p.name)
-            for p in server_options.current().tables}
+            for p in (opts or server_options.current()).tables}
 
 
 def _fingerprint(path: str) -> str:

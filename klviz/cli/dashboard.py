@@ -1,8 +1,9 @@
 """`klviz dashboard [TABLE.parquet ...] [--policy P --sft S] [--data-root DIR ...] [--port N]`: start the
 dashboard the way `tensorboard --logdir` does, on loopback, opening on what it was given.
 
-It runs `streamlit run app.py -- <flags>`: the flags after `--` are klviz.server_options', the one
-parser `streamlit run app.py -- ...` also reads, so plain `streamlit run app.py` keeps working.
+It runs `streamlit run app.py -- <flags>` (through klviz.app.serve, which starts a warm-up thread with the
+server): the flags after `--` are klviz.server_options', the one parser `streamlit run app.py -- ...` also
+reads, so plain `streamlit run app.py` keeps working.
 The repository's .streamlit/config.toml is passed as flags, so it applies from any working directory.
 """
 
@@ -73,7 +74,7 @@ def streamlit_command(args: argparse.Namespace) -> list[str]:
     for flag in ("policy", "sft"):
         if getattr(args, flag) is not None:
             script += [f"--{flag}", getattr(args, flag)]
-    return [sys.executable, "-m", "streamlit", "run", str(app), *_config_flags(APP_ROOT),
+    return [sys.executable, "-m", "klviz.app.serve", str(app), *_config_flags(APP_ROOT),
             f"--server.address={args.host}", f"--server.port={args.port}", "--", *script]
 
 

@@ -1,5 +1,6 @@
 """A token table written by `klviz score` opens in the dashboard with no models: AppTest in a fresh
-interpreter (so sys.modules shows what the app imported) opens it as `klviz dashboard TABLE` would, visits
+interpreter (so sys.modules shows what the app imported) opens it as `klviz dashboard TABLE` would (the
+first run draws the Overview's headline and chart before the sidebar, as on the shipped view), visits
 every page but Live PPO, and torch is never imported. A checkpoint series drives the Trajectory page."""
 
 import json
@@ -34,7 +35,10 @@ SCRIPT = textwrap.dedent("""
     def record(name):
         out["pages"][name] = {"exception": [e.value for e in at.exception], "error": [e.value for e in at.error],
                               "charts": len(at.get("plotly_chart")), "torch": "torch" in sys.modules,
-                              "metrics": {m.label: m.value for m in at.metric}, "info": [i.value for i in at.info]}
+                              "metrics": {m.label: m.value for m in at.metric}, "info": [i.value for i in at.info],
+                              "sidebar": len(at.sidebar.selectbox)}
+    record("first run")  # a new session's first run: the Overview's headline and chart only (klviz.app.first_view)
+    at.run()  # its fragment's next run (AppTest: the next run): the sidebar, then the page
     record("overview")
     for page in ["pages/token_inspector.py", "pages/mass_shift.py", "pages/kl_lab.py",
                                            "pages/trajectory.py", "pages/live_ppo.py"]:
@@ -72,6 +76,9 @@ def test_a_scored_table_opens_without_torch(scored):
         r = got["pages"][page]
         assert r["exception"] == [] and r["error"] == [], (page, r)
         assert r["charts"] >= 1 and r["torch"] is False, (page, r)
+    first = got["pages"]["first run"]
+    assert first["sidebar"] == 0 and first["charts"] == 1 and first["exception"] == first["error"] == [], first
+    assert first["metrics"] == got["pages"]["overview"]["metrics"] and got["pages"]["overview"]["sidebar"] >= 1
     head = got["pages"]["overview"]["metrics"]
     seq = df.groupby(["prompt_id", "sample_id"])["kl_reverse"].sum()
     assert head["KL(policy || SFT), nats per token"] == f"{df['kl_reverse'].mean():.4f}"
@@ -91,5 +98,8 @@ def test_a_series_draws_the_trajectory_page(scored, tmp_path):
     got = _run_app(path)
     r = got["pages"]["pages/trajectory.py"]
     assert r["exception"] == [] and r["error"] == [] and r["charts"] == 2 and r["torch"] is False, r
+    first = got["pages"]["first run"]
+    assert first["sidebar"] == 0 and first["charts"] == 1 and first["exception"] == first["error"] == [], first
+    assert first["metrics"] == got["pages"]["overview"]["metrics"] and got["pages"]["overview"]["sidebar"] >= 1
     head = got["pages"]["overview"]["metrics"]  # the other pages show the last step's rows
     assert head["KL(policy || SFT), nats per token"] == f"{series[series['step'] == 20]['kl_reverse'].mean():.4f}"

@@ -51,11 +51,13 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def serve(log_path: Path, args: tuple[str, ...] = (), timeout: float = 60) -> Iterator[str]:
-    """`streamlit run app.py [-- ARGS]` on a free loopback port (ARGS as `klviz dashboard` passes them: tables,
-    --policy/--sft, --data-root); yields its URL once /_stcore/health says ok. On exit the server stops, and
-    its log must hold no traceback."""
+    """`streamlit run app.py [-- ARGS]` on a free loopback port; with ARGS (as `klviz dashboard` passes them:
+    tables, --policy/--sft, --data-root) through klviz.app.serve, as `klviz dashboard` runs it (its warm-up
+    thread included). Yields its URL once /_stcore/health says ok. On exit the server stops, and its log must
+    hold no traceback."""
     port = free_port()
-    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+    launcher = ["-m", "klviz.app.serve"] if args else ["-m", "streamlit", "run"]
+    cmd = [sys.executable, *launcher, "app.py", "--server.port", str(port),
            "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
            "--browser.gatherUsageStats", "false", *(["--", *args] if args else [])]
     with log_path.open("w") as log:

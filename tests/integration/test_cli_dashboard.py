@@ -26,7 +26,7 @@ def _args(*argv):
 def test_command_passes_server_options_that_app_py_parses(tmp_path):
     cmd = streamlit_command(_args(str(TABLE), "--data-root", str(tmp_path), "--policy", "p", "--sft", "s",
                                   "--port", "8765"))
-    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4] == str(ROOT / "app.py")
+    assert cmd[1:3] == ["-m", "klviz.app.serve"] and cmd[3] == str(ROOT / "app.py")  # streamlit run + warm-up
     assert "--server.address=127.0.0.1" in cmd and "--server.port=8765" in cmd
     assert "--server.headless=true" in cmd  # .streamlit/config.toml, whatever the working directory
     opts = server_options.parse(cmd[cmd.index("--") + 1:])
