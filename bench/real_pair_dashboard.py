@@ -100,6 +100,25 @@ def set_text(tab, label: str, value: str, wait: bool = True) -> None:
         driver.settle(tab)
 
 
+FINISHED = """() => {
+  const app = document.querySelector("[data-testid='stApp']");
+  const idle = app && app.getAttribute("data-test-script-state") === "notRunning";
+  const chart = [...document.querySelectorAll("[data-testid='stPlotlyChart']")].some(c => c.querySelector(".main-svg"));
+  return idle && chart && document.querySelector("[data-testid='stProgress']") === null;
+}"""
+
+
+def finished(tab, hold_s: float = 1.5) -> None:
+    """Wait until the page's analysis is done: idle, a chart, no progress bar, for hold_s on end. (While a
+    worker samples, the page reruns every 0.5 s and shows its last chart between runs: `driver.settle` alone
+    can return then, and the next measurement would start with that worker still busy.)"""
+    while True:
+        tab.wait_for_function(FINISHED, polling="raf", timeout=600_000)
+        time.sleep(hold_s)
+        if tab.evaluate(FINISHED):
+            return
+
+
 def dashboard(policy: Path, sft: Path, prompts: Path, args, work: Path) -> dict:
     """(b) and (c) in one browser tab: the pair's first chart, a progress bar seen, then the page switches."""
     out: dict = {"switches": {}}
@@ -112,6 +131,7 @@ def dashboard(policy: Path, sft: Path, prompts: Path, args, work: Path) -> dict:
         driver.set_number(tab, "Samples per prompt", args.samples)
         driver.set_number(tab, "Max new tokens", args.max_new_tokens)
         driver.settle(tab, charts=1, title="Overview")
+        finished(tab)  # the sample pair's table with these settings, sampled and scored
         driver.choose(tab, "Pair", "Local paths…")
         set_text(tab, "Policy path", str(policy))
         start = time.perf_counter()

@@ -139,10 +139,13 @@ def prompts(for_training: bool = False) -> list:
     (`for_training`) still trains on the prompts file's prompts while the views show a responses file."""
     if current().table is not None or (current().scoring_file and not for_training):
         return []
-    s = current().settings
     with user_errors(stop=True):
-        found = all_prompts(s)
-        return found[: s.n_prompts] if s.n_prompts else found
+        return _chosen_prompts(current().settings)
+
+
+def _chosen_prompts(s: SamplingSettings) -> list:
+    found = all_prompts(s)
+    return found[: s.n_prompts] if s.n_prompts else found
 
 
 def _pair_spec(view: View):
@@ -164,12 +167,30 @@ def require_table() -> pd.DataFrame:
     table = cur.warm_table()
     if table is not None:
         return table
+    if cur.pair is None and cur.source is not None and cur.pair_key not in tried_pairs():
+        _start_worker_first(cur)
+        if ensure_pair() is None:  # the pair failed here (its sentence is shown): so would the worker
+            guard.forget_analysis(cur.table_key)
     require_pair()
     if cur.scoring_file:
         return _scored_responses(cur)
     found = prompts()
     with user_errors(stop=True):  # sampled and scored in a worker process; this run draws its progress
         return guard.analysis_table(cur.table_key, _pair_spec(cur), found, cur.settings, cur.source.explain)
+
+
+def _start_worker_first(cur: View) -> None:
+    """Before this server's first load of the pair (which the other pages need, and which blocks this run):
+    start the analysis worker, which loads its own copy, so the two loads overlap instead of following each
+    other (on SmolLM2 the server's load came first and the dashboard took 1.8x the CLI; bench/RESULTS.md).
+    Nothing is started when the inputs are not ready: the run reports that after the pair's own checks."""
+    if cur.scoring_file:
+        r = cur.responses
+        if r is not None:
+            guard.start_analysis(cur.table_key, _pair_spec(cur), [], cur.settings, responses=r.path)
+        return
+    with contextlib.suppress(KlvizError, OSError):
+        guard.start_analysis(cur.table_key, _pair_spec(cur), _chosen_prompts(cur.settings), cur.settings)
 
 
 def _table_readable(cur: View) -> None:

@@ -112,18 +112,28 @@ def _analyses() -> _Analyses:
     return _Analyses()
 
 
+def start_analysis(key: str, pair_spec, prompts: list, settings, responses: str | None = None):
+    """The worker computing `key`'s table (as `analysis_table` describes), started now unless it runs already."""
+    from klviz.analysis_job import AnalysisJob
+
+    return _analyses().job(key, lambda: AnalysisJob(pair_spec, prompts, settings, responses=responses))
+
+
+def forget_analysis(key: str) -> None:
+    """Drop `key`'s running worker, if any (its handle, once dropped, tells the task to stop)."""
+    _analyses().finish(key)
+
+
 def analysis_table(key: str, pair_spec, prompts: list, settings, explain: Callable[[str], str] = str,
                    responses: str | None = None):
     """The token table for `key`: from the server's finished tables, or computed by a worker (sampling from
     `prompts`, or scoring the `responses` file) while this run shows its progress and reruns every POLL_S
     (st.rerun). A failure is a KlvizError (explained)."""
-    from klviz.analysis_job import AnalysisJob
-
     store = _analyses()
     table = store.table(key)
     if table is not None:
         return table
-    job = store.job(key, lambda: AnalysisJob(pair_spec, prompts, settings, responses=responses))
+    job = start_analysis(key, pair_spec, prompts, settings, responses)
     snap = job.snapshot()
     if snap.state == "done":
         store.finish(key, snap.table)

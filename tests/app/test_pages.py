@@ -304,6 +304,9 @@ def test_incompatible_upload_shows_the_library_sentence_and_the_app_stays_usable
     message = shown(at.error[0].value)
     assert "differ" in message and "sft.zip" in message and "klviz-uploads" not in message
     assert shown(at.info[0].value).startswith("No pair is loaded")
+    from klviz.app import guard
+
+    assert guard._analyses().running == {}  # the worker started beside the failed load was dropped
     at.session_state[K.PAIR] = "Sample: policy vs SFT"  # pick another pair: the page works again
     clean(at.run())
     assert len(charts(at)) == 1
@@ -316,10 +319,18 @@ def test_a_file_that_is_no_checkpoint_is_refused(tiny):
 
 
 def test_local_paths_load_a_pair(tiny_dirs, monkeypatch):
+    import klviz.models
+    from klviz.app import guard
+
     policy, sft = tiny_dirs
     allow_root(monkeypatch, policy.parent)  # the owner's --data-root
+    # The analysis worker starts before the server's own first load of the pair, so the two loads overlap.
+    real, running = klviz.models.load_pair, []
+    monkeypatch.setattr(klviz.models, "load_pair",
+                        lambda *a, **k: running.append(list(guard._analyses().running)) or real(*a, **k))
     at = clean(app(**{K.PAIR: sidebar.LOCAL, K.POLICY_PATH: str(policy), K.SFT_PATH: str(sft), K.N_PROMPTS: 2}).run())
     assert current(at).source.label == "policy vs sft" and len(charts(at)) == 1
+    assert running == [[current(at).table_key]]
     captions = [shown(c.value) for c in at.sidebar.caption]
     assert any(c.startswith(f"policy: folder {policy},") for c in captions), captions  # the path as typed
 
