@@ -21,8 +21,10 @@ caches the returned Pair and never mutates it.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import json
+import os
 import re
 import struct
 import tempfile
@@ -251,11 +253,59 @@ def strip_quantizer(model: PreTrainedModel, shown: str = "the model") -> PreTrai
 def _dequantize_gguf_into(path: Path, shown: str, role: str, dt: torch.dtype, folder: Path) -> None:
     """Dequantize the GGUF at `path` on the CPU and save it, with its tokenizer, as a safetensors folder."""
     extra = _gguf_kwargs(path)
-    config = _read_config(path.parent, shown, extra["gguf_file"])
-    placement(count_params(config), dt, torch.device("cpu"), shown, role)
-    model = strip_quantizer(_from_pretrained(path.parent, shown, role, dt, **extra), shown)
+    with _gguf_parsed_once():
+        config = _read_config(path.parent, shown, extra["gguf_file"])
+        placement(count_params(config), dt, torch.device("cpu"), shown, role)
+        model = strip_quantizer(_from_pretrained(path.parent, shown, role, dt, **extra), shown)
+        tokenizer = _load_tokenizer(path.parent, shown, extra["gguf_file"])
     model.save_pretrained(str(folder))
-    _load_tokenizer(path.parent, shown, extra["gguf_file"]).save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+
+
+@contextlib.contextmanager
+def _gguf_parsed_once():
+    """Within it, the `gguf` package parses each file once and builds each tensor-name map once.
+
+    transformers reads a .gguf four times for one model (our config read, from_pretrained's config,
+    its weights, the tokenizer's config: each `load_gguf_checkpoint` call makes its own
+    `gguf.GGUFReader`, whose metadata parse is pure Python, ~9 s for SmolLM2's 49k-token vocabulary on
+    the 2-core box, and then converts every field again), and builds `gguf.get_tensor_name_map` again
+    for every submodule while mapping weight names (`get_gguf_hf_weights_map` recurses over the
+    model). All are results of their arguments alone; transformers looks them up on their modules when
+    called (`from gguf import GGUFReader, ...` and `from ..modeling_gguf_pytorch_utils import
+    load_gguf_checkpoint` inside its functions), so memoized versions are set there for the duration
+    (metadata handed out as copies) and restored after. The weights and files written are the same
+    (tests/integration/test_smollm2.py). SmolLM2's first load: bench/RESULTS.md."""
+    import copy
+
+    import gguf
+    from transformers import modeling_gguf_pytorch_utils as hf_gguf
+
+    real_reader, real_map, real_load = gguf.GGUFReader, gguf.get_tensor_name_map, hf_gguf.load_gguf_checkpoint
+    readers: dict = {}
+    metadata: dict = {}
+
+    def reader(path, mode="r"):
+        key = (os.path.realpath(path), mode)
+        if key not in readers:
+            readers[key] = real_reader(path, mode)
+        return readers[key]
+
+    def load(path, return_tensors=False, **kwargs):
+        if return_tensors or kwargs:
+            return real_load(path, return_tensors=return_tensors, **kwargs)
+        key = os.path.realpath(path)
+        if key not in metadata:
+            metadata[key] = real_load(path, return_tensors=False)
+        return copy.deepcopy(metadata[key])  # the callers may change what they get
+
+    gguf.GGUFReader, gguf.get_tensor_name_map = reader, functools.lru_cache(maxsize=None)(real_map)
+    hf_gguf.load_gguf_checkpoint = load
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = real_reader, real_map
+        hf_gguf.load_gguf_checkpoint = real_load
 
 
 def _unpacked_bytes(path: Path) -> int:

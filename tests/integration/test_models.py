@@ -188,6 +188,31 @@ def test_gguf_is_dequantized_once_then_loaded_from_the_cache(gguf_copy, dirs, re
     assert_same_table(table(second), reference, rtol=1e-5, atol=1e-6)
 
 
+def test_gguf_is_parsed_once_per_dequantization(gguf_copy, dirs, reference, monkeypatch):
+    """transformers reads a .gguf four times for one model; klviz's dequantization parses it once (and
+    converts its metadata once), with the same weights as the folder's, and restores gguf's own reader."""
+    import gguf
+    from transformers import modeling_gguf_pytorch_utils as hf_gguf
+
+    real_reader, real_load, parsed, converted = gguf.GGUFReader, hf_gguf.load_gguf_checkpoint, [], []
+
+    class Counting(real_reader):
+        def __init__(self, path, *a, **kw):
+            parsed.append(path)
+            super().__init__(path, *a, **kw)
+
+    def spy(*a, **kw):
+        converted.append(kw)
+        return real_load(*a, **kw)
+
+    monkeypatch.setattr(gguf, "GGUFReader", Counting)
+    monkeypatch.setattr(hf_gguf, "load_gguf_checkpoint", spy)
+    pair = load_pair(gguf_copy, dirs[1], device="cpu")
+    assert len(parsed) == 1 and [kw.get("return_tensors") for kw in converted] == [False, True]
+    assert gguf.GGUFReader is Counting and hf_gguf.load_gguf_checkpoint is spy  # restored after
+    assert_same_table(table(pair), reference, rtol=1e-5, atol=1e-6)
+
+
 def test_gguf_without_the_cache_is_dequantized_on_every_load(gguf_copy, dirs, reference, monkeypatch):
     monkeypatch.setenv("KLVIZ_CACHE_MAX_GB", "0")
     calls = _spy_loads(monkeypatch)
