@@ -11,8 +11,9 @@ Why the batches matter: klviz.engine.divergence.score sorts inputs by length and
 batch_size at a time, and klviz.sampling reseeds every generate batch from (seed, source, batch
 index). Giving an actor a whole batch, with its original index, makes it run the same padded
 shapes with the same seed, so the table equals the single process's (tests/integration/test_ray.py).
-`analyze` runs in two Ray Data stages (sample, then score): scoring batches are cut from all the
-sampled lengths, so they can only be formed once every response is back. `trajectory` hands each
+`analyze` samples and then scores on the same actors (`actor_pool`: Ray's core ActorPool, two passes):
+scoring batches are cut from all the sampled lengths, so they can only be formed once every response
+is back, and a Ray Data actor pool lives for one map_batches only (two stages loaded the pair twice). `trajectory` hands each
 actor a run of whole batches (TrajectoryUnit): SFT decoder once per batch, each checkpoint once per run.
 
 Ray Data API (docs.ray.io, Ray 2.60): `ray.data.from_items(items, override_num_blocks=...)`;
@@ -21,7 +22,9 @@ compute=ActorPoolStrategy(size=n), num_gpus=..., num_cpus=..., **ray_remote_args
 pool of `n` stateful actors (`concurrency=n` says the same, deprecated since Ray 2.51), and
 `ray_remote_args` such as `max_restarts` / `max_task_retries` go to the actors ("Actor Fault
 Tolerance": a dead actor is restarted by rerunning its constructor, and its unfinished tasks are
-retried on it).
+retried on it). Core API (docs.ray.io, "Actor Fault Tolerance", `ray.util.ActorPool`): the same
+`max_restarts` / `max_task_retries` options on `ray.remote(cls).options(...)`, and `ActorPool(actors).map(fn,
+values)` yields the results in the values' order.
 """
 
 from __future__ import annotations
@@ -147,6 +150,10 @@ class PairActor:
                                      device=sft.info.device, policy_info=None, sft_info=sft.info)
 
     def __call__(self, batch: dict) -> dict:
+        return self.run_batch(batch)
+
+    def run_batch(self, batch: dict) -> dict:
+        """Ray Data's call (as `__call__`) and ActorPool's: each pickled unit's (result, facts), pickled."""
         import numpy as np
 
         results = [pickle.dumps((self.run(pickle.loads(bytes(x))), self.facts)) for x in batch["payload"]]
@@ -261,6 +268,35 @@ def run_units(ray, settings: RaySettings, spec: PairSpec, units: list, actor_cls
                         compute=ray.data.ActorPoolStrategy(size=n),
                         max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES, **resources)
     return collect(ds.take_all(), len(units))
+
+
+@contextlib.contextmanager
+def actor_pool(ray, settings: RaySettings, spec: PairSpec, actor_cls=PairActor):
+    """`run(units)` on one pool of actors that lives through several passes (Ray's core API:
+    `ray.util.ActorPool` over `ray.remote(actor_cls)` actors): what `klviz analyze --ray` needs, whose
+    scoring batches are cut from every sampled length, so its second pass can only start once the first
+    has ended, and a Ray Data actor pool lives for one `map_batches` only. The actors are sized and
+    restarted as in `run_units` (max_restarts, and max_task_retries: a dead actor's unit is retried on its
+    restart), and killed on exit."""
+    from ray.util import ActorPool
+
+    n, resources = pool_resources(ray, settings, spec.device)
+    spec = replace(spec, threads=int(resources.get("num_cpus", 1)) if "num_gpus" not in resources else 1)
+    remote = ray.remote(actor_cls).options(max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES, **resources)
+    actors = [remote.remote(spec) for _ in range(n)]
+
+    def run(units: list) -> list:
+        batches = [{"unit": [k], "payload": [pickle.dumps(u)]} for k, u in enumerate(units)]
+        outputs = ActorPool(actors).map(lambda actor, batch: actor.run_batch.remote(batch), batches)
+        return collect([{"unit": u, "result": r} for out in outputs for u, r in zip(out["unit"], out["result"])],
+                       len(units))
+
+    try:
+        yield run
+    finally:
+        for actor in actors:
+            with contextlib.suppress(Exception):  # already gone with a failed run
+                ray.kill(actor)
 
 
 def collect(rows: list[dict], n_units: int) -> list:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from klviz.cli.common import log, quiet_transformers
 from klviz.cli.score import check_out
-from klviz.distributed import (INPUT_KEY, SampleUnit, ScoreUnit, TrajectoryUnit, pool_resources, ray_session,
-                               run_units, settings_from_args, spec_from_args)
+from klviz.distributed import (INPUT_KEY, SampleUnit, ScoreUnit, TrajectoryUnit, actor_pool, pool_resources,
+                               ray_session, run_units, settings_from_args, spec_from_args)
 from klviz.errors import KlvizError
 from klviz.io import write_table
 
@@ -112,8 +112,8 @@ def score_on_ray(args, actor_cls=None) -> int:
 
 
 def analyze_on_ray(args, actor_cls=None) -> int:
-    """`klviz analyze --ray`: sampling batches in the pool, then scoring batches, one table written (while
-    Ray shuts down)."""
+    """`klviz analyze --ray`: sampling batches, then scoring batches, on the same actors (klviz.distributed.
+    actor_pool), one table written (while Ray shuts down)."""
     from klviz.cli.analyze import analyze_metadata, sampling_config
     from klviz.prompts import read_prompts
     from klviz.tokentable import vocab_metadata
@@ -133,24 +133,22 @@ def analyze_on_ray(args, actor_cls=None) -> int:
         write_table(df, out, {**analyze_metadata(args, cfg, results[0][1]), **vocab_metadata(df, tokenizer)})
         return len(df)
 
-    with ray_beside(settings, prepare) as (ray, tokenizer, later):
-        inputs = sample_on_ray(ray, settings, spec, prompts, cfg, actor_cls)
+    with ray_beside(settings, prepare) as (ray, tokenizer, later), \
+            actor_pool(ray, settings, spec, **_cls(actor_cls)) as run:  # one pool: sampled, then scored
+        units = sample_units(prompts, cfg)
+        inputs = sampled_inputs(prompts, units, run(units))
         if not inputs:
             raise KlvizError("Every sampled response was empty (the model ended each one at once), so there is "
                              "nothing to score: try other prompts or a higher temperature.")
-        rows = later(write, run_units(ray, settings, spec, score_units(inputs, cfg.batch_size, args.top_k),
-                                      **_cls(actor_cls)))
+        rows = later(write, run(score_units(inputs, cfg.batch_size, args.top_k)))
     log(f"wrote {rows()} token rows from {len(inputs)} responses to {out} (sampled and scored on Ray)")
     return 0
 
 
-def sample_on_ray(ray, settings, spec, prompts: list, cfg, actor_cls=None) -> list:
-    """klviz.sampling.sample's non-empty responses, each generate batch run in the pool, in its order
-    (source, batch, job)."""
+def sampled_inputs(prompts: list, units: list[SampleUnit], sampled: list) -> list:
+    """The non-empty responses of the sampling units' results, as ScoreInputs in unit and job order."""
     from klviz.engine.divergence import ScoreInput
 
-    units = sample_units(prompts, cfg)
-    sampled = run_units(ray, settings, spec, units, **_cls(actor_cls))
     return [ScoreInput(prompt_ids=ids, response_ids=r, prompt_id=prompts[i].id, sample_id=s,
                        extra={"source": unit.source})
             for unit, (pairs, _) in zip(units, sampled) for (i, s), (ids, r) in zip(unit.jobs, pairs) if r]
@@ -171,8 +169,8 @@ def trajectory_units(ray, settings, spec, inputs: list, checkpoints: list, args)
 
 
 def trajectory_on_ray(args, actor_cls=None) -> int:
-    """`klviz trajectory --ray`: inputs read (or sampled from the SFT model in the pool), then each actor
-    scores its batches under every checkpoint; one table written, checkpoint by checkpoint, input order."""
+    """`klviz trajectory --ray`: inputs read (or sampled from the SFT model on the pool's actors), then each
+    actor scores its batches under every checkpoint; one table written, checkpoint by checkpoint, input order."""
     from klviz.cli.trajectory import (ALL_EMPTY, check_args, finish_metadata, responses_metadata, sampling_config,
                                       series_metadata)
     from klviz.engine.divergence import _validate
@@ -182,22 +180,26 @@ def trajectory_on_ray(args, actor_cls=None) -> int:
     settings, spec = settings_from_args(args), spec_from_args(args)
     quiet_transformers()
     with sft_tokenizer(args.sft) as (tokenizer, vocab_size), ray_session(settings) as ray:
-        if args.input:
+        if args.input:  # one pass: Ray Data's pool
             from klviz.rollouts import read_rollouts, score_inputs
 
             fmt, rollouts = read_rollouts(args.input)
             inputs, source = score_inputs(rollouts, tokenizer), responses_metadata(args, fmt=fmt)
-        else:
+            pool = contextlib.nullcontext(lambda units: run_units(ray, settings, spec, units, **_cls(actor_cls)))
+        else:  # sampled from the SFT model, then scored: two passes on the same actors
             from klviz.prompts import read_prompts
 
-            cfg = sampling_config(args)
-            inputs, source = sample_on_ray(ray, settings, spec, read_prompts(args.prompts), cfg, actor_cls), \
-                responses_metadata(args, cfg=cfg)
-            if not inputs:
-                raise KlvizError(ALL_EMPTY)
-        _validate(inputs, vocab_size)
-        units = trajectory_units(ray, settings, spec, inputs, checkpoints, args)
-        results = run_units(ray, settings, spec, units, **_cls(actor_cls))
+            cfg, prompts = sampling_config(args), read_prompts(args.prompts)
+            pool = actor_pool(ray, settings, spec, **_cls(actor_cls))
+        with pool as run:
+            if not args.input:
+                sampled = sample_units(prompts, cfg)
+                inputs, source = sampled_inputs(prompts, sampled, run(sampled)), responses_metadata(args, cfg=cfg)
+                if not inputs:
+                    raise KlvizError(ALL_EMPTY)
+            _validate(inputs, vocab_size)
+            units = trajectory_units(ray, settings, spec, inputs, checkpoints, args)
+            results = run(units)
     rank = {c.name: k for k, c in enumerate(checkpoints)}
     df = assemble([frame for frame, _ in results], lambda d: d["checkpoint"].map(rank) * len(inputs))
     meta = {**series_metadata(args, checkpoints, results[0][1].sft_info), **source}

@@ -6,6 +6,7 @@ actor (os._exit in its first call, triggered by a marker file only this test wri
 restarted by Ray and the table must still be complete.
 """
 
+import contextlib
 import json
 import os
 import pickle
@@ -103,21 +104,44 @@ def test_analyze_on_ray_samples_the_same_responses(models, tmp_path, capsys):
     prompts.write_text("the food was\nthe room was not\n")
     common = ["analyze", "--policy", policy, "--sft", sft, "--prompts", prompts, "--samples-per-prompt", 2,
               "--max-new-tokens", 5, "--batch-size", 3, "--top-k", 3, "--seed", 7, "--sample-from", "both"]
+    from klviz.distributed_tables import analyze_on_ray
+
     single(capsys, *common, "--out", tmp_path / "single.parquet")
-    _run(capsys, *common, "--out", tmp_path / "ray.parquet", "--ray", "--actors", 2)
+    marker, calls = tmp_path / "crash-once", tmp_path / "calls.txt"
+    marker.touch()
+    args = build_parser().parse_args([str(a) for a in common + ["--out", tmp_path / "ray.parquet", "--ray",
+                                                                "--actors", 2]])
+    assert analyze_on_ray(args, actor_cls=_crashing_actor(marker, calls)) == 0
+    assert not marker.exists()  # an actor died on its first unit, and was restarted: the table is complete
     assert_same_table(tmp_path / "ray.parquet", tmp_path / "single.parquet")
     assert set(pd.read_parquet(tmp_path / "ray.parquet")["source"]) == {"policy", "sft"}
+    # Sampling and scoring ran on the same actors: the pair was loaded by 2 actors and the crashed one's
+    # restart, 3 in all (a pool per pass: 5).
+    calls = [line.split() for line in calls.read_text().splitlines()]
+    assert {kind for _, kind in calls} == {"init", "SampleUnit", "ScoreUnit"}
+    assert sum(kind == "init" for _, kind in calls) == 3, calls
 
 
-def _crashing_actor(marker: Path):
+def _crashing_actor(marker: Path, calls: Path | None = None):
+    """PairActor whose first call anywhere kills its process; with `calls`, the pid of each construction
+    ("init") and of each call after the crash (its unit's kind)."""
     from klviz.distributed import PairActor
 
     class CrashingActor(PairActor):
-        def __call__(self, batch):
+        def __init__(self, spec):
+            super().__init__(spec)
+            if calls is not None:
+                with calls.open("a") as f:
+                    f.write(f"{os.getpid()} init\n")
+
+        def run_batch(self, batch):
             try:
                 os.unlink(marker)  # only the first call anywhere finds it
             except FileNotFoundError:
-                return super().__call__(batch)
+                if calls is not None:
+                    with calls.open("a") as f:
+                        f.writelines(f"{os.getpid()} {type(pickle.loads(bytes(x))).__name__}\n" for x in batch["payload"])
+                return super().run_batch(batch)
             os._exit(1)
 
     return CrashingActor
@@ -154,18 +178,24 @@ def _units_in_process(ray, settings, spec, units, actor_cls=None):
     return collect([{"unit": r["unit"][0], "result": r["result"][0]} for r in rows], len(units))
 
 
+@contextlib.contextmanager
+def _pool_in_process(ray, settings, spec, actor_cls=None):
+    """klviz.distributed.actor_pool without Ray: each pass through _units_in_process."""
+    yield lambda units: _units_in_process(ray, settings, spec, units)
+
+
 @pytest.mark.parametrize("responses", ["input", "prompts"])
 def test_trajectory_on_ray_is_the_single_process_series(models, score_input, responses, tmp_path, capsys,
                                                         monkeypatch):
     """Each actor runs the SFT decoder once per batch of its run of batches and scores both checkpoints
-    against it; --prompts samples from the SFT model in the pool first. The --prompts run takes its
-    units through the actor class in this process (_units_in_process): two more actor pools (each actor
-    importing torch) cost ~80 s of the suite, and sampling in a pool is the analyze test's."""
+    against it; --prompts samples from the SFT model on the pool's actors first. The --prompts run takes
+    its units through the actor class in this process (_pool_in_process): another actor pool (each actor
+    importing torch) costs ~40 s of the suite, and two passes on one pool are the analyze test's."""
     _, sft, run = models
     if responses == "prompts":
         from klviz import distributed_tables
 
-        monkeypatch.setattr(distributed_tables, "run_units", _units_in_process)
+        monkeypatch.setattr(distributed_tables, "actor_pool", _pool_in_process)
         src = tmp_path / "prompts.txt"
         src.write_text("the food was\nthe staff\n")
         what = ["--prompts", src, "--samples-per-prompt", 2, "--max-new-tokens", 5, "--seed", 3]
