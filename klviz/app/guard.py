@@ -27,10 +27,6 @@ REPO = pairs.ROOT
 SAMPLE_DIR = REPO / pairs.SAMPLE_DIR
 POLL_S = 0.5
 """How often a page waiting for an analysis redraws its progress bar."""
-ORPHAN_S = 10.0
-"""A running analysis no session has asked about for this long is dropped when another one starts: twenty of a
-waiting page's polls. (A run that started it and then loads the pair in the server for longer asks only after
-the load; if another job starts meanwhile, this one is started again when asked.)"""
 MAX_TABLES = 16
 """Finished token tables kept on the server (the most recent)."""
 NOT_ALLOWED_NOTE = ("module:function rewards and reward-model folders run code on the server: this dashboard "
@@ -82,18 +78,11 @@ def upload_folder() -> Path:
 # --- analysis in a worker -----------------------------------------------------------------------
 
 class _Analyses:
-    """Server-wide: running analysis jobs and finished tables, by table key.
-
-    A running job that no session has asked about for ORPHAN_S (its page polls every POLL_S while it
-    waits) is dropped when another job starts: its user has moved on (changed a setting, another pair),
-    and it would only compete with the new one for the cores (bench/real_pair_dashboard.py, on SmolLM2: the
-    pair's chart took 28-43 s instead of 14 s while the previous settings' job ran on). Its handle, dropped,
-    tells the task to stop, and its process can run the next task."""
+    """Server-wide: running analysis jobs and finished tables, by table key."""
 
     def __init__(self):
         self.lock = threading.Lock()
         self.running: dict[str, object] = {}
-        self.asked: dict[str, float] = {}  # key -> time.monotonic() of the last `job` call
         self.tables: OrderedDict[str, object] = OrderedDict()
 
     def table(self, key: str):
@@ -105,19 +94,13 @@ class _Analyses:
 
     def job(self, key: str, make: Callable[[], object]):
         with self.lock:
-            now = time.monotonic()
             if key not in self.running:
-                for old in [k for k in self.running if now - self.asked.get(k, now) > ORPHAN_S]:
-                    self.running.pop(old)
-                    self.asked.pop(old, None)
                 self.running[key] = make().start()
-            self.asked[key] = now
             return self.running[key]
 
     def finish(self, key: str, table=None) -> None:
         with self.lock:
             self.running.pop(key, None)
-            self.asked.pop(key, None)
             if table is not None:
                 self.tables[key] = table
                 while len(self.tables) > MAX_TABLES:

@@ -95,26 +95,3 @@ def test_a_truncated_gguf_upload_is_an_error_and_leaves_no_file():
     assert len(errors) == 1 and "cut" in errors[0] and "klviz-uploads" not in errors[0]
     left = [p.name for p in Path(pairs.UPLOAD_ROOT).rglob("*") if p.is_file()]
     assert "cut.gguf" not in left  # the refused upload is gone at once (the SFT, not yet refused, goes with the session)
-
-
-def test_an_analysis_nobody_asks_about_is_dropped_when_another_starts(monkeypatch):
-    """(Not the browser's reach, but the server's cores: a job its user left must not slow the next one.)"""
-    from klviz.app import guard
-
-    class Job:
-        def start(self):
-            return self
-
-    clock = [100.0]
-    monkeypatch.setattr(guard.time, "monotonic", lambda: clock[0])
-    store = guard._Analyses()
-    left, kept = store.job("left", Job), store.job("kept", Job)
-    clock[0] += guard.ORPHAN_S - 1
-    assert store.job("kept", Job) is kept  # another session still polls this one
-    clock[0] += 2  # "left" last asked ORPHAN_S + 1 s ago, "kept" 2 s ago
-    new = store.job("new", Job)
-    assert set(store.running) == {"kept", "new"} and store.running["new"] is new
-    assert store.job("kept", Job) is kept and left is not store.job("left", Job)  # asked again: a new job
-    clock[0] += guard.ORPHAN_S + 1
-    assert store.job("new", Job) is new  # asking about a running job never drops it, nor others
-    assert set(store.running) == {"kept", "new", "left"}
