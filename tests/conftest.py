@@ -8,8 +8,8 @@ HEAVY_FILES = {
     # Seconds per file in the full runs on the 2-core box (`pytest --durations`, two workers; 538-594 s
     # wall), adjusted for the tests trimmed since. Only their order matters (see
     # pytest_collection_modifyitems); a file not listed runs after these, in collection order.
-    "tests/integration/test_ray.py": 240,
-    "tests/integration/test_ppo_sample.py": 203,
+    "tests/integration/test_ray.py": 190,
+    "tests/integration/test_ppo_sample.py": 175,
     "tests/e2e/test_browser.py": 112,
     "tests/app/test_live_ppo.py": 80,
     "tests/integration/test_smollm2.py": 61,
