@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 MAX_JOBS = 2  # PPO jobs running at once on one server; they share its cores (klviz.ppo.jobs.share_threads)
-REFRESH_S = 0.4  # Live PPO's step-and-state poll while a job runs (pages/live_ppo.py)
+REFRESH_S = 1.0  # Live PPO's step-and-state poll while a job runs (pages/live_ppo.py); at 0.4 s the run watched
+# on its page trained at 77% of the CLI's rate, at 1.0 s at 90% (bench/live.py, bench/RESULTS.md)
 CHARTS_EVERY_S = 2.0  # and its charts' redraw interval
 
 
