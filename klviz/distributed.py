@@ -13,8 +13,9 @@ index). Giving an actor a whole batch, with its original index, makes it run the
 shapes with the same seed, so the table equals the single process's (tests/integration/test_ray.py).
 `analyze` samples and then scores on the same actors (`actor_pool`: Ray's core ActorPool, two passes):
 scoring batches are cut from all the sampled lengths, so they can only be formed once every response
-is back, and a Ray Data actor pool lives for one map_batches only (two stages loaded the pair twice). `trajectory` hands each
-actor a run of whole batches (TrajectoryUnit): SFT decoder once per batch, each checkpoint once per run.
+is back, and a Ray Data actor pool lives for one map_batches only (two stages loaded the pair twice).
+`trajectory` hands each actor a run of whole batches (TrajectoryUnit): SFT decoder once per batch, each
+checkpoint once per run.
 
 Ray Data API (docs.ray.io, Ray 2.60): `ray.data.from_items(items, override_num_blocks=...)`;
 `Dataset.map_batches(CallableClass, fn_constructor_args=..., batch_size=...,
@@ -258,10 +259,16 @@ def pool_resources(ray, settings: RaySettings, device: str) -> tuple[int, dict]:
     return n, {"num_cpus": max(1, cpus // n)}
 
 
+def sized_pool(ray, settings: RaySettings, spec: PairSpec) -> tuple[int, dict, PairSpec]:
+    """(actors, per-actor resources, the spec each actor loads): pool_resources, with a CPU actor's torch
+    threads set to the CPUs Ray reserved for it (one for a GPU actor)."""
+    n, resources = pool_resources(ray, settings, spec.device)
+    return n, resources, replace(spec, threads=int(resources.get("num_cpus", 1)) if "num_gpus" not in resources else 1)
+
+
 def run_units(ray, settings: RaySettings, spec: PairSpec, units: list, actor_cls=PairActor) -> list:
     """Each unit through the actor pool; results (and the pair's facts) in unit order."""
-    n, resources = pool_resources(ray, settings, spec.device)
-    spec = replace(spec, threads=int(resources.get("num_cpus", 1)) if "num_gpus" not in resources else 1)
+    n, resources, spec = sized_pool(ray, settings, spec)
     items = [{"unit": k, "payload": pickle.dumps(u)} for k, u in enumerate(units)]
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     ds = ds.map_batches(actor_cls, fn_constructor_args=(spec,), batch_size=1,
@@ -280,8 +287,7 @@ def actor_pool(ray, settings: RaySettings, spec: PairSpec, actor_cls=PairActor):
     restart), and killed on exit."""
     from ray.util import ActorPool
 
-    n, resources = pool_resources(ray, settings, spec.device)
-    spec = replace(spec, threads=int(resources.get("num_cpus", 1)) if "num_gpus" not in resources else 1)
+    n, resources, spec = sized_pool(ray, settings, spec)
     remote = ray.remote(actor_cls).options(max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES, **resources)
     actors = [remote.remote(spec) for _ in range(n)]
 

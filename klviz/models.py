@@ -274,8 +274,9 @@ def _gguf_parsed_once():
     model). All are results of their arguments alone; transformers looks them up on their modules when
     called (`from gguf import GGUFReader, ...` and `from ..modeling_gguf_pytorch_utils import
     load_gguf_checkpoint` inside its functions), so memoized versions are set there for the duration
-    (metadata handed out as copies) and restored after. The weights and files written are the same
-    (tests/integration/test_smollm2.py). SmolLM2's first load: bench/RESULTS.md."""
+    (metadata handed out as copies) and restored after. One parse, the scores against the folder's and
+    the restored functions: tests/integration/test_models.py; SmolLM2's first load, and its files
+    compared with the unmemoized ones: bench/RESULTS.md."""
     import copy
 
     import gguf
