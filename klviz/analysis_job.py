@@ -27,6 +27,8 @@ from klviz.errors import KlvizError
 from klviz.workers import NICE, Worker
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import pandas as pd
 
     from klviz.settings import SamplingSettings
@@ -70,13 +72,17 @@ class AnalysisSnapshot:
     """One sentence when state is error."""
     oom: bool = False
     """The error was running out of memory (the page says what to lower)."""
+    seconds_per_token: float | None = None
+    """The SFT model's forward seconds per token, timed by the worker once it has loaded the pair
+    (klviz.ppo.estimate: Live PPO's run-time estimate); None until then."""
 
 
 class _Progress:
-    def __init__(self):
+    def __init__(self, on_probe: "Callable[[float], None] | None" = None):
+        self.on_probe = on_probe
         self.lock = threading.Lock()
         self.state, self.fraction, self.stage = "idle", 0.0, "waiting"
-        self.table, self.error, self.oom = None, None, False
+        self.table, self.error, self.oom, self.seconds_per_token = None, None, False, None
 
     def on_message(self, message: tuple) -> None:
         kind, *rest = message
@@ -89,6 +95,10 @@ class _Progress:
                 self.state, self.error = "error", rest[0]
             elif kind == "oom":
                 self.state, self.error, self.oom = "error", "Out of memory.", True
+            elif kind == "probe":
+                self.seconds_per_token = rest[0]
+        if kind == "probe" and self.on_probe is not None:
+            self.on_probe(rest[0])
 
     def on_exit(self) -> None:
         with self.lock:
@@ -101,10 +111,13 @@ class AnalysisJob:
     process."""
 
     def __init__(self, pair: PairSpec, prompts: list, settings: "SamplingSettings", nice: int = NICE,
-                 num_threads: int = 1, responses: str | None = None):
+                 num_threads: int = 1, responses: str | None = None,
+                 on_probe: "Callable[[float], None] | None" = None):
+        """`on_probe(seconds_per_token)`: called from the reader thread when the worker has timed the SFT
+        model's forward, before sampling (AnalysisSnapshot.seconds_per_token)."""
         self.pair, self.prompts, self.settings, self.responses = pair, list(prompts), settings, responses
         self.nice, self.num_threads = nice, num_threads
-        self._progress = _Progress()
+        self._progress = _Progress(on_probe)
         self._worker: Worker | None = None
 
     def start(self) -> "AnalysisJob":
@@ -125,7 +138,7 @@ class AnalysisJob:
     def snapshot(self) -> AnalysisSnapshot:
         p = self._progress
         with p.lock:
-            return AnalysisSnapshot(p.state, p.fraction, p.stage, p.table, p.error, p.oom)
+            return AnalysisSnapshot(p.state, p.fraction, p.stage, p.table, p.error, p.oom, p.seconds_per_token)
 
     def join(self, timeout: float | None = None) -> bool:
         return self._worker is None or self._worker.join(timeout)
@@ -177,7 +190,7 @@ def _scored_file(loaded, rollouts: list, settings: "SamplingSettings"):
 def run_analysis(channel, pair: PairSpec, prompts: list, settings: "SamplingSettings",
                  responses: str | None = None) -> None:
     """The worker's task: load the pair, sample and score (or score the `responses` file) with progress,
-    send the table."""
+    send the table; first, the SFT model's forward is timed (`_send_probe`)."""
     from klviz.models import load_pair
     from klviz.rollouts import read_rollouts
     from klviz.sampling import settings_table
@@ -186,6 +199,7 @@ def run_analysis(channel, pair: PairSpec, prompts: list, settings: "SamplingSett
         rollouts = read_rollouts(responses)[1] if responses is not None else None  # malformed: fail before loading
         channel.send(("progress", 0.0, "loading the pair"))
         loaded = load_pair(pair.policy, pair.sft, device=pair.device, dtype=pair.dtype, policy_base=pair.policy_base)
+        _send_probe(channel, loaded.sft)
         # sampling per source, then scoring; a responses file is only scored
         stages = 1 if rollouts is not None else (2 if settings.sample_from == "both" else 1) + 1
         channel.send(("progress", LOAD_SHARE, "scoring" if rollouts is not None else "sampling"))
@@ -206,3 +220,22 @@ def run_analysis(channel, pair: PairSpec, prompts: list, settings: "SamplingSett
         else:
             what = "Scoring the responses" if responses is not None else "Sampling"
             channel.send(("error", f"{what} failed: {type(e).__name__}: {e}"))
+
+
+def _send_probe(channel, model) -> None:
+    """("probe", seconds per token) of `model`'s forward on the threads a lone PPO run would train on
+    (klviz.ppo.estimate), so the server process never times a large model itself. Here, before sampling,
+    while the server loads its own copy of the pair: timed after the table it ran into the page switches
+    that follow the first chart on the 2-core box (Token inspector 1.31 s against 0.94 s without it;
+    bench/real_pair_dashboard.py), where it adds two short passes (~0.5 s on SmolLM2) to the first chart.
+    Optional: a failure sends nothing, and the page says the estimate is not available."""
+    from klviz.ppo.estimate import probe_seconds_per_token
+    from klviz.ppo.jobs import cpu_cores
+
+    if channel.should_stop():
+        return
+    try:
+        seconds = probe_seconds_per_token(model, threads=cpu_cores(), timed=1)
+    except (RuntimeError, MemoryError):  # torch's errors (out of memory included): no estimate, no failure
+        return
+    channel.send(("probe", seconds))

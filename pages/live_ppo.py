@@ -52,8 +52,9 @@ with st.container(border=True):
     lr = float(lr) if lr is not None else lr_default
     guess = runs.estimate(int(steps), int(batch), int(max_new))
     st.caption(plain(f"Learning rate {lr:.1e}" + (" (scaled to the model's size)" if lr == lr_default else "")
-                     + f" · {guess.describe()} on {pair.device}, measured from one forward pass "
-                       "of this model here"))
+                     + (f" · {guess.describe()} on {pair.device}, measured from one forward pass of this model"
+                        if guess else " · Estimated run time: once the pair's analysis has timed one forward "
+                                      "pass of this model (its worker does, before sampling)")))
     guard.reward_note()
     start_from = st.radio("Start from", ["SFT model", "the pair's policy"], horizontal=True, key=Keys.PPO_FROM)
 

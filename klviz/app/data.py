@@ -148,7 +148,7 @@ def _chosen_prompts(s: SamplingSettings) -> list:
     return found[: s.n_prompts] if s.n_prompts else found
 
 
-def _pair_spec(view: View):
+def pair_spec(view: View):
     """Where an analysis worker loads the view's pair from (klviz.analysis_job)."""
     from klviz.analysis_job import PairSpec
 
@@ -176,7 +176,7 @@ def require_table() -> pd.DataFrame:
         return _scored_responses(cur)
     found = prompts()
     with user_errors(stop=True):  # sampled and scored in a worker process; this run draws its progress
-        return guard.analysis_table(cur.table_key, _pair_spec(cur), found, cur.settings, cur.source.explain)
+        return guard.analysis_table(cur.table_key, pair_spec(cur), found, cur.settings, cur.source.explain)
 
 
 def _start_worker_first(cur: View) -> None:
@@ -187,10 +187,10 @@ def _start_worker_first(cur: View) -> None:
     if cur.scoring_file:
         r = cur.responses
         if r is not None:
-            guard.start_analysis(cur.table_key, _pair_spec(cur), [], cur.settings, responses=r.path)
+            guard.start_analysis(cur.table_key, pair_spec(cur), [], cur.settings, responses=r.path)
         return
     with contextlib.suppress(KlvizError, OSError):
-        guard.start_analysis(cur.table_key, _pair_spec(cur), _chosen_prompts(cur.settings), cur.settings)
+        guard.start_analysis(cur.table_key, pair_spec(cur), _chosen_prompts(cur.settings), cur.settings)
 
 
 def _table_readable(cur: View) -> None:
@@ -211,7 +211,7 @@ def _scored_responses(cur: View) -> pd.DataFrame:
         st.stop()
     with user_errors(stop=True):
         try:
-            return guard.analysis_table(cur.table_key, _pair_spec(cur), [], cur.settings,
+            return guard.analysis_table(cur.table_key, pair_spec(cur), [], cur.settings,
                                         lambda m: r.explain(cur.source.explain(m)), responses=r.path)
         except KlvizError as e:
             discard_refused_responses(r, str(e))

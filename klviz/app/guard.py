@@ -84,6 +84,7 @@ class _Analyses:
         self.lock = threading.Lock()
         self.running: dict[str, object] = {}
         self.tables: OrderedDict[str, object] = OrderedDict()
+        self.probes: dict[tuple, float] = {}  # (SFT path, device, dtype) -> forward seconds per token
 
     def table(self, key: str):
         with self.lock:
@@ -112,11 +113,30 @@ def _analyses() -> _Analyses:
     return _Analyses()
 
 
+def _probe_key(pair_spec) -> tuple:
+    return pair_spec.sft, pair_spec.device, pair_spec.dtype
+
+
 def start_analysis(key: str, pair_spec, prompts: list, settings, responses: str | None = None):
-    """The worker computing `key`'s table (as `analysis_table` describes), started now unless it runs already."""
+    """The worker computing `key`'s table (as `analysis_table` describes), started now unless it runs already.
+    After the table it times the SFT model's forward: `forward_seconds_per_token` then has it."""
     from klviz.analysis_job import AnalysisJob
 
-    return _analyses().job(key, lambda: AnalysisJob(pair_spec, prompts, settings, responses=responses))
+    store = _analyses()
+
+    def probed(seconds: float) -> None:
+        with store.lock:
+            store.probes[_probe_key(pair_spec)] = seconds
+
+    return store.job(key, lambda: AnalysisJob(pair_spec, prompts, settings, responses=responses, on_probe=probed))
+
+
+def forward_seconds_per_token(pair_spec) -> float | None:
+    """The SFT model's forward seconds per token as an analysis worker of this pair timed it (device and
+    dtype as given; klviz.ppo.estimate), or None before any has."""
+    store = _analyses()
+    with store.lock:
+        return store.probes.get(_probe_key(pair_spec))
 
 
 def forget_analysis(key: str) -> None:

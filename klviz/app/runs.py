@@ -123,13 +123,24 @@ def default_lr() -> tuple[float, int]:
     return scaled(n), n
 
 
-@st.cache_data(max_entries=8, show_spinner="Timing one forward pass of the model for the run-time estimate…")
+@st.cache_data(max_entries=8, show_spinner=False)
 def _seconds_per_token(pair_key: str, _pair) -> float:
-    # One short, bounded forward (klviz.ppo.estimate.PROBE_TOKENS tokens) of the loaded model, once per
-    # pair and device: it measures this model on this device, where a FLOP count would guess the device.
+    # Three passes of klviz.ppo.estimate.PROBE_TOKENS tokens of a model of at most SERVER_PROBE_MAX_PARAMS
+    # (the shipped pair: milliseconds), once per pair and device; larger ones are timed by their worker.
     from klviz.ppo.estimate import probe_seconds_per_token
 
     return probe_seconds_per_token(_pair.sft)
+
+
+def _measured_seconds_per_token(pair_key: str, pair) -> float | None:
+    """The SFT model's forward seconds per token: as the pair's analysis worker timed it, or timed here for a
+    model small enough to cost milliseconds; None until the worker has (heavy work stays out of the server)."""
+    from klviz.ppo.estimate import SERVER_PROBE_MAX_PARAMS
+
+    seconds = guard.forward_seconds_per_token(data.pair_spec(current()))
+    if seconds is None and _trainable(pair_key, pair) <= SERVER_PROBE_MAX_PARAMS:
+        seconds = _seconds_per_token(pair_key, pair)
+    return seconds
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -139,22 +150,28 @@ def _prompt_tokens(pair_key: str, texts: tuple, _tokenizer) -> float:
 
 def estimate(steps: int, batch_size: int, max_new_tokens: int):
     """klviz.ppo.estimate.RunEstimate of a run with these settings (PPOConfig's ppo_epochs) on the
-    current pair, its prompts and its device."""
+    current pair, its prompts and its device; None while its forward pass has not been timed yet."""
     from klviz.ppo.config import PPOConfig
     from klviz.ppo.estimate import estimate_run
 
     pair, key = data.require_pair(), current().pair_key
+    seconds = _measured_seconds_per_token(key, pair)
+    if seconds is None:
+        return None
     texts = tuple(prompt_text(p) for p in data.prompts(for_training=True))
-    return estimate_run(_seconds_per_token(key, pair), steps, batch_size,
-                        _prompt_tokens(key, texts, pair.tokenizer), max_new_tokens, PPOConfig.ppo_epochs)
+    return estimate_run(seconds, steps, batch_size, _prompt_tokens(key, texts, pair.tokenizer), max_new_tokens,
+                        PPOConfig.ppo_epochs)
 
 
 def warm(pair, pair_key: str) -> None:
     """Fill the Live PPO page's model caches for a pair just loaded (its trainable parameters for the
-    learning rate, the timed forward pass of the run-time estimate), so its first visit does not pay.
-    Takes the pair: the first view calls it from a fragment, where `data.require_pair` may not draw."""
-    _trainable(pair_key, pair)
-    _seconds_per_token(pair_key, pair)
+    learning rate; for a small model the timed forward pass of the run-time estimate), so its first visit
+    does not pay. Takes the pair: the first view calls it from a fragment, where `data.require_pair` may
+    not draw."""
+    from klviz.ppo.estimate import SERVER_PROBE_MAX_PARAMS
+
+    if _trainable(pair_key, pair) <= SERVER_PROBE_MAX_PARAMS:
+        _seconds_per_token(pair_key, pair)
 
 
 def count_poll() -> int:

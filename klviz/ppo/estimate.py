@@ -5,8 +5,10 @@ shown). A step's time is almost all forward and backward passes over the batch's
 with model size x tokens, and the device sets the speed. Rather than a FLOP count over a guessed
 device throughput, `probe_seconds_per_token` times one short no-grad forward of the loaded model on
 its own device (PROBE_TOKENS tokens, after a warm-up pass): that measures this model, dtype, thread
-count and device together, and costs one short bounded call (a fraction of a second for SmolLM2 on
-two CPU cores), not a training step in the server process. The passes a step makes per token
+count and device together. It runs where the model already is, in the dashboard's analysis worker
+once it has loaded the pair (klviz.analysis_job; ~0.5 s for SmolLM2 on two CPU cores, where the server
+process paid 0.7-0.9 s on Live PPO's first visit before), and in the server only for models of at most
+SERVER_PROBE_MAX_PARAMS (the shipped pair: milliseconds). The passes a step makes per token
 (`FORWARD_EQUIVALENTS`) turn it into a step time; STEP_OVERHEAD, the ratio of a measured step of the
 sample model to that formula on the same box, covers what the formula leaves out (token-by-token
 sampling, the exact-KL columns, optimizer steps, the worker's single thread).
@@ -19,6 +21,9 @@ from dataclasses import dataclass
 
 PROBE_TOKENS = 32
 """Tokens in the timed forward pass (one row): short enough to bound the call on a large model."""
+SERVER_PROBE_MAX_PARAMS = 5_000_000
+"""Largest model the dashboard's server process times itself (3 passes of PROBE_TOKENS tokens: ~1 GFLOP,
+tens of milliseconds); larger ones are timed by their analysis worker (heavy work stays out of the server)."""
 STEP_OVERHEAD = 1.0
 """Measured step time / the formula without it, on the 2-core dev box (2026-11-29, PPO on 1 thread as the
 worker runs it): 0.54 on the sample model (batch 32, 16 new tokens, 4 epochs x 4 minibatches, load
@@ -65,8 +70,19 @@ def estimate_run(seconds_per_token: float, steps: int, batch_size: int, prompt_t
     return RunEstimate(step_s, step_s * steps)
 
 
-def probe_seconds_per_token(model, tokens: int = PROBE_TOKENS) -> float:
-    """Seconds per token of one no-grad forward of `model` on its device (best of two, after a warm-up)."""
+def probe_seconds_per_token(model, tokens: int = PROBE_TOKENS, threads: int | None = None, timed: int = 2) -> float:
+    """Seconds per token of one no-grad forward of `model` on its device (best of `timed` passes, after an
+    untimed warm-up), on `threads` torch threads (None: the process's setting; a worker passes what a lone
+    PPO run gets)."""
+    import contextlib
+
+    from klviz.threads import torch_threads
+
+    with torch_threads(threads) if threads else contextlib.nullcontext():
+        return _best_pass(model, tokens, timed)
+
+
+def _best_pass(model, tokens: int, timed: int) -> float:
     import torch
 
     device = model.get_input_embeddings().weight.device
@@ -74,7 +90,7 @@ def probe_seconds_per_token(model, tokens: int = PROBE_TOKENS) -> float:
     ids = torch.randint(0, vocab, (1, tokens), generator=torch.Generator().manual_seed(0)).to(device)
     best = float("inf")
     with torch.no_grad():
-        for i in range(3):  # the first pass allocates and warms caches: not timed
+        for i in range(1 + timed):  # the first pass allocates and warms caches: not timed
             t0 = time.perf_counter()
             model(input_ids=ids)
             if device.type == "cuda":

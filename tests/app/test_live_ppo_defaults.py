@@ -4,6 +4,7 @@ estimated run time, from one measured forward pass, is shown before Start; and w
 page and the sidebar say so ("Choose a pair" only when none is chosen)."""
 
 import re
+import time
 
 import pytest
 from streamlit.runtime.scriptrunner_utils.script_run_context import get_script_run_ctx
@@ -62,6 +63,41 @@ def test_an_estimated_run_time_is_shown_and_grows_with_steps_and_batch():
     assert bigger_batch > 1.5 * per_step  # twice the tokens per step
     clean(at.number_input(key=K.PPO_MAX_NEW).set_value(64).run())
     assert estimate_of(at)[1] > bigger_batch
+
+
+def test_a_large_model_is_timed_by_its_analysis_worker_not_by_the_server(monkeypatch):
+    """Above SERVER_PROBE_MAX_PARAMS the server never runs the model: the estimate waits for the time the
+    pair's analysis worker measured before sampling (klviz.analysis_job), and is computed from it."""
+    from klviz.app import data, guard
+    from klviz.ppo import estimate
+    from klviz.ppo.config import PPOConfig
+
+    monkeypatch.setattr(estimate, "SERVER_PROBE_MAX_PARAMS", 0)  # the sample model counts as large here
+
+    def no_probe_here(*a, **k):
+        raise AssertionError("the server process timed the model")
+
+    monkeypatch.setattr(estimate, "probe_seconds_per_token", no_probe_here)
+    at = clean(app(**FEW_PROMPTS, **{K.PPO_STEPS: 10, K.PPO_BATCH: 4}).run())  # not the shipped view: a worker
+    store, spec = guard._analyses(), data.pair_spec(current(at))
+    deadline = time.monotonic() + 60
+    while guard.forward_seconds_per_token(spec) is None and time.monotonic() < deadline:
+        time.sleep(0.1)  # sent by the worker before its table; delivered by its reader thread
+    measured = guard.forward_seconds_per_token(spec)
+    assert measured is not None and measured > 0
+    with store.lock:
+        del store.probes[guard._probe_key(spec)]  # as while the worker is still timing it
+    clean(at.switch_page("pages/live_ppo.py").run())
+    assert not any("Estimated run time: about" in shown(c.value) for c in at.caption)
+    assert any("once the pair's analysis has timed one forward pass" in shown(c.value) for c in at.caption)
+    with store.lock:
+        store.probes[guard._probe_key(spec)] = measured
+    _, per_step = estimate_of(clean(at.run()))
+    prompt_tokens = runs._prompt_tokens.__wrapped__(  # the page's prompts, as the page tokenizes them
+        "", tuple(runs.prompt_text(p) for p in data.prompts(for_training=True)), current(at).pair.tokenizer)
+    want = estimate.estimate_run(measured, 10, 4, prompt_tokens, at.number_input(key=K.PPO_MAX_NEW).value,
+                                 PPOConfig.ppo_epochs).step_s
+    assert per_step == pytest.approx(want, rel=0.05)  # the page prints 2 significant digits
 
 
 def sent_so_far() -> list[tuple[tuple, str]]:

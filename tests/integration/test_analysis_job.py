@@ -26,10 +26,14 @@ def test_worker_table_equals_the_in_process_table(tmp_path, monkeypatch):
         on_message(self, message)
 
     monkeypatch.setattr(analysis_job._Progress, "on_message", record)
-    job = AnalysisJob(PairSpec(str(policy), str(sft), device="cpu"), PROMPTS, SETTINGS, nice=0).start()
+    probed = []
+    job = AnalysisJob(PairSpec(str(policy), str(sft), device="cpu"), PROMPTS, SETTINGS, nice=0,
+                      on_probe=probed.append).start()
     assert job.join(timeout=120)
     snap = job.snapshot()
     assert snap.state == "done" and snap.error is None and snap.fraction == 1.0
+    # before sampling, the worker timed the SFT model's forward (Live PPO's estimate), once
+    assert len(probed) == 1 and 0 < probed[0] == snap.seconds_per_token < 1
     assert seen[0] == "loading the pair" and {"sampling (policy)", "sampling (sft)", "scoring"} <= set(seen), seen
     with torch_threads(1):
         expected = settings_table(load_pair(str(policy), str(sft), device="cpu"), PROMPTS, SETTINGS)

@@ -41,3 +41,8 @@ def test_the_probe_times_a_forward_pass_of_the_model():
     small, big = make_tiny_model("gpt2"), make_tiny_model("gpt2", n_embd=512, n_layer=4)
     torch.set_num_threads(1)
     assert 0 < probe_seconds_per_token(small) < probe_seconds_per_token(big)
+    seen = []
+    real_forward = small.forward
+    small.forward = lambda *a, **k: seen.append(torch.get_num_threads()) or real_forward(*a, **k)
+    probe_seconds_per_token(small, threads=2)  # on the threads asked for, then the caller's setting again
+    assert seen == [2, 2, 2] and torch.get_num_threads() == 1
