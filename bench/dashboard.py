@@ -26,12 +26,13 @@ RESULTS = ROOT / "bench" / "RESULTS_dashboard.md"
 README_SHOTS = ROOT / "docs" / "screenshots"
 NOTES = """\
 - *first chart, fresh server*: the first page load after `streamlit run`, until the Overview's chart
-  is on screen (its headline figures arrive with it). The default view draws from what is shipped
-  in sample_data/ (klviz/shipped_view.py: used only while the checkpoints, prompts, settings, device and
-  version that made it are unchanged), so neither torch nor pandas is imported yet, and that first
-  run sends the headline alone (klviz/app/first_view.py).
+  is on screen (its headline figures arrive with it), drawn as a static image (klviz/views/svg.py) while
+  plotly.js loads; *interactive chart*: until the plotly chart has replaced it. The default view draws
+  from what is shipped in sample_data/ (klviz/shipped_view.py: used only while the checkpoints, prompts,
+  settings, device and version that made it are unchanged), so neither torch nor pandas is imported yet,
+  and that first run sends the headline alone (klviz/app/first_view.py).
 - *pair loaded*: from the same page load until the sidebar shows the loaded pair: the sidebar and
-  the rest of the page follow 1.5 s after the headline, then torch and transformers are imported
+  the rest of the page follow 0.5 s after the headline, then torch and transformers are imported
   and the pair loads (the page stays usable meanwhile).
 - *opening again*: a new browser session on a running server; the pair (st.cache_resource) and
   the token table (st.cache_data) come from the caches.

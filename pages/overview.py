@@ -7,21 +7,26 @@ sum_v q log(q/p) the forward KL.
 
 import streamlit as st
 
-from klviz.views import plots
+from klviz.views import plots, svg
 
 from klviz.app import data, first_view, guard
 from klviz.app.downloads import downloads, table_later
 from klviz.app.feedback import plain, user_errors
 from klviz.app.keys import Keys
-from klviz.views.plots import KL_FORWARD, KL_REVERSE
+from klviz.views.style import KL_FORWARD, KL_REVERSE
 
 st.title("Overview")
 head, bands = data.overview()  # on the default view: from the shipped view, before pandas has loaded
 st.caption(plain(data.view_caption(head)))
 
 figures, chart = st.container(), st.container()
-# The chart is sent first (it shows below the figures): the browser starts loading plotly.js sooner.
-chart.plotly_chart(plots.mass_moved_figure(bands), key="overview.mass_moved")
+# The chart is sent first (it shows below the figures): the browser starts loading plotly.js sooner. A new
+# session's first run sends it as a static image instead, drawn at once; the next run, 0.5 s later, puts
+# the interactive chart in its place (klviz.views.svg, klviz/app/first_view.py).
+if first_view.first_paint():
+    chart.image(svg.mass_moved_svg(bands), width="stretch", alt=svg.ALT)
+else:
+    chart.plotly_chart(plots.mass_moved_figure(bands), key="overview.mass_moved")
 
 # Two rows of three, per token and per sequence: five in one row cut every label's unit at 1280 px.
 cols = figures.columns(3)

@@ -17,22 +17,21 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from klviz.engine.columns import BAND_LABELS
+from klviz.views.style import (BAND_AXIS_TITLE, GAINED_COLOR, GAINED_NAME, KL_FORWARD, KL_REVERSE, LOST_COLOR,
+                               LOST_NAME, MASS_MOVED_SUBTITLE, MASS_MOVED_TITLE, MASS_MOVED_X_TITLE,
+                               mass_axis_top)
 
 if TYPE_CHECKING:
     import pandas as pd
 
 Bands = Mapping[str, Sequence]  # tables.band_totals' frame, or its columns as lists (klviz.shipped_view)
 
-GAINED_COLOR = "#d6604d"  # mass the policy gained (p > q); punished by KL(policy || SFT)
-LOST_COLOR = "#4393c3"  # mass the policy lost (q > p); punished by KL(SFT || policy)
 KL_REVERSE_COLOR = "#b2182b"
 KL_FORWARD_COLOR = "#2166ac"
 K1_COLOR, K3_COLOR = "#7f7f7f", "#1b9e77"
 POLICY_COLOR, SFT_COLOR = "#762a83", "#5aae61"
 RUN_COLORS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a")
 MAX_RUNS = len(RUN_COLORS)
-KL_REVERSE = "KL(policy || SFT)"
-KL_FORWARD = "KL(SFT || policy)"
 LOG10_FLOOR = -45.0  # log10 of ~the smallest float32 subnormal: where a p or q of 0 is drawn
 VISIBLE_WS = {" ": "·", "\n": "↵", "\t": "→", "\r": "␍"}
 QUANTITY_LABELS = {
@@ -121,23 +120,18 @@ def mass_moved_figure(bands: Bands) -> go.Figure:
     gained = np.asarray(bands["mass_gained"], dtype=np.float64)
     lost = np.asarray(bands["mass_lost"], dtype=np.float64)
     fig = go.Figure()
-    fig.add_bar(y=y, x=gained, orientation="h", marker_color=GAINED_COLOR,
-                name=f"mass gained (p > q): what {KL_REVERSE} punishes where q is small",
+    fig.add_bar(y=y, x=gained, orientation="h", marker_color=GAINED_COLOR, name=GAINED_NAME,
                 hovertemplate="q band %{y}<br>gained %{x:.4g} per token<extra></extra>")
-    fig.add_bar(y=y, x=-lost, orientation="h", marker_color=LOST_COLOR, customdata=lost,
-                name=f"mass lost (q > p): what {KL_FORWARD} punishes where p became small",
+    fig.add_bar(y=y, x=-lost, orientation="h", marker_color=LOST_COLOR, customdata=lost, name=LOST_NAME,
                 hovertemplate="q band %{y}<br>lost %{customdata:.4g} per token<extra></extra>")
-    top = float(max(gained.max(), lost.max(), 1e-12)) if len(y) else 1.0
+    top = mass_axis_top(gained, lost)
     fig.add_vline(x=0, line_color="black", line_width=1)
     fig.update_layout(
         barmode="relative",
-        title=dict(text="Where the probability mass moved, by SFT probability q(v)",
-                   subtitle=dict(text=f"→ mass gained on tokens the SFT model found unlikely: what {KL_REVERSE} "
-                                      f"punishes · ← mass lost on tokens it found likely: what {KL_FORWARD} punishes")),
+        title=dict(text=MASS_MOVED_TITLE, subtitle=dict(text=MASS_MOVED_SUBTITLE)),
         margin=dict(t=90),
-        xaxis=dict(title="← mass lost per token · mass gained per token →",
-                   range=[-1.1 * top, 1.1 * top], tickformat=".2~g", exponentformat="e"),
-        yaxis=dict(title="SFT probability band of q(v)", categoryorder="array",
+        xaxis=dict(title=MASS_MOVED_X_TITLE, range=[-1.1 * top, 1.1 * top], tickformat=".2~g", exponentformat="e"),
+        yaxis=dict(title=BAND_AXIS_TITLE, categoryorder="array",
                    categoryarray=[esc(s) for s in BAND_LABELS]),
         legend=dict(orientation="h", yanchor="top", y=-0.2))
     return fig
@@ -155,7 +149,7 @@ def kl_by_band_figure(bands: Bands) -> go.Figure:
     fig.update_layout(barmode="group", margin=dict(t=90),
                       title=dict(text="KL contributions per SFT-probability band",
                                  subtitle=dict(text="nats per token, mean over the tokens shown")),
-                      xaxis_title="SFT probability band of q(v)",
+                      xaxis_title=BAND_AXIS_TITLE,
                       yaxis_title=f"nats per token ({KL_REVERSE} and {KL_FORWARD})")
     return fig
 

@@ -19,7 +19,7 @@ from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
 from klviz import pairs, sampling, settings, shipped_view
-from klviz.app import feedback, sidebar
+from klviz.app import feedback, first_view, sidebar
 from klviz.app.keys import Keys
 from klviz.app.view import View
 from klviz.views.plots import KL_FORWARD, KL_REVERSE
@@ -155,14 +155,17 @@ def test_the_default_view_starts_from_the_shipped_table_and_still_loads_the_pair
     real = sampling.settings_table
     monkeypatch.setattr(sampling, "settings_table", lambda *a: computed.append(a) or real(*a))
     at = clean(app().run())
-    # The first run: the Overview's headline alone (title, figures, chart), from the shipped view.
-    assert computed == [] and len(charts(at)) == 1 and len(at.metric) == 5
+    # The first run: the Overview's headline alone (title, figures, the chart as a static image: klviz.views.svg,
+    # while a blank chart preloads plotly.js), from the shipped view.
+    assert computed == [] and len(at.metric) == 5 and [c.key for c in charts(at)] == [first_view.PRELOAD_KEY]
+    assert len(at.get("image")) == 1 and at.get("image")[0].value[0].startswith("data:image/svg+xml;base64,")
     assert not at.sidebar.selectbox and not at.download_button and not at.selectbox
     view = shipped_view.read_warm_view(ROOT / "sample_data" / shipped_view.WARM_VIEW, current(at).shipped_key)
     assert metric(at, f"{KL_REVERSE}, nats per token") == f"{view['headline']['kl_reverse_per_token']:.4f}"
     assert metric(at, f"{KL_FORWARD}, nats per sequence") == f"{view['headline']['kl_forward_per_sequence']:.3f}"
     clean(at.run())  # its fragment's next run (AppTest: the next run): the sidebar and the rest of the page
     assert at.selectbox(key=K.PAIR).value == "Sample: policy vs SFT" and len(at.download_button) == 3
+    assert not at.get("image") and [c.key for c in charts(at)] == ["overview.mass_moved"]  # the interactive chart
     # The sidebar says which pair is loading (issue 16), not "Choose a pair"
     assert current(at).pair is None and "Loading Sample: policy vs SFT…" in [shown(c.value) for c in at.sidebar.caption]
     clean(at.run())  # the browser's next fragment run (AppTest: the next run) loads it, then reruns the app

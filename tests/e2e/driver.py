@@ -124,10 +124,27 @@ DRAWN = """([title, charts, inPanel, text, idle]) => {
     if (!scope) return false;
   }
   if (text && !scope.textContent.includes(text)) return false;
-  // A chart is drawn once plotly has built its SVG layers (it makes three .main-svg per chart).
-  const drawn = [...scope.querySelectorAll("[data-testid='stPlotlyChart']")].filter(c => c.querySelector(".main-svg"));
+  // A chart is drawn once plotly has built its SVG layers (it makes three .main-svg per chart). The first
+  // view's empty 10-pixel chart that preloads plotly.js (klviz.app.first_view) is no chart.
+  const drawn = [...scope.querySelectorAll("[data-testid='stPlotlyChart']")].filter(
+    c => c.querySelector(".main-svg") && !c.closest(".st-key-plotly-preload"));
   return drawn.length >= charts;
 }"""
+
+
+# The Overview's first paint on a new session (klviz.app.first_view): its chart as a static image (klviz.views.svg),
+# decoded and laid out, or any drawn plotly chart.
+FIRST_PAINT = """([title]) => {
+  if (title && ![...document.querySelectorAll("h1")].some(h => h.textContent.includes(title))) return false;
+  const image = [...document.querySelectorAll("[data-testid='stImage'] img")].some(
+    i => i.alt.startsWith("Where the probability mass moved") && i.complete && i.naturalWidth > 0 && i.width > 0);
+  return image || (%s)([title, 1, false, null, false]);
+}""" % DRAWN
+
+
+def first_paint(tab, title: str | None = None) -> None:
+    """Wait until the page shows its first chart: the static first-paint image or a drawn plotly chart."""
+    tab.wait_for_function(FIRST_PAINT, arg=[title], polling="raf")
 
 
 def drawn(tab, charts: int = 0, title: str | None = None, in_panel: bool = False, text: str | None = None,
