@@ -32,7 +32,7 @@ NOTES = """\
   settings, device and version that made it are unchanged), so neither torch nor pandas is imported yet,
   and that first run sends the headline alone (klviz/app/first_view.py).
 - *pair loaded*: from the same page load until the sidebar shows the loaded pair: the sidebar and
-  the rest of the page follow 0.5 s after the headline, then torch and transformers are imported
+  the rest of the page follow 1 s after the headline, then torch and transformers are imported
   and the pair loads (the page stays usable meanwhile).
 - *opening again*: a new browser session on a running server; the pair (st.cache_resource) and
   the token table (st.cache_data) come from the caches.

@@ -141,15 +141,31 @@ def stop(proc, port: int) -> None:
         time.sleep(0.1)
 
 
-def first_chart(tab, url: str, title: str) -> tuple[float, float]:
+# Polled on every frame from the first paint on: the time the chart's place was blank (no static image, no
+# drawn plotly chart) before the interactive chart drew; a frame is polled only while the page's thread is
+# free, which is when a blank place would be painted.
+BLANK = """([title, charts]) => {
+  const now = performance.now(), w = window;
+  const image = [...document.querySelectorAll("[data-testid='stImage'] img")].some(
+    i => i.alt.startsWith("Where the probability mass moved") && i.complete && i.width > 0);
+  const drawn = (%s)([title, charts, false, null, false]);
+  if (w.__klvizLast !== undefined && !image && !drawn) w.__klvizBlank += now - w.__klvizLast;
+  if (w.__klvizLast === undefined) w.__klvizBlank = 0;
+  w.__klvizLast = now;
+  return drawn ? {blank_ms: w.__klvizBlank} : false;
+}""" % DRAWN
+
+
+def first_chart(tab, url: str, title: str) -> tuple[float, float, float]:
     """Seconds from navigating to `url` to (the first chart under `title`: the static first-paint image or a
-    drawn plotly chart, whichever shows first; the first drawn plotly chart, the interactive one)."""
+    drawn plotly chart, whichever shows first; the first drawn plotly chart, the interactive one), and the
+    seconds between the two when the chart's place was blank."""
     start = time.perf_counter()
     tab.goto(url)
     first_paint(tab, title)
     first = time.perf_counter() - start
-    tab.wait_for_function(DRAWN, arg=[title, 1, False, None, False], polling="raf")
-    return first, time.perf_counter() - start
+    blank = tab.wait_for_function(BLANK, arg=[title, 1], polling="raf").json_value()["blank_ms"] / 1000
+    return first, time.perf_counter() - start, blank
 
 
 def one_round(p, table: Path, tmp: Path, k: int) -> dict:
@@ -182,13 +198,15 @@ def one_round(p, table: Path, tmp: Path, k: int) -> dict:
             proc, health = serve([sys.executable, "-m", "klviz", "dashboard", str(table), "--port", str(port)], port)
             try:
                 out[f"server_health_{label}_s"] = health
-                first, interactive = first_chart(tab, f"http://127.0.0.1:{port}", "Overview")
+                first, interactive, blank = first_chart(tab, f"http://127.0.0.1:{port}", "Overview")
                 out[f"first_chart_fresh_server_{label}_s"] = first
                 out[f"interactive_chart_fresh_server_{label}_s"] = interactive
+                out[f"blank_between_fresh_server_{label}_s"] = blank
                 out[f"command_to_first_chart_{label}_s"] = health + first
                 if label == "warm_browser":
-                    first, interactive = first_chart(tab, f"http://127.0.0.1:{port}", "Overview")
+                    first, interactive, blank = first_chart(tab, f"http://127.0.0.1:{port}", "Overview")
                     out["first_chart_new_session_s"], out["interactive_chart_new_session_s"] = first, interactive
+                    out["blank_between_new_session_s"] = blank
                 tab.goto("about:blank")  # the page would keep reconnecting to the stopped server
             finally:
                 stop(proc, port)
