@@ -5,7 +5,10 @@ time, so this is a demo series, not one uninterrupted run). checkpoint-0 is the 
 
     python bench/sample_series.py --out /tmp/series [--checkpoints 4] [--every 10]
     klviz trajectory --sft sample_data/sft --checkpoints /tmp/series --prompts sample_data/prompts.jsonl \
-        --out /tmp/series.parquet && klviz dashboard /tmp/series.parquet
+        --max-new-tokens 24 --out /tmp/series.parquet && klviz dashboard /tmp/series.parquet
+
+(`klviz ppo --save-every N` saves checkpoint-<step> folders from one uninterrupted run; this script keeps
+a checkpoint-0, the SFT model itself, as the series' first point.)
 """
 
 from __future__ import annotations

@@ -39,11 +39,12 @@ cols = figures.columns(3)
 cols[0].metric(f"{KL_REVERSE}, nats per sequence", f"{head['kl_reverse_per_sequence']:.3f}",
                help="Mean over responses of the summed per-token exact KL.")
 cols[1].metric(f"{KL_FORWARD}, nats per sequence", f"{head['kl_forward_per_sequence']:.3f}")
-first_view.headline_only()  # a new session's first run ends here; the rest follows (klviz/app/first_view.py)
-
 reward_name = figures.selectbox("Reward", ["(none)", "sentiment", "length", "other…"],
                                key=Keys.OVERVIEW_REWARD,
                                help="Score the sampled responses with a reward from klviz.ppo.rewards.")
+# A new session's first run ends here, its reward box drawn (it sits above the chart, which would move down
+# when the rest came); the rest follows (klviz/app/first_view.py)
+first_view.headline_only()
 if reward_name == "other…":
     reward_name = figures.text_input("Reward name", placeholder="keyword:WORD, module:function or a folder",
                                      key=Keys.OVERVIEW_REWARD_OTHER)

@@ -1,10 +1,13 @@
 """`klviz ppo`: train a policy from an SFT checkpoint with the mini PPO; write metrics.jsonl and policy/.
 
     klviz ppo --sft sample_data/sft --reward sentiment --steps 60 --out runs/beta0.05
+    klviz ppo ... --save-every 10   # also DIR/checkpoint-10, -20, ...: a series for `klviz trajectory`
 
 DIR/metrics.jsonl gets one JSON object per step, flushed as it is written (a run can be watched or
 cut short); on band steps the line also holds the four length-7 band lists. DIR/policy/ is written
-at the end through a temporary folder, so it is never half-written.
+at the end, and with --save-every N the policy after every N-th step as DIR/checkpoint-<step>/ (the
+transformers Trainer's name for them, which `klviz trajectory --checkpoints DIR` reads; a LoRA run
+saves the merged model), each through a temporary folder, so none is ever half-written.
 """
 
 from __future__ import annotations
@@ -50,6 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        help=f"{help_} ({shown})" if help_ else shown)
     p.add_argument("--prompts", default=None, help="prompts file (default: the shipped sample prompts)")
     p.add_argument("--out", required=True, help="folder for metrics.jsonl and policy/")
+    p.add_argument("--save-every", type=int, default=None, metavar="N",
+                   help="also save the policy after every N-th step as OUT/checkpoint-<step> (a series for "
+                        "`klviz trajectory`)")
 
 
 def config_from_args(args):
@@ -91,6 +97,9 @@ def run(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise KlvizError(f"--out {out} is a file: give a folder for metrics.jsonl and policy/.")
+    every = getattr(args, "save_every", None)
+    if every is not None and every < 1:
+        raise KlvizError(f"--save-every must be at least 1 step, got {every}.")
     prompts = load_prompts(getattr(args, "prompts", None))
     sft = load_model(args.sft, device=cfg.device, role="sft")
     init = load_model(args.policy_init, device=cfg.device, role="policy init") if args.policy_init else None
@@ -102,13 +111,16 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     with (out / "metrics.jsonl").open("w", encoding="utf-8") as f, \
             tqdm(total=cfg.steps, desc="ppo", unit="step") as bar:
-        for _ in range(cfg.steps):
+        for step in range(1, cfg.steps + 1):
             metrics = trainer.step()
             f.write(json.dumps({k: _json_value(v) for k, v in metrics.items()}) + "\n")
             f.flush()
+            if every and step % every == 0:
+                trainer.save(out / f"checkpoint-{step}")
             bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}",
                             kl=f"{metrics.get('kl_reverse', metrics['k1']):.3f}")
             bar.update(1)
     trainer.save(out / "policy")
-    print(f"klviz ppo: wrote {out / 'metrics.jsonl'} and {out / 'policy'}")
+    saved = f", {cfg.steps // every} checkpoint-<step> folders" if every else ""
+    print(f"klviz ppo: wrote {out / 'metrics.jsonl'}, {out / 'policy'}{saved}")
     return 0

@@ -21,23 +21,30 @@ from klviz.engine.columns import BAND_LABELS
 from klviz.views.style import (BAND_AXIS_TITLE, GAINED_COLOR, GAINED_NAME, LOST_COLOR, LOST_NAME, MASS_MOVED_SUBTITLE,
                                MASS_MOVED_TITLE, MASS_MOVED_X_TITLE, mass_axis_top)
 
-W, H = 760, 470
-"""viewBox of the image; it scales to the column's width (about plotly's default 700 x 450 chart)."""
-PLOT = dict(left=150, right=730, top=110, bottom=350)
-"""The plot area inside the viewBox: y labels on the left, title above, x title and legend below."""
+H = 450
+"""The image's height in pixels, plotly's default chart height. Its width is the column's: every x below is a
+percentage of it and every font a pixel size, so the text keeps its size at any width (a scaled viewBox drew
+it twice the interactive chart's size in a wide column)."""
+PLOT = dict(left=14.0, right=96.0, top=92, bottom=330)
+"""The plot area: left and right in % of the width (y labels on the left), top and bottom in pixels (title
+above, x title and legend below)."""
 ALT = "Where the probability mass moved, by SFT probability band: the interactive chart follows"
 """The image's alt text (read aloud, and shown if it cannot be drawn)."""
 FONT = 'font-family="Source Sans Pro, Source Sans 3, Helvetica, Arial, sans-serif"'  # Streamlit's, where installed
 INK = "#31333F"  # Streamlit's text colour
 
 
-def _text(x: float, y: float, s: str, size: int = 12, anchor: str = "start", extra: str = "") -> str:
-    return (f'<text x="{x:.1f}" y="{y:.1f}" font-size="{size}" text-anchor="{anchor}" fill="{INK}" {extra}>'
+def _text(x: str, y: float, s: str, size: int = 12, anchor: str = "start", extra: str = "") -> str:
+    return (f'<text x="{x}" y="{y:.1f}" font-size="{size}" text-anchor="{anchor}" fill="{INK}" {extra}>'
             f"{escape(s)}</text>")
 
 
+def _pct(x: float) -> str:
+    return f"{x:.4f}%"
+
+
 def x_scale(top: float) -> tuple[float, float]:
-    """(pixels per unit, x pixel of 0) for the axis range [-1.1 top, 1.1 top] (the plotly figure's)."""
+    """(% of the width per unit, x of 0 in %) for the axis range [-1.1 top, 1.1 top] (the plotly figure's)."""
     span = PLOT["right"] - PLOT["left"]
     return span / (2.2 * top), PLOT["left"] + span / 2
 
@@ -67,32 +74,32 @@ def mass_moved_svg(bands: Mapping[str, Sequence]) -> str:
     order = {label: i for i, label in enumerate(BAND_LABELS)}  # bottom to top, as the figure's categoryarray
     rows = sorted(range(len(labels)), key=lambda i: order.get(labels[i], len(order) + i))
     slot = (PLOT["bottom"] - PLOT["top"]) / max(1, len(rows))
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {W} {H}" width="{W}" height="{H}" {FONT}>',
-           f'<rect width="{W}" height="{H}" fill="white"/>',
-           _text(PLOT["left"] - 80, 28, MASS_MOVED_TITLE, 17, extra='font-weight="600"'),
-           *(_text(PLOT["left"] - 80, 50 + 16 * k, line, 12, extra='fill-opacity="0.7"')
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="100%" height="{H}" {FONT}>',
+           '<rect width="100%" height="100%" fill="white"/>',
+           _text("1%", 24, MASS_MOVED_TITLE, 16, extra='font-weight="600"'),
+           *(_text("1%", 44 + 15 * k, line, 12, extra='fill-opacity="0.7"')
              for k, line in enumerate(MASS_MOVED_SUBTITLE.split(" · ")))]
     for tick in nice_ticks(1.1 * top):  # grid and tick labels, plain numbers (no SI prefixes)
-        x = zero + tick * per_unit
-        out.append(f'<line x1="{x:.1f}" y1="{PLOT["top"]}" x2="{x:.1f}" y2="{PLOT["bottom"]}" stroke="#ebf0f8"/>')
-        out.append(_text(x, PLOT["bottom"] + 18, f"{tick:.2g}", 11, "middle"))
+        x = _pct(zero + tick * per_unit)
+        out.append(f'<line x1="{x}" y1="{PLOT["top"]}" x2="{x}" y2="{PLOT["bottom"]}" stroke="#ebf0f8"/>')
+        out.append(_text(x, PLOT["bottom"] + 17, f"{tick:.2g}", 11, "middle"))
     for k, i in enumerate(rows):
         y = PLOT["bottom"] - (k + 1) * slot
-        out.append(_text(PLOT["left"] - 8, y + slot / 2 + 4, labels[i], 12, "end"))
+        out.append(_text(_pct(PLOT["left"] - 1), y + slot / 2 + 4, labels[i], 12, "end"))
         for value, sign, color, kind in ((gained[i], 1, GAINED_COLOR, "gained"), (lost[i], -1, LOST_COLOR, "lost")):
             width = value * per_unit
             x = zero if sign > 0 else zero - width
             out.append(f'<rect class="{kind}" data-band={quoteattr(labels[i])} data-value="{value!r}" '
-                       f'x="{x:.2f}" y="{y + 0.1 * slot:.2f}" width="{width:.2f}" height="{0.8 * slot:.2f}" '
+                       f'x="{_pct(x)}" y="{y + 0.1 * slot:.2f}" width="{_pct(width)}" height="{0.8 * slot:.2f}" '
                        f'fill="{color}"/>')
-    out.append(f'<line x1="{zero:.1f}" y1="{PLOT["top"]}" x2="{zero:.1f}" y2="{PLOT["bottom"]}" stroke="black"/>')
-    middle = (PLOT["left"] + PLOT["right"]) / 2
-    out.append(_text(middle, PLOT["bottom"] + 40, MASS_MOVED_X_TITLE, 12, "middle"))
-    y_mid = (PLOT["top"] + PLOT["bottom"]) / 2
-    out.append(_text(22, y_mid, BAND_AXIS_TITLE, 12, "middle", f'transform="rotate(-90 22 {y_mid:.1f})"'))
+    out.append(f'<line x1="{_pct(zero)}" y1="{PLOT["top"]}" x2="{_pct(zero)}" y2="{PLOT["bottom"]}" stroke="black"/>')
+    out.append(_text(_pct((PLOT["left"] + PLOT["right"]) / 2), PLOT["bottom"] + 38, MASS_MOVED_X_TITLE, 12, "middle"))
+    y_mid = (PLOT["top"] + PLOT["bottom"]) / 2  # the rotated y title in pixels: rotate() takes no percentages
+    out.append(f'<text x="14" y="{y_mid:.1f}" font-size="12" text-anchor="middle" fill="{INK}" '
+               f'transform="rotate(-90 14 {y_mid:.1f})">{escape(BAND_AXIS_TITLE)}</text>')
     for k, (name, color) in enumerate(((GAINED_NAME, GAINED_COLOR), (LOST_NAME, LOST_COLOR))):
-        y = PLOT["bottom"] + 70 + 22 * k
-        out.append(f'<rect x="{PLOT["left"] - 80}" y="{y - 10}" width="14" height="12" fill="{color}"/>')
-        out.append(_text(PLOT["left"] - 60, y, name, 12))
+        y = PLOT["bottom"] + 72 + 21 * k
+        out.append(f'<rect x="{_pct(PLOT["left"])}" y="{y - 10}" width="14" height="12" fill="{color}"/>')
+        out.append(_text(_pct(PLOT["left"] + 2.2), y, name, 12))
     out.append("</svg>")
     return "".join(out)

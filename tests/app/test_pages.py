@@ -159,7 +159,7 @@ def test_the_default_view_starts_from_the_shipped_table_and_still_loads_the_pair
     # while a blank chart preloads plotly.js), from the shipped view.
     assert computed == [] and len(at.metric) == 5 and [c.key for c in charts(at)] == [first_view.PRELOAD_KEY]
     assert len(at.get("image")) == 1 and at.get("image")[0].value[0].startswith("data:image/svg+xml;base64,")
-    assert not at.sidebar.selectbox and not at.download_button and not at.selectbox
+    assert not at.sidebar.selectbox and not at.download_button and [b.key for b in at.selectbox] == [K.OVERVIEW_REWARD]
     view = shipped_view.read_warm_view(ROOT / "sample_data" / shipped_view.WARM_VIEW, current(at).shipped_key)
     assert metric(at, f"{KL_REVERSE}, nats per token") == f"{view['headline']['kl_reverse_per_token']:.4f}"
     assert metric(at, f"{KL_FORWARD}, nats per sequence") == f"{view['headline']['kl_forward_per_sequence']:.3f}"

@@ -278,4 +278,22 @@ def test_cli_writes_metrics_and_policy(sft, tok, tmp_path):
     assert cli_main(argv + ["sentiment", "--kl-coef", "-1"]) == 2
     assert cli_main(argv + ["sentiment", "--kl-estimator", "k9"]) == 2
     assert cli_main(argv + ["nope"]) == 2
+    assert cli_main(argv + ["sentiment", "--save-every", "0"]) == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_cli_saves_a_checkpoint_series_that_trajectory_reads(sft, tok, tmp_path):
+    """--save-every 2 on 5 steps: checkpoint-2 and checkpoint-4 (the trainer's names), each the policy after
+    that step: the one saved after the last step equals policy/ weight for weight."""
+    from klviz.trajectory import find_checkpoints
+
+    sft_dir = save_model(sft, tmp_path / "sft", tok)
+    assert ppo_run(_cli_args(tmp_path, sft_dir, steps=4, save_every=2)) == 0
+    run = tmp_path / "run"
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint-2", "checkpoint-4", "metrics.jsonl", "policy"]
+    assert [(c.name, c.step) for c in find_checkpoints([str(run)])] == [("checkpoint-2", 2), ("checkpoint-4", 4)]
+    last, final = (AutoModelForCausalLM.from_pretrained(str(run / d), local_files_only=True).state_dict()
+                   for d in ("checkpoint-4", "policy"))
+    two = AutoModelForCausalLM.from_pretrained(str(run / "checkpoint-2"), local_files_only=True).state_dict()
+    assert all(torch.equal(last[k], final[k]) for k in final)
+    assert any(not torch.equal(two[k], final[k]) for k in final)  # step 2's policy, not the last one

@@ -30,7 +30,7 @@ def test_every_bar_is_its_band_value_on_the_figures_axis(seed):
     top = max(max(bands["mass_gained"]), max(bands["mass_lost"]))  # float64, as the figure takes its range
     fig = plots.mass_moved_figure(bands)
     assert list(fig.layout.xaxis.range) == pytest.approx([-1.1 * top, 1.1 * top], rel=0, abs=0)
-    per_unit = (svg.PLOT["right"] - svg.PLOT["left"]) / (2.2 * top)
+    per_unit = (svg.PLOT["right"] - svg.PLOT["left"]) / (2.2 * top)  # % of the width per unit
     zero = (svg.PLOT["left"] + svg.PLOT["right"]) / 2
     for kind, values, sign in (("gained", bands["mass_gained"], 1), ("lost", bands["mass_lost"], -1)):
         rects = {r.get("data-band"): r for r in root.iter(f"{NS}rect") if r.get("class") == kind}
@@ -38,9 +38,9 @@ def test_every_bar_is_its_band_value_on_the_figures_axis(seed):
         for label, value in zip(bands["label"], values):
             r = rects[label]
             assert float(r.get("data-value")) == value  # the exact float64, round-tripped through repr
-            x, width = float(r.get("x")), float(r.get("width"))
-            assert width == pytest.approx(value * per_unit, abs=0.006)  # drawn to 1/100 px
-            assert (x if sign > 0 else x + width) == pytest.approx(zero, abs=0.006)
+            x, width = (float(r.get(a).removesuffix("%")) for a in ("x", "width"))  # % of the image's width
+            assert width == pytest.approx(value * per_unit, abs=6e-5)  # drawn to 1/10,000 of a percent
+            assert (x if sign > 0 else x + width) == pytest.approx(zero, abs=6e-5)
     # the plotly figure draws the same values: gained to the right, lost to the left
     assert list(fig.data[0].x) == bands["mass_gained"] and list(-fig.data[1].x) == bands["mass_lost"]
 
