@@ -15,6 +15,7 @@ from klviz.views.plots import KL_FORWARD, KL_REVERSE
 from klviz.app import data
 from klviz.app.keys import Keys
 from klviz.app.tabs import open_tab
+from klviz.app.view import current
 
 LABELS = {"policy": "Policy samples", "sft": "SFT samples", "both": "Both"}
 SPIKE_COLUMNS = {"source": "samples from", "kl_reverse": f"{KL_REVERSE}, nats", "kl_forward": f"{KL_FORWARD}, nats",
@@ -32,7 +33,8 @@ st.subheader("Token shift", anchor=False)
 st.caption("Each policy-sampled token by its rank under the SFT model (Lin et al. 2023, URIAL): unshifted "
            "if the SFT model ranks it first, marginal if second or third, shifted if lower.")
 shift = a["token_shift"]
-if shift["unshifted"] == shift["unshifted"]:  # not NaN: there are policy samples in view
+policy_samples = shift["unshifted"] == shift["unshifted"]  # not NaN: there are policy samples in view
+if policy_samples:
     for col, name in zip(st.columns(3), ("unshifted", "marginal", "shifted")):
         col.metric(acted_plots.SHIFT_NAMES[name], f"{shift[name]:.1%}", help="of the policy-sampled tokens shown")
 else:
@@ -62,6 +64,8 @@ figures = {
     "Entropy change per token": lambda: acted_plots.entropy_scatter_figure(e["exact"], e["first_order"],
                                                                           e["correlation"]),
 }
+if not policy_samples:  # token shift counts the policy's own choices: no chart of it without them
+    figures = {k: v for k, v in figures.items() if k not in ("Token shift by position", "Most shifted tokens")}
 # One chart at a time, like Mass shift: only the open tab's chart is built and drawn.
 name, tab = open_tab(list(figures), Keys.ACTED_VIEW)
 tab.plotly_chart(figures[name](), key=f"acted.{name}")
@@ -89,4 +93,6 @@ if razor["n_sequences"]:
     st.caption("RL's Razor (Shenfeld et al. 2025) found this forward KL, measured on the SFT model's own "
                "samples, to predict how much a fine-tuned model forgets.")
 else:
-    st.info("RL's Razor reads SFT samples: choose \"SFT\" or \"both\" under Sample from in the sidebar.")
+    st.info("RL's Razor reads SFT samples: " + (
+        "this table has none (`klviz analyze --sample-from sft` or `both` makes a table with them)."
+        if current().table is not None else "choose \"SFT\" or \"both\" under Sample from in the sidebar."))

@@ -47,7 +47,7 @@ SCRIPT = textwrap.dedent("""
     at.run()  # its fragment's next run (AppTest: the next run): the sidebar, then the page
     record("overview")
     for page in ["pages/token_inspector.py", "pages/mass_shift.py", "pages/kl_lab.py",
-                                           "pages/trajectory.py", "pages/live_ppo.py"]:
+                 "pages/trajectory.py", "pages/where_rl_acted.py", "pages/live_ppo.py"]:  # Live PPO imports torch
         at.switch_page(page)
         at.run()
         record(page)
@@ -107,6 +107,9 @@ def test_a_scored_table_opens_without_torch(scored):
     assert head["KL(policy || SFT), nats per sequence"] == f"{seq.mean():.3f}"
     assert any("holds one checkpoint" in i for i in got["pages"]["pages/trajectory.py"]["info"]), got["pages"]["pages/trajectory.py"]
     assert any("needs a pair" in i for i in got["pages"]["pages/live_ppo.py"]["info"])
+    acted = got["pages"]["pages/where_rl_acted.py"]
+    assert acted["exception"] == acted["error"] == [] and acted["torch"] is False, acted
+    assert any("this table has none" in i for i in acted["info"]), acted  # no sidebar control to point to
 
 
 def test_a_series_draws_the_trajectory_page(scored, tmp_path):

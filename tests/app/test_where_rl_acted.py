@@ -48,6 +48,13 @@ def test_rl_razor_on_sft_samples_and_a_spike_opens_in_the_inspector():
     clean(at.switch_page(PAGE).run())
     label = f"Mean {KL_FORWARD} per SFT-sampled response"
     assert _metrics(at)[label].endswith(" nats per sequence")
+    at.session_state[K.ACTED_SOURCE] = "sft"  # SFT samples alone: no token shift, so no tab for it
+    clean(at.run())
+    assert any("No policy-sampled tokens" in i.value for i in at.info)
+    assert [t.label for t in at.tabs] == ["Forking positions' share of KL", "Entropy change per token"]
+    assert len(charts(at)) == 1 and "Forking" in charts(at)[0].key
+    at.session_state[K.ACTED_SOURCE] = "both"
+    clean(at.run())
     spike = at.dataframe[0].value.iloc[3]
     # What a click on the row does (AppTest cannot click a dataframe row): the inspector's keys.
     for key, col in ((K.INSPECT_SOURCE, "samples from"), (K.INSPECT_PROMPT, "prompt"), (K.INSPECT_SAMPLE, "sample")):
