@@ -95,8 +95,11 @@ def kl_by_step_figure(steps: pd.DataFrame, per: str = "token") -> go.Figure:
                   secondary_y=True)
     fig.update_layout(title=f"Exact KL per {per} against training step", xaxis_title="step",
                       legend=dict(orientation="h", y=-0.25), margin=dict(t=50, b=10))
-    fig.update_yaxes(title_text=f"nats per {per}", secondary_y=False)
-    fig.update_yaxes(title_text="TV", secondary_y=True, rangemode="tozero")
+    # Both axes from 0, so the curves' zeros meet; the TV axis with its own round ticks and no grid: plotly.js 4
+    # defaults an overlaying axis to tickmode "sync" (plotly/plotly.js#7684), whose labels were 0.0149, 0.0496, ...
+    fig.update_yaxes(title_text=f"nats per {per}", secondary_y=False, rangemode="tozero")
+    fig.update_yaxes(title_text="total variation per token (0 to 1)", secondary_y=True, rangemode="tozero",
+                     tickmode="auto", showgrid=False)
     return fig
 
 

@@ -46,6 +46,8 @@ def test_by_step_and_bands_equal_loops():
             assert gained[step].iloc[b] == pytest.approx(sum(r["mass_gained_by_sft_bin"][b] for r in mine) / len(mine))
             assert lost[step].iloc[b] == pytest.approx(sum(r["mass_lost_by_sft_bin"][b] for r in mine) / len(mine))
     assert len(kl_by_step_figure(steps).data) == 3 and len(band_heatmap_figure(gained, lost).data) == 2
+    layout = kl_by_step_figure(steps).layout  # both axes from 0 (the zeros meet); the TV axis's own round ticks
+    assert layout.yaxis.rangemode == layout.yaxis2.rangemode == "tozero" and layout.yaxis2.tickmode == "auto"
 
 
 def test_most_moved_equals_loop():
