@@ -128,9 +128,10 @@ skip it when they count drawn charts)."""
 
 def _preload_plotly() -> None:
     """A blank (one transparent point), 10-pixel (plotly's least), static plotly chart at the end of the first
-    run: the browser fetches and evaluates plotly.js (~2 s) while it shows the static chart, not after the next run asks for the interactive one
-    (which then came 4-5 s after the image: bench/open_table.py). Streamlit has no API to preload a
-    component's code; its plotly element loads it on first render. Gone in the next run."""
+    run: the browser fetches and evaluates plotly.js (~2 s) while it shows the static chart, not after the
+    next run asks for the interactive one (which then came 4-5 s after the image: bench/open_table.py).
+    Streamlit has no API to preload a component's code; its plotly element loads it on first render. Gone
+    in the next run."""
     point = {"type": "scatter", "x": [0], "y": [0], "mode": "markers", "marker": {"opacity": 0}, "hoverinfo": "skip"}
     st.plotly_chart({"data": [point], "layout": {"height": 10, "margin": {"l": 0, "r": 0, "t": 0, "b": 0},
                                             "xaxis": {"visible": False}, "yaxis": {"visible": False}}},

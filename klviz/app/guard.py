@@ -119,7 +119,7 @@ def _probe_key(pair_spec) -> tuple:
 
 def start_analysis(key: str, pair_spec, prompts: list, settings, responses: str | None = None):
     """The worker computing `key`'s table (as `analysis_table` describes), started now unless it runs already.
-    After the table it times the SFT model's forward: `forward_seconds_per_token` then has it."""
+    Once it has loaded the pair it times the SFT model's forward: `forward_seconds_per_token` then has it."""
     from klviz.analysis_job import AnalysisJob
 
     store = _analyses()

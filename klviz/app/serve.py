@@ -9,8 +9,9 @@ Streamlit's JavaScript (started with the server, it slowed the server's start by
 imports those modules and klviz's app modules, reads the light part of each table given
 on the command line into klviz.app.opened's st.cache_resource (the session's run then finds it there, or
 waits on Streamlit's per-key compute lock, never reading twice), computes the Overview's figures of the
-step the first view opens on (its st.cache_data: 0.2 s of the first run before), and draws the chart once
-as the static image and as a plotly figure (plotly's validators). It never raises: anything it fails at is left for the session's run, which reports it.
+step the first view opens on (its st.cache_data: 0.1 s of the first run before), and draws the chart once
+as the static image and as a plotly figure (plotly's validators). It never raises: anything it fails at
+is left for the session's run, which reports it.
 Figures: bench/RESULTS.md (bench/open_table.py).
 """
 
