@@ -33,4 +33,7 @@ st.plotly_chart(trajectory.band_heatmap_figure(f["gained"], f["lost"]), key="tra
 st.subheader("Tokens whose probability moved most between consecutive checkpoints", anchor=False)
 st.caption("p(y): the policy's probability of the response token at that position, at each checkpoint.")
 st.dataframe(f["moved"], hide_index=True, use_container_width=True)
+st.subheader("Every checkpoint's figures", anchor=False)
+st.caption("Per checkpoint: its tokens shown, exact KL both ways per token and per sequence (nats), and total "
+           "variation per token (0 to 1).")
 st.dataframe(f["steps"], hide_index=True, use_container_width=True)
