@@ -44,7 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e.driver import CHROMIUM, CHROMIUM_ARGS, DRAWN, first_paint, free_port  # noqa: E402
+from tests.e2e.driver import CHROMIUM, CHROMIUM_ARGS, DRAWN, STATIC_SHOWN, first_paint, free_port  # noqa: E402
 
 
 def make_table(path: Path, rows: int) -> int:
@@ -146,14 +146,13 @@ def stop(proc, port: int) -> None:
 # free, which is when a blank place would be painted.
 BLANK = """([title, charts]) => {
   const now = performance.now(), w = window;
-  const image = [...document.querySelectorAll("[data-testid='stImage'] img")].some(
-    i => i.alt.startsWith("Where the probability mass moved") && i.complete && i.width > 0);
+  const image = (%s)();
   const drawn = (%s)([title, charts, false, null, false]);
   if (w.__klvizLast !== undefined && !image && !drawn) w.__klvizBlank += now - w.__klvizLast;
   if (w.__klvizLast === undefined) w.__klvizBlank = 0;
   w.__klvizLast = now;
   return drawn ? {blank_ms: w.__klvizBlank} : false;
-}""" % DRAWN
+}""" % (STATIC_SHOWN, DRAWN)
 
 
 def first_chart(tab, url: str, title: str) -> tuple[float, float, float]:

@@ -9,9 +9,9 @@ Streamlit's JavaScript (started with the server, it slowed the server's start by
 imports those modules and klviz's app modules, reads the light part of each table given
 on the command line into klviz.app.opened's st.cache_resource (the session's run then finds it there, or
 waits on Streamlit's per-key compute lock, never reading twice), computes the Overview's figures of the
-step the first view opens on (its st.cache_data: 0.1 s of the first run before), and draws the chart once
-as the static image and as a plotly figure (plotly's validators). It never raises: anything it fails at
-is left for the session's run, which reports it.
+step the first view opens on (its st.cache_data: 0.1 s of the first run before), and builds the chart's
+plotly figure once (plotly's validators). It never raises: anything it fails at is left for the session's
+run, which reports it.
 Figures: bench/RESULTS.md (bench/open_table.py).
 """
 
@@ -57,12 +57,11 @@ def warm(script_args: list[str]) -> None:
         from klviz import server_options
         from klviz.app import first_view  # noqa: F401  (klviz's app modules, streamlit's elements)
         from klviz.app import opened
-        from klviz.views import plots, svg
+        from klviz.views import plots
 
         for source in opened.given_tables(server_options.parse(script_args)).values():
             steps = opened.steps(source)  # the step the first view opens on (klviz.app.first_view)
             _, bands = opened.overview(source, steps[-1] if steps else None)  # its figures, in the session's cache
-            svg.mass_moved_svg(bands)
             plots.mass_moved_figure(bands).to_plotly_json()
     except (Exception, SystemExit):  # noqa: BLE001  (bad flags: argparse exits; the session's run shows either)
         pass

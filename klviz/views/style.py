@@ -1,6 +1,5 @@
 """Names, colours and texts the plotly figures (klviz.views.plots) and the static first-paint chart
-(klviz.views.svg) share: one definition each. No imports beyond the band labels, so the first view can
-draw its static chart before plotly's Python package has loaded.
+(klviz.views.svg) share: one definition each. It imports nothing, so the static chart needs no plotly.
 
 Every KL label states its direction: KL(policy || SFT) = sum_v p log(p/q) (InstructGPT's penalty),
 KL(SFT || policy) = sum_v q log(q/p).

@@ -6,6 +6,7 @@ and timings. The steps themselves are in tests/e2e/flow.py.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import socket
 import subprocess
@@ -16,6 +17,8 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
+
+from klviz.views import svg
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -132,14 +135,15 @@ DRAWN = """([title, charts, inPanel, text, idle]) => {
 }"""
 
 
-# The Overview's first paint on a new session (klviz.app.first_view): its chart as a static image (klviz.views.svg),
-# decoded and laid out, or any drawn plotly chart.
+# The Overview's static first-paint chart (klviz.views.svg: its alt text) on screen: decoded and laid out.
+STATIC_SHOWN = """() => [...document.querySelectorAll("[data-testid='stImage'] img")].some(
+  i => i.alt === %s && i.complete && i.naturalWidth > 0 && i.width > 0)""" % json.dumps(svg.ALT)
+# The Overview's first paint on a new session (klviz.app.first_view): its chart as that static image, or any
+# drawn plotly chart.
 FIRST_PAINT = """([title]) => {
   if (title && ![...document.querySelectorAll("h1")].some(h => h.textContent.includes(title))) return false;
-  const image = [...document.querySelectorAll("[data-testid='stImage'] img")].some(
-    i => i.alt.startsWith("Where the probability mass moved") && i.complete && i.naturalWidth > 0 && i.width > 0);
-  return image || (%s)([title, 1, false, null, false]);
-}""" % DRAWN
+  return (%s)() || (%s)([title, 1, false, null, false]);
+}""" % (STATIC_SHOWN, DRAWN)
 
 
 def first_paint(tab, title: str | None = None) -> None:
