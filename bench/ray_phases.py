@@ -38,12 +38,12 @@ def instrumented_main(argv: list[str]) -> int:
     from klviz import distributed, distributed_tables as dt
     from klviz.cli import main
 
-    stamp("klviz.cli imported (the driver's torch and transformers included)")
+    stamp("klviz.cli imported")
 
     class PhaseActor(distributed.PairActor):
-        def __init__(self, spec):
+        def __init__(self, spec, work=None):
             stamp(f"actor {os.getpid()}: constructor begins (process up, ray and klviz.distributed imported)")
-            super().__init__(spec)
+            super().__init__(spec, work)
             stamp(f"actor {os.getpid()}: both models loaded")
 
         def __call__(self, batch):

@@ -17,6 +17,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from klviz.errors import KlvizError
+from klviz.sources import _fmt_count
 
 MAX_UNPACKED_BYTES = 64 * 2**30
 """Largest total unpacked size of a checkpoint .zip (64 GiB: a ~30B-parameter model in bf16).
@@ -155,10 +156,3 @@ def check_pickle(path: Path) -> None:
         why = f"it asks to call {found.group(1)}" if found else type(e).__name__
         raise KlvizError(f"{path} is a pickle that torch.load(weights_only=True) refuses ({why}), and klviz "
                          "never runs code from a checkpoint: convert it to safetensors with a tool you trust.") from None
-
-
-def _fmt_count(n: int) -> str:
-    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f}{unit}"
-    return str(n)

@@ -1,11 +1,14 @@
 """Past one machine: `klviz score | analyze | trajectory --ray` runs the engine in a Ray Data actor pool.
 
-The driver reads and validates every input first (errors name the file and line, before Ray
-starts), cuts the work into the very batches the single process would run, and hands one batch per
-call to an actor (`PairActor`, a Ray Data callable class holding both models once per actor). Each
-actor returns only the table's rows for its batch (never vocabulary-sized vectors); the driver puts
-them back in input order and writes the same parquet, with the same metadata, atomically
-(klviz.io.write_table), so a failure anywhere leaves no output and never replaces a complete one.
+The driver reads and parses every input first (errors name the file and line, before Ray starts),
+the work is cut into the very batches the single process would run, and each call hands one batch to
+an actor (`PairActor`, a Ray Data callable class holding both models once per actor). For `score` the
+actors themselves tokenize and check the rollouts (`ScoreWork`, given to each actor once) and a unit
+names a batch by index, so the driver never imports torch or transformers (bench/RESULTS.md: ~5 s of
+a 2-core box's CPU, and the wait before the pipeline could start). Each actor returns only the table's
+rows for its batch (never vocabulary-sized vectors); the driver puts them back in input order and
+writes the same parquet, with the same metadata, atomically (klviz.io.write_table), so a failure
+anywhere leaves no output and never replaces a complete one.
 
 Why the batches matter: klviz.engine.divergence.score sorts inputs by length and scores them
 batch_size at a time, and klviz.sampling reseeds every generate batch from (seed, source, batch
@@ -49,13 +52,26 @@ INPUT_KEY = "_input"
 
 
 def require_ray():
-    """The `ray` module with Ray Data, or a KlvizError saying how to install it."""
+    """The `ray` module, Ray Data found beside it, or a KlvizError saying how to install them. Ray Data
+    itself is imported by `ray_data()` when needed (~1.2 s: `klviz score --ray` spends it while ray.init runs)."""
+    import importlib.util
+
     try:
         import ray
-        import ray.data  # noqa: F401
     except ImportError:
         raise KlvizError(RAY_MISSING) from None
+    if importlib.util.find_spec("ray.data") is None:
+        raise KlvizError(RAY_MISSING)
     return ray
+
+
+def ray_data():
+    """The `ray.data` module (its own dependencies missing: the same sentence as Ray's)."""
+    try:
+        import ray.data
+    except ImportError:
+        raise KlvizError(RAY_MISSING) from None
+    return ray.data
 
 
 @dataclass(frozen=True)
@@ -79,12 +95,21 @@ class PairSpec:
 
 @dataclass(frozen=True)
 class PairFacts:
-    """What the metadata records about the loaded pair: Pair's attributes of the same names."""
+    """What the metadata records about the loaded pair: Pair's attributes of the same names, with every
+    torch.dtype and torch.device as its str() (which the metadata writes), so that unpickling them on the
+    driver imports no torch (`klviz score --ray`'s driver never does)."""
 
-    dtype: object
-    device: object
-    policy_info: object
+    dtype: str
+    device: str
+    policy_info: object  # klviz.sources.LoadInfo (torch-free) or None
     sft_info: object
+
+    @classmethod
+    def of(cls, pair) -> "PairFacts":
+        def plain(info):
+            return None if info is None else replace(info, dtype=str(info.dtype), device=str(info.device))
+
+        return cls(str(pair.dtype), str(pair.device), plain(pair.policy_info), plain(pair.sft_info))
 
 
 @dataclass(frozen=True)
@@ -93,6 +118,31 @@ class ScoreUnit:
 
     items: list
     top_k: int
+
+
+@dataclass(frozen=True)
+class ScoreWork:
+    """`klviz score --ray`'s whole input, handed to each actor once (a constructor argument): the actor
+    tokenizes the rollouts with its pair's tokenizer and checks them against its policy's vocabulary, as
+    the single process does, and cuts the same batches (score_units). The driver then never imports
+    torch or transformers: ~5 s of CPU, and the wait before the pipeline starts, on a 2-core box
+    (bench/RESULTS.md)."""
+
+    rollouts: list  # klviz.rollouts.Rollout, in input order
+    batch_size: int
+    top_k: int
+
+    @property
+    def n_batches(self) -> int:
+        return -(-len(self.rollouts) // self.batch_size)
+
+
+@dataclass(frozen=True)
+class ScoreBatch:
+    """Batch `index` of the actor's ScoreWork (score_units' order). Its result is (rows, {token id: text}
+    for every id the rows name), the text decoded by the pair's tokenizer for the table's metadata."""
+
+    index: int
 
 
 @dataclass(frozen=True)
@@ -121,21 +171,20 @@ class TrajectoryUnit:
 class PairActor:
     """A Ray Data callable class: both models loaded once per actor; one work unit per row."""
 
-    def __init__(self, spec: PairSpec):
+    def __init__(self, spec: PairSpec, work: ScoreWork | None = None):
         import torch
 
         from klviz.cli.common import quiet_transformers
 
         quiet_transformers()
         torch.set_num_threads(max(1, spec.threads))
-        self.spec, self.error, self.facts = spec, None, None
+        self.spec, self.work, self.error, self.facts, self._score_units = spec, work, None, None, None
         try:
             self.pair = self._load(spec)
         except KlvizError as e:  # the user's mistake: every call reports it (a raise would only restart us)
             self.error = e
             return
-        p = self.pair
-        self.facts = PairFacts(p.dtype, p.device, p.policy_info, p.sft_info)
+        self.facts = PairFacts.of(self.pair)
 
     @staticmethod
     def _load(spec: PairSpec):
@@ -171,6 +220,8 @@ class PairActor:
             return e
 
     def _run(self, unit):
+        if isinstance(unit, ScoreBatch):
+            return self.score_batch(unit)
         if isinstance(unit, ScoreUnit):
             return self.score(unit)
         if isinstance(unit, TrajectoryUnit):
@@ -184,6 +235,23 @@ class PairActor:
         inputs = tagged(unit.items)
         p = self.pair
         return score(p.policy, p.sft, p.tokenizer, inputs, top_k=unit.top_k, batch_size=len(inputs))
+
+    def score_batch(self, unit: ScoreBatch):
+        """(rows, {token id: text}) of batch `unit.index` of the ScoreWork's batches: the rollouts are
+        tokenized and checked (klviz.rollouts.score_inputs, then the engine's own check against the
+        policy's vocabulary, both in input order, so the first bad input is the single process's) once
+        per actor."""
+        from klviz.tokentable import vocab_map
+
+        if self._score_units is None:
+            from klviz.engine.divergence import _validate
+            from klviz.rollouts import score_inputs
+
+            inputs = score_inputs(self.work.rollouts, self.pair.tokenizer)
+            _validate(inputs, self.pair.policy.get_output_embeddings().weight.shape[0])
+            self._score_units = score_units(inputs, self.work.batch_size, self.work.top_k)
+        frame = self.score(self._score_units[unit.index])
+        return frame, vocab_map(frame, self.pair.tokenizer)
 
     def trajectory(self, unit: TrajectoryUnit):
         """klviz.trajectory.trajectory_table over the unit's batches (SFT decoder once per batch, then
@@ -208,6 +276,22 @@ class PairActor:
         warn_forcing(self.pair, unit.source)
         responses = sample_batch(self.pair, unit.source, unit.batch_index, [ids[i] for i, _ in unit.jobs], unit.cfg)
         return [(list(ids[i]), r) for (i, _), r in zip(unit.jobs, responses)]
+
+
+def score_units(inputs: list, batch_size: int, top_k: int) -> list[ScoreUnit]:
+    """The engine's scoring batches (klviz.engine.divergence.score_tensors: inputs sorted by prompt +
+    response length, stable, then batch_size at a time), each listed in input order."""
+    order = sorted(range(len(inputs)), key=lambda i: len(inputs[i].prompt_ids) + len(inputs[i].response_ids))
+    inputs = same_extras(inputs)
+    return [ScoreUnit([(i, inputs[i]) for i in sorted(order[s:s + batch_size])], top_k)
+            for s in range(0, len(order), batch_size)]
+
+
+def same_extras(inputs: list) -> list:
+    """Every input with every extra key (None where it had none, as token_frame fills it), so that each
+    unit's frame has the single table's columns in its order, whichever inputs the unit holds."""
+    keys = sorted({k for x in inputs for k in x.extra})
+    return [replace(x, extra={k: x.extra.get(k) for k in keys}) for x in inputs]
 
 
 def tagged(items: list) -> list:
@@ -266,13 +350,16 @@ def sized_pool(ray, settings: RaySettings, spec: PairSpec) -> tuple[int, dict, P
     return n, resources, replace(spec, threads=int(resources.get("num_cpus", 1)) if "num_gpus" not in resources else 1)
 
 
-def run_units(ray, settings: RaySettings, spec: PairSpec, units: list, actor_cls=PairActor) -> list:
-    """Each unit through the actor pool; results (and the pair's facts) in unit order."""
+def run_units(ray, settings: RaySettings, spec: PairSpec, units: list, actor_cls=PairActor,
+              work: ScoreWork | None = None) -> list:
+    """Each unit through the actor pool (each actor given `work`, if any); results (and the pair's
+    facts) in unit order."""
     n, resources, spec = sized_pool(ray, settings, spec)
     items = [{"unit": k, "payload": pickle.dumps(u)} for k, u in enumerate(units)]
-    ds = ray.data.from_items(items, override_num_blocks=len(items))
-    ds = ds.map_batches(actor_cls, fn_constructor_args=(spec,), batch_size=1,
-                        compute=ray.data.ActorPoolStrategy(size=n),
+    data = ray_data()
+    ds = data.from_items(items, override_num_blocks=len(items))
+    ds = ds.map_batches(actor_cls, fn_constructor_args=(spec,) if work is None else (spec, work), batch_size=1,
+                        compute=data.ActorPoolStrategy(size=n),
                         max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES, **resources)
     return collect(ds.take_all(), len(units))
 
@@ -320,7 +407,7 @@ def collect(rows: list[dict], n_units: int) -> list:
 def spec_from_args(args) -> PairSpec:
     """The actors' PairSpec from a score/analyze/trajectory Namespace (trajectory: the SFT model alone);
     every path is checked here first."""
-    from klviz.models import locate
+    from klviz.sources import locate
 
     policy, policy_base = getattr(args, "policy", None), getattr(args, "policy_base", None)
     for source in (policy, args.sft, policy_base):

@@ -13,19 +13,11 @@ from pathlib import Path
 
 from klviz.cli.common import log, quiet_transformers
 from klviz.cli.score import check_out
-from klviz.distributed import (INPUT_KEY, SampleUnit, ScoreUnit, TrajectoryUnit, actor_pool, pool_resources,
-                               ray_session, run_units, settings_from_args, spec_from_args)
+from klviz.distributed import (INPUT_KEY, SampleUnit, ScoreBatch, ScoreWork, TrajectoryUnit, actor_pool,
+                               pool_resources, ray_data, ray_session, run_units, same_extras, score_units,
+                               settings_from_args, spec_from_args)
 from klviz.errors import KlvizError
 from klviz.io import write_table
-
-
-def score_units(inputs: list, batch_size: int, top_k: int) -> list[ScoreUnit]:
-    """The engine's scoring batches (klviz.engine.divergence.score_tensors: inputs sorted by prompt +
-    response length, stable, then batch_size at a time), each listed in input order."""
-    order = sorted(range(len(inputs)), key=lambda i: len(inputs[i].prompt_ids) + len(inputs[i].response_ids))
-    inputs = same_extras(inputs)
-    return [ScoreUnit([(i, inputs[i]) for i in sorted(order[s:s + batch_size])], top_k)
-            for s in range(0, len(order), batch_size)]
 
 
 @contextlib.contextmanager
@@ -47,15 +39,6 @@ def sft_tokenizer(sft: str):
             raise KlvizError(f"{sft} is a PEFT adapter: --ray needs the SFT model as a full checkpoint.")
         config = _read_config(path, sft, gguf)
         yield _load_tokenizer(path, sft, gguf), int(config.vocab_size)
-
-
-def same_extras(inputs: list) -> list:
-    """Every input with every extra key (None where it had none, as token_frame fills it), so that each
-    unit's frame has the single table's columns in its order, whichever inputs the unit holds."""
-    from dataclasses import replace
-
-    keys = sorted({k for x in inputs for k in x.extra})
-    return [replace(x, extra={k: x.extra.get(k) for k in keys}) for x in inputs]
 
 
 def sample_units(prompts: list, cfg) -> list[SampleUnit]:
@@ -80,34 +63,30 @@ def assemble(frames: list, major=None):
 
 
 def score_on_ray(args, actor_cls=None) -> int:
-    """`klviz score --ray`: inputs read and checked here (tokenized while Ray starts), scored in the pool,
-    one table written (while Ray shuts down)."""
-    from klviz.engine.divergence import _validate
-    from klviz.rollouts import read_rollouts, score_inputs
-    from klviz.tokentable import table_metadata, vocab_metadata
+    """`klviz score --ray`: the input read and checked here (errors name the file and line before Ray
+    starts), tokenized, checked and scored in the pool (ScoreWork: the driver never imports torch or
+    transformers), one table written while Ray shuts down."""
+    from klviz.rollouts import read_rollouts
+    from klviz.tokentable import table_metadata, vocab_entry
 
     out = Path(args.out)
     check_out(out)
     settings = settings_from_args(args)
-    fmt, rollouts = read_rollouts(args.input)  # malformed input fails before Ray starts or any model loads
+    fmt, rollouts = read_rollouts(args.input)  # malformed or empty input fails before Ray starts
     spec = spec_from_args(args)
-    quiet_transformers()
-
-    def prepare():
-        with sft_tokenizer(args.sft) as (tokenizer, vocab_size):
-            inputs = score_inputs(rollouts, tokenizer)
-        _validate(inputs, vocab_size)
-        return tokenizer, inputs, score_units(inputs, args.batch_size, args.top_k)
+    work = ScoreWork(rollouts, args.batch_size, args.top_k)
+    units = [ScoreBatch(k) for k in range(work.n_batches)]
 
     def write(results):
-        df = assemble([frame for frame, _ in results])
+        df = assemble([frame for (frame, _), _ in results])
+        vocab = {t: text for (_, part), _ in results for t, text in part.items()}
         meta = table_metadata(results[0][1], command="score", input=args.input, input_format=fmt, top_k=args.top_k)
-        write_table(df, out, {**meta, **vocab_metadata(df, tokenizer)})
+        write_table(df, out, {**meta, **vocab_entry(vocab)})
         return len(df)
 
-    with ray_beside(settings, prepare) as (ray, (tokenizer, inputs, units), later):
-        rows = later(write, run_units(ray, settings, spec, units, **_cls(actor_cls)))
-    log(f"wrote {rows()} token rows from {len(inputs)} responses to {out} ({len(units)} batches on Ray)")
+    with ray_beside(settings, ray_data) as (ray, _, later):  # Ray Data imported while Ray starts
+        rows = later(write, run_units(ray, settings, spec, units, work=work, **_cls(actor_cls)))
+    log(f"wrote {rows()} token rows from {len(rollouts)} responses to {out} ({len(units)} batches on Ray)")
     return 0
 
 
@@ -125,6 +104,7 @@ def analyze_on_ray(args, actor_cls=None) -> int:
     settings, spec = settings_from_args(args), spec_from_args(args)
 
     def prepare():
+        quiet_transformers()  # imports transformers (and torch): on this thread, while Ray starts
         with sft_tokenizer(args.sft) as (tokenizer, _):
             return tokenizer
 
@@ -173,13 +153,17 @@ def trajectory_on_ray(args, actor_cls=None) -> int:
     actor scores its batches under every checkpoint; one table written, checkpoint by checkpoint, input order."""
     from klviz.cli.trajectory import (ALL_EMPTY, check_args, finish_metadata, responses_metadata, sampling_config,
                                       series_metadata)
-    from klviz.engine.divergence import _validate
     from klviz.tokentable import vocab_metadata
 
     checkpoints = check_args(args)
     settings, spec = settings_from_args(args), spec_from_args(args)
-    quiet_transformers()
-    with sft_tokenizer(args.sft) as (tokenizer, vocab_size), ray_session(settings) as ray:
+
+    def prepare():
+        quiet_transformers()  # imports transformers (and torch): on this thread, while Ray starts
+        with sft_tokenizer(args.sft) as tokenizer_and_size:
+            return tokenizer_and_size
+
+    with ray_beside(settings, prepare) as (ray, (tokenizer, vocab_size), _):
         if args.input:  # one pass: Ray Data's pool
             from klviz.rollouts import read_rollouts, score_inputs
 
@@ -197,6 +181,8 @@ def trajectory_on_ray(args, actor_cls=None) -> int:
                 inputs, source = sampled_inputs(prompts, sampled, run(sampled)), responses_metadata(args, cfg=cfg)
                 if not inputs:
                     raise KlvizError(ALL_EMPTY)
+            from klviz.engine.divergence import _validate  # torch: imported by prepare() by now
+
             _validate(inputs, vocab_size)
             units = trajectory_units(ray, settings, spec, inputs, checkpoints, args)
             results = run(units)

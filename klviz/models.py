@@ -25,7 +25,6 @@ import functools
 import importlib.util
 import json
 import os
-import re
 import struct
 import tempfile
 import time
@@ -39,9 +38,9 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTra
 
 from klviz import model_cache
 from klviz.device import resolve_device, resolve_dtype
-from klviz.checkpoints import (_fmt_count, _zip_root, check_pickle, count_params, extract_zip,  # noqa: F401
-                               placement)
+from klviz.checkpoints import _zip_root, check_pickle, count_params, extract_zip, placement  # noqa: F401
 from klviz.errors import KlvizError
+from klviz.sources import LoadInfo, _folder_kind, locate  # noqa: F401  (klviz.models.locate, as before)
 
 PROBE_TEXT = "Hello, world! 12 + 3 = 15.\n\tcafé  naïve 東京 🙂 <|user|>"
 """Text both tokenizers must encode identically (spaces, digits, accents, CJK, emoji, markup)."""
@@ -52,26 +51,6 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "vocab.txt
 """Any one of these makes a folder's tokenizer loadable (tokenizer_config.json alone does not)."""
 
 Log = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class LoadInfo:
-    """What one load did, for the log and the dashboard."""
-
-    role: str            # "policy", "sft", "policy base", ...
-    kind: str            # "folder", "adapter", "gguf", "zip (folder)", "zip (adapter)"
-    path: str            # the source as the user gave it
-    dtype: torch.dtype
-    device: str          # "cpu", "cuda:0", or "cuda:0,cuda:1 (device_map=auto)"
-    n_params: int
-    seconds: float
-    base: str | None = None  # an adapter's base model
-
-    def describe(self) -> str:
-        """One line: `policy: adapter runs/lora on base models/sft, 1.2M params, bfloat16 on cuda:0, 3.1 s`."""
-        base = f" on base {self.base}" if self.base else ""
-        return (f"{self.role}: {self.kind} {self.path}{base}, {_fmt_count(self.n_params)} params, "
-                f"{str(self.dtype).removeprefix('torch.')} on {self.device}, {self.seconds:.1f} s")
 
 
 @dataclass(frozen=True)
@@ -125,46 +104,6 @@ def load_pair(policy, sft, *, device: str = "auto", dtype: str = "auto", policy_
     return Pair(policy=pol.model, sft=ref.model, tokenizer=ref.tokenizer,
                 device=pol.model.get_input_embeddings().weight.device, dtype=dt,
                 policy_info=pol.info, sft_info=ref.info)
-
-
-# ---- sources ---------------------------------------------------------------------------------
-
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?")
-_WEIGHT_SUFFIXES = (".bin", ".pt", ".pth", ".safetensors", ".ckpt")
-
-
-def locate(source) -> tuple[str, Path]:
-    """Which kind of source this is: ("folder"|"adapter"|"zip"|"gguf", path)."""
-    text = str(source)
-    path = Path(text).expanduser()
-    if not path.exists():
-        if _HUB_ID.fullmatch(text) and not text.lower().endswith((".zip", ".gguf", *_WEIGHT_SUFFIXES)):
-            raise KlvizError(f"{text}: no such file or folder, and klviz works offline: "
-                             "download the model to a folder and pass its path.")
-        raise KlvizError(f"{text}: no such file or folder.")
-    if path.is_dir():
-        return _folder_kind(path, text), path
-    if zipfile.is_zipfile(path):
-        return "zip", path
-    with path.open("rb") as f:
-        magic = f.read(4)
-    if magic == b"GGUF":
-        return "gguf", path
-    if path.suffix.lower() in (".zip", ".gguf"):
-        raise KlvizError(f"{text} is not a valid {path.suffix.lower()[1:].upper()} file (its header is wrong).")
-    if path.suffix.lower() in _WEIGHT_SUFFIXES:
-        raise KlvizError(f"{text} is a bare weights file: pass the folder that holds it together with "
-                         "its config.json and tokenizer files.")
-    raise KlvizError(f"{text} is not a model folder, a .zip of one, or a .gguf file.")
-
-
-def _folder_kind(path: Path, shown: str) -> str:
-    if (path / "adapter_config.json").is_file():
-        return "adapter"
-    if (path / "config.json").is_file():
-        return "folder"
-    raise KlvizError(f"{shown} is neither a Hugging Face model folder (no config.json) "
-                     "nor a PEFT adapter folder (no adapter_config.json).")
 
 
 def _load(source, role: str, dev: torch.device, dt: torch.dtype, bases: list) -> LoadedModel:

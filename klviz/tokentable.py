@@ -51,11 +51,20 @@ def token_ids_named(df: pd.DataFrame) -> set[int]:
     return ids
 
 
+def vocab_map(df: pd.DataFrame, tokenizer) -> dict[int, str]:
+    """{id: text} for every id the table names, decoded one token at a time."""
+    return {t: tokenizer.decode([t], clean_up_tokenization_spaces=False) for t in sorted(token_ids_named(df))}
+
+
+def vocab_entry(vocab: Mapping[int, str]) -> dict[str, str]:
+    """{VOCAB_KEY: JSON {id: text}}, ids ascending: the same bytes whether `vocab` was decoded from the
+    whole table or merged from its parts' vocab_map (`klviz score --ray`: one per actor batch)."""
+    return {VOCAB_KEY: json.dumps({str(t): vocab[t] for t in sorted(vocab)}, ensure_ascii=False)}
+
+
 def vocab_metadata(df: pd.DataFrame, tokenizer) -> dict[str, str]:
     """{VOCAB_KEY: JSON {id: text}} for every id the table names, decoded one token at a time."""
-    vocab = {str(t): tokenizer.decode([t], clean_up_tokenization_spaces=False)
-             for t in sorted(token_ids_named(df))}
-    return {VOCAB_KEY: json.dumps(vocab, ensure_ascii=False)}
+    return vocab_entry(vocab_map(df, tokenizer))
 
 
 def vocab_from_metadata(meta: Mapping[str, str]) -> dict[int, str] | None:

@@ -32,13 +32,13 @@ def check_out(out: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from klviz.engine.divergence import score
-    from klviz.models import load_pair
-
     if getattr(args, "ray", None) is not None:  # a Namespace built without the flags runs locally
         from klviz.distributed_tables import score_on_ray
 
-        return score_on_ray(args)
+        return score_on_ray(args)  # the driver imports torch on a thread while Ray starts
+    from klviz.engine.divergence import score
+    from klviz.models import load_pair
+
     quiet_transformers()
     out = Path(args.out)
     check_out(out)

@@ -111,14 +111,14 @@ def _responses(args, sft, log_meta: dict) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "ray", None) is not None:  # a Namespace built without the flags runs locally
+        from klviz.distributed_tables import trajectory_on_ray
+
+        return trajectory_on_ray(args)  # the driver imports torch on a thread while Ray starts
     from klviz.models import load_model
     from klviz.tokentable import vocab_metadata
     from klviz.trajectory import trajectory_table
 
-    if getattr(args, "ray", None) is not None:  # a Namespace built without the flags runs locally
-        from klviz.distributed_tables import trajectory_on_ray
-
-        return trajectory_on_ray(args)
     checkpoints = check_args(args)
     out = Path(args.out)
     quiet_transformers()

@@ -128,8 +128,8 @@ def _crashing_actor(marker: Path, calls: Path | None = None):
     from klviz.distributed import PairActor
 
     class CrashingActor(PairActor):
-        def __init__(self, spec):
-            super().__init__(spec)
+        def __init__(self, spec, work=None):
+            super().__init__(spec, work)
             if calls is not None:
                 with calls.open("a") as f:
                     f.write(f"{os.getpid()} init\n")
@@ -164,15 +164,15 @@ def test_score_on_ray_is_the_single_process_table_even_when_an_actor_is_killed(m
     assert_same_table(tmp_path / "ray.parquet", tmp_path / "single.parquet")
 
 
-def _units_in_process(ray, settings, spec, units, actor_cls=None):
+def _units_in_process(ray, settings, spec, units, actor_cls=None, work=None):
     """klviz.distributed.run_units without the pool: the same rows through one PairActor in this process
-    (its __call__, as map_batches calls it, one unit per batch) and the same collect, for the run below
+    (its __call__, as map_batches calls it, one unit per batch) and the same collect, for the runs below
     whose Ray pipeline the other tests cover."""
     from dataclasses import replace
 
     from klviz.distributed import PairActor, collect
 
-    actor = PairActor(replace(spec, threads=1))
+    actor = PairActor(replace(spec, threads=1), work)
     rows = [actor({"unit": np.array([k]), "payload": np.array([pickle.dumps(u)], dtype=object)})
             for k, u in enumerate(units)]
     return collect([{"unit": r["unit"][0], "result": r["result"][0]} for r in rows], len(units))
@@ -219,6 +219,30 @@ def test_bad_input_names_file_and_line_before_ray_runs_and_writes_nothing(models
                  "--out", str(tmp_path / "out.parquet"), "--ray", "--actors", "2"])
     err = capsys.readouterr().err
     assert code == 2 and err.strip().splitlines()[-1] == f"klviz: error: {inp}, line 2: not valid JSON (Expecting value)."
+    assert list(tmp_path.iterdir()) == [inp]
+
+
+@pytest.mark.parametrize("bad", ["empty response", "id outside the vocabulary"])
+def test_an_input_error_met_in_the_actors_is_the_single_process_sentence(models, bad, tmp_path, capsys, monkeypatch):
+    """`score --ray` tokenizes and checks the input in the actors (klviz.distributed.ScoreWork): an input
+    only tokenizing shows bad fails there, with the single process's sentence, exit 2, nothing written.
+    The units go through the actor class in this process (_units_in_process)."""
+    from klviz import distributed_tables
+
+    monkeypatch.setattr(distributed_tables, "run_units", _units_in_process)
+    policy, sft, _ = models
+    inp = tmp_path / "in.jsonl"
+    last = ({"prompt": "the food was", "response": ""} if bad == "empty response"
+            else {"prompt_ids": [0, 5], "response_ids": [7, 100_000]})
+    inp.write_text("".join(json.dumps(r) + "\n" for r in [{"prompt": "the food was", "response": " good"}, last]))
+    common = ["score", "--policy", policy, "--sft", sft, "--input", inp, "--batch-size", 1]
+    errors = []
+    for extra in ([], ["--ray", "--actors", 2]):
+        assert main([str(a) for a in common + ["--out", tmp_path / "out.parquet", *extra]]) == 2
+        errors.append(capsys.readouterr().err.strip().splitlines()[-1])
+    want = (f"{inp}, line 2: the response is empty" if bad == "empty response"
+            else "Input 1 (prompt_id 2) has token id 100000, outside the model's vocabulary of")
+    assert errors[0] == errors[1] and errors[0].startswith(f"klviz: error: {want}"), errors
     assert list(tmp_path.iterdir()) == [inp]
 
 

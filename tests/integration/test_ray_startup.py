@@ -83,3 +83,63 @@ def test_an_error_in_the_later_work_is_raised_after_shutdown(session):
     assert events == ["started", "shutdown"]
     with pytest.raises(KlvizError, match="Cannot write"):
         rows()
+
+
+def test_score_driver_never_imports_torch_or_transformers(tmp_path):
+    """`klviz score --ray` hands the rollouts to the actors (klviz.distributed.ScoreWork), which tokenize
+    them: the driver, here with Ray's session and pool replaced by fakes, reaches the pool with neither
+    torch nor transformers imported (their import cost ~5 s of its 2-core box's CPU, bench/RESULTS.md)."""
+    pytest.importorskip("ray", reason="the optional Ray extra (requirements-ray.txt) is not installed")
+    for name in ("policy", "sft"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")
+    (tmp_path / "in.jsonl").write_text('{"prompt": "a", "response": "b"}\n' * 3)
+    code = f"""
+import contextlib, sys
+from klviz import distributed_tables
+from klviz.cli import main
+
+@contextlib.contextmanager
+def beside(settings, prepare):
+    yield "ray", prepare(), lambda fn, *a: (lambda: 0)
+
+def run_units(ray, settings, spec, units, work, **kw):
+    print(sorted(m for m in ("torch", "transformers") if m in sys.modules), len(work.rollouts), len(units))
+    return []
+
+distributed_tables.ray_beside, distributed_tables.run_units = beside, run_units
+sys.exit(main(["score", "--policy", "policy", "--sft", "sft", "--input", "in.jsonl", "--out", "out.parquet",
+               "--batch-size", "2", "--ray"]))
+"""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == "[] 3 2"
+
+
+def test_an_actors_score_result_unpickles_without_torch(tmp_path):
+    """What a PairActor sends back for a ScoreBatch, (rows and their {id: text}, PairFacts), unpickles in
+    a process that has not imported torch, and keeps it so; the facts give the metadata's strings."""
+    import pickle
+    import subprocess
+    import sys
+
+    from klviz.distributed import PairActor, PairSpec, ScoreBatch, ScoreWork
+    from klviz.rollouts import read_rollouts
+    from tests.helpers.tiny import make_tiny_model, make_tokenizer, save_model
+
+    tok = make_tokenizer()
+    path = save_model(make_tiny_model("llama", len(tok), seed=0), tmp_path / "sft", tok)
+    (tmp_path / "in.jsonl").write_text('{"prompt": "the food", "response": " was good"}\n')
+    work = ScoreWork(read_rollouts(tmp_path / "in.jsonl")[1], batch_size=1, top_k=3)
+    actor = PairActor(PairSpec(policy=str(path), sft=str(path), policy_base=None, device="cpu", dtype="float32"), work)
+    (tmp_path / "result.pkl").write_bytes(pickle.dumps((actor.run(ScoreBatch(0)), actor.facts)))
+    code = ("import pickle, sys\n"
+            "(frame, vocab), facts = pickle.loads(open('result.pkl', 'rb').read())\n"
+            "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules), facts.dtype, facts.device,\n"
+            "      facts.sft_info.dtype, len(frame) == 2, set(vocab) >= set(frame['token_id']))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[]", "torch.float32", "cpu", "torch.float32", "True", "True"]
