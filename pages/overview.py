@@ -19,7 +19,7 @@ st.title("Overview")
 head, bands = data.overview()  # on the default view: from the shipped view, before pandas has loaded
 st.caption(plain(data.view_caption(head)))
 
-figures, chart = st.container(), st.container()
+figures, chart, reward = st.container(), st.container(), st.container()
 # The chart is sent first (it shows below the figures): the browser starts loading plotly.js sooner. A new
 # session's first run sends it as a static image instead, drawn at once; the next run, 1 s later, puts
 # the interactive chart in its place (klviz.views.svg, klviz/app/first_view.py).
@@ -39,21 +39,21 @@ cols = figures.columns(3)
 cols[0].metric(f"{KL_REVERSE}, nats per sequence", f"{head['kl_reverse_per_sequence']:.3f}",
                help="Mean over responses of the summed per-token exact KL.")
 cols[1].metric(f"{KL_FORWARD}, nats per sequence", f"{head['kl_forward_per_sequence']:.3f}")
-reward_name = figures.selectbox("Reward", ["(none)", "sentiment", "length", "other…"],
-                               key=Keys.OVERVIEW_REWARD,
-                               help="Score the sampled responses with a reward from klviz.ppo.rewards.")
-# A new session's first run ends here, its reward box drawn (it sits above the chart, which would move down
-# when the rest came); the rest follows (klviz/app/first_view.py)
+# A new session's first run ends here, after the figures and the chart; the rest follows (klviz/app/first_view.py).
+# The reward box sits below the chart, so it moves nothing when it comes: drawn in the first run, its ~20 lazily
+# loaded script chunks held the image back by ~0.4 s in a cold browser (bench/RESULTS.md).
 first_view.headline_only()
+reward_name = reward.selectbox("Reward", ["(none)", "sentiment", "length", "other…"], key=Keys.OVERVIEW_REWARD,
+                               help="Score the sampled responses with a reward from klviz.ppo.rewards.")
 if reward_name == "other…":
-    reward_name = figures.text_input("Reward name", placeholder="keyword:WORD, module:function or a folder",
-                                     key=Keys.OVERVIEW_REWARD_OTHER)
-    with figures:
+    reward_name = reward.text_input("Reward name", placeholder="keyword:WORD, module:function or a folder",
+                                    key=Keys.OVERVIEW_REWARD_OTHER)
+    with reward:
         guard.reward_note()
 if reward_name and reward_name != "(none)":
     with user_errors():
         rewards = data.mean_rewards(data.require_table(), reward_name)
-        for col, (source, value) in zip(figures.columns(max(len(rewards), 1)), rewards.items()):
+        for col, (source, value) in zip(reward.columns(max(len(rewards), 1)), rewards.items()):
             col.metric(plain(f"Mean reward ({reward_name}), {source} samples"), f"{value:.3f}")
 
 downloads(table_later(), "klviz overview", lambda: [("Mass moved", plots.mass_moved_figure(bands)),
