@@ -192,7 +192,7 @@ class PairActor:
 
         quiet_transformers()
         torch.set_num_threads(max(1, spec.threads))
-        self.spec, self.work, self.error, self.facts, self._score_units = spec, work, None, None, None
+        self.spec, self.work, self.error, self.facts, self._score_batches = spec, work, None, None, None
         try:
             self.pair = self._load(spec)
         except KlvizError as e:  # the user's mistake: every call reports it (a raise would only restart us)
@@ -251,21 +251,35 @@ class PairActor:
         return score(p.policy, p.sft, p.tokenizer, inputs, top_k=unit.top_k, batch_size=len(inputs))
 
     def score_batch(self, unit: ScoreBatch):
-        """(rows, {token id: text}) of batch `unit.index` of the ScoreWork's batches: the rollouts are
-        tokenized and checked (klviz.rollouts.score_inputs, then the engine's own check against the
-        policy's vocabulary, both in input order, so the first bad input is the single process's) once
-        per actor."""
+        """(rows, {token id: text}) of batch `unit.index` of the ScoreWork's batches. The first call checks
+        every rollout (`_checked_batches`); each batch's rollouts are then tokenized again, alone, so an
+        actor keeps the rollouts' text and one batch's token ids, not every input's."""
+        from klviz.rollouts import score_inputs
         from klviz.tokentable import vocab_map
 
-        if self._score_units is None:
-            from klviz.engine.divergence import _validate
-            from klviz.rollouts import score_inputs
-
-            inputs = score_inputs(self.work.rollouts, self.pair.tokenizer)
-            _validate(inputs, self.pair.policy.get_output_embeddings().weight.shape[0])
-            self._score_units = score_units(inputs, self.work.batch_size, self.work.top_k)
-        frame = self.score(self._score_units[unit.index])
+        if self._score_batches is None:
+            self._score_batches, self._extra_keys = self._checked_batches()
+        batch = self._score_batches[unit.index]
+        rollouts = [self.work.rollouts[i] for i in batch]
+        inputs = same_extras(score_inputs(rollouts, self.pair.tokenizer), self._extra_keys)
+        frame = self.score(ScoreUnit(list(zip(batch, inputs)), self.work.top_k))
         return frame, vocab_map(frame, self.pair.tokenizer)
+
+    def _checked_batches(self) -> tuple[list[list[int]], list[str]]:
+        """(the engine's batches of input indices, every extra key): the rollouts tokenized and checked as
+        the single process does (klviz.rollouts.score_inputs, then the engine's check against the policy's
+        vocabulary, both in input order, so the first bad input is the same one, named the same way),
+        TOKENIZE_CHUNK at a time, keeping only each input's length."""
+        from klviz.engine.divergence import _validate
+        from klviz.rollouts import score_inputs
+
+        rollouts, vocab = self.work.rollouts, self.pair.policy.get_output_embeddings().weight.shape[0]
+        lengths = []
+        for start in range(0, len(rollouts), TOKENIZE_CHUNK):
+            inputs = score_inputs(rollouts[start:start + TOKENIZE_CHUNK], self.pair.tokenizer)
+            _validate(inputs, vocab, start=start)
+            lengths += [len(x.prompt_ids) + len(x.response_ids) for x in inputs]
+        return length_batches(lengths, self.work.batch_size), sorted({k for r in rollouts for k in r.extra})
 
     def trajectory(self, unit: TrajectoryUnit):
         """klviz.trajectory.trajectory_table over the unit's batches (SFT decoder once per batch, then
@@ -292,19 +306,29 @@ class PairActor:
         return [(list(ids[i]), r) for (i, _), r in zip(unit.jobs, responses)]
 
 
-def score_units(inputs: list, batch_size: int, top_k: int) -> list[ScoreUnit]:
+TOKENIZE_CHUNK = 1024
+"""Rollouts a ScoreWork actor tokenizes at once while checking them (their token ids are then dropped)."""
+
+
+def length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
     """The engine's scoring batches (klviz.engine.divergence.score_tensors: inputs sorted by prompt +
-    response length, stable, then batch_size at a time), each listed in input order."""
-    order = sorted(range(len(inputs)), key=lambda i: len(inputs[i].prompt_ids) + len(inputs[i].response_ids))
+    response length, stable, then batch_size at a time) from those lengths, each listed in input order."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    return [sorted(order[s:s + batch_size]) for s in range(0, len(order), batch_size)]
+
+
+def score_units(inputs: list, batch_size: int, top_k: int) -> list[ScoreUnit]:
+    """The engine's scoring batches of `inputs` (length_batches), each (input index, ScoreInput) in input order."""
     inputs = same_extras(inputs)
-    return [ScoreUnit([(i, inputs[i]) for i in sorted(order[s:s + batch_size])], top_k)
-            for s in range(0, len(order), batch_size)]
+    return [ScoreUnit([(i, inputs[i]) for i in b], top_k)
+            for b in length_batches([len(x.prompt_ids) + len(x.response_ids) for x in inputs], batch_size)]
 
 
-def same_extras(inputs: list) -> list:
-    """Every input with every extra key (None where it had none, as token_frame fills it), so that each
-    unit's frame has the single table's columns in its order, whichever inputs the unit holds."""
-    keys = sorted({k for x in inputs for k in x.extra})
+def same_extras(inputs: list, keys: list[str] | None = None) -> list:
+    """Every input with every extra key (`keys`, or all the inputs' own; None where one had none, as
+    token_frame fills it), so that each unit's frame has the single table's columns in its order,
+    whichever inputs the unit holds."""
+    keys = sorted({k for x in inputs for k in x.extra}) if keys is None else keys
     return [replace(x, extra={k: x.extra.get(k) for k in keys}) for x in inputs]
 
 

@@ -58,6 +58,10 @@ def assemble(frames: list, major=None):
     import pandas as pd
 
     df = pd.concat(frames, ignore_index=True)
+    for c in [c for c in df.columns if len({str(f[c].dtype) for f in frames}) > 1]:
+        # e.g. an extra column some inputs lack: all None (object) in one unit's rows, float64 in another's, so
+        # object once concatenated; the single process builds it from one list, whose type pandas infers once
+        df[c] = pd.Series(df[c].tolist(), index=df.index)
     key = df[INPUT_KEY].to_numpy(np.int64) + (0 if major is None else major(df).to_numpy(np.int64))
     return df.iloc[np.argsort(key, kind="stable")].drop(columns=INPUT_KEY).reset_index(drop=True)
 

@@ -216,10 +216,11 @@ def _pad_batch(batch: list[ScoreInput], pad_id: int, device: torch.device):
     return ids.to(device), mask.to(device)
 
 
-def _validate(inputs: list[ScoreInput], vocab_size: int) -> None:
+def _validate(inputs: list[ScoreInput], vocab_size: int, start: int = 0) -> None:
+    """Every input scorable; `start`: the first one's index in the whole input (the messages name it)."""
     if not inputs:
         raise KlvizError("Nothing to score: the input has no (prompt, response) pairs.")
-    for i, ex in enumerate(inputs):
+    for i, ex in enumerate(inputs, start):
         if not ex.prompt_ids:
             raise KlvizError(f"Input {i} (prompt_id {ex.prompt_id}) has an empty prompt: "
                              "at least one prompt token is needed to predict the first response token.")

@@ -69,6 +69,7 @@ def score_input(tmp_path_factory):
                           "prompt_id": f"ids{n}", "sample_id": n})
         else:
             lines.append({"prompt": "the food was", "response": "".join(words)})
+    lines[0]["reward"] = 0.5  # an extra column one input has: every batch's rows must carry it (None elsewhere)
     path.write_text("".join(json.dumps(l) + "\n" for l in lines))
     return path
 
@@ -227,9 +228,10 @@ def test_an_input_error_met_in_the_actors_is_the_single_process_sentence(models,
     """`score --ray` tokenizes and checks the input in the actors (klviz.distributed.ScoreWork): an input
     only tokenizing shows bad fails there, with the single process's sentence, exit 2, nothing written.
     The units go through the actor class in this process (_units_in_process)."""
-    from klviz import distributed_tables
+    from klviz import distributed, distributed_tables
 
     monkeypatch.setattr(distributed_tables, "run_units", _units_in_process)
+    monkeypatch.setattr(distributed, "TOKENIZE_CHUNK", 1)  # the bad input is checked in a later chunk than the first
     policy, sft, _ = models
     inp = tmp_path / "in.jsonl"
     last = ({"prompt": "the food was", "response": ""} if bad == "empty response"

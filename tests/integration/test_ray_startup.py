@@ -143,3 +143,19 @@ def test_an_actors_score_result_unpickles_without_torch(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["[]", "torch.float32", "cpu", "torch.float32", "True", "True"]
+
+
+def test_assemble_gives_each_column_the_single_process_type():
+    """Units' frames where an extra column is all None in one (object) and float or text in another: the
+    assembled table's columns have the types pandas gives the whole column at once (token_frame's
+    pd.DataFrame of one list per column), rows back in input order."""
+    import pandas as pd
+
+    from klviz.distributed import INPUT_KEY
+
+    a = pd.DataFrame({INPUT_KEY: [2, 2], "reward": [None, None], "note": [None, None], "kl": [0.1, 0.2]})
+    b = pd.DataFrame({INPUT_KEY: [0, 1], "reward": [0.5, 0.25], "note": ["x", None], "kl": [0.3, 0.4]})
+    got = distributed_tables.assemble([a, b])
+    want = pd.DataFrame({"reward": [0.5, 0.25, None, None], "note": ["x", None, None, None], "kl": [0.3, 0.4, 0.1, 0.2]})
+    pd.testing.assert_frame_equal(got, want)
+    assert [str(t) for t in got.dtypes] == [str(t) for t in want.dtypes] and str(got["reward"].dtype) == "float64"
