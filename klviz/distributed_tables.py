@@ -67,7 +67,7 @@ def assemble(frames: list, major=None):
 
 
 def score_on_ray(args, actor_cls=None) -> int:
-    """`klviz score --ray`: the input read and checked here (errors name the file and line before Ray
+    """`klviz score --ray`: the input read and parsed here (errors name the file and line before Ray
     starts), tokenized, checked and scored in the pool (ScoreWork: the driver never imports torch or
     transformers), one table written while Ray shuts down."""
     from klviz.rollouts import read_rollouts

@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "ray", None) is not None:  # a Namespace built without the flags runs locally
         from klviz.distributed_tables import score_on_ray
 
-        return score_on_ray(args)  # the driver imports torch on a thread while Ray starts
+        return score_on_ray(args)  # its driver never imports torch: the actors tokenize (klviz.distributed)
     from klviz.engine.divergence import score
     from klviz.models import load_pair
 
