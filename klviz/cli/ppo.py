@@ -88,7 +88,9 @@ def _json_value(value):
 
 def run(args) -> int:
     """Entry point of `klviz ppo` (the parser lives in klviz.cli)."""
-    from klviz.cli.common import quiet_transformers
+    from klviz.cli.common import log, quiet_transformers
+
+    log("klviz ppo: starting (importing torch and transformers, then loading the models)")  # else ~10 s of silence
     from klviz.models import load_model
     from klviz.ppo.trainer import PPOTrainer
 
@@ -101,8 +103,8 @@ def run(args) -> int:
     if every is not None and every < 1:
         raise KlvizError(f"--save-every must be at least 1 step, got {every}.")
     prompts = load_prompts(getattr(args, "prompts", None))
-    sft = load_model(args.sft, device=cfg.device, role="sft")
-    init = load_model(args.policy_init, device=cfg.device, role="policy init") if args.policy_init else None
+    sft = load_model(args.sft, device=cfg.device, role="sft", log=log)
+    init = load_model(args.policy_init, device=cfg.device, role="policy init", log=log) if args.policy_init else None
     trainer = PPOTrainer(sft.model, sft.tokenizer, prompts, cfg,
                          policy_init=init.model if init is not None else None,
                          share_sft=True)  # loaded for this run: LoRA goes on it, not on a copy

@@ -267,9 +267,12 @@ def _cli_args(tmp_path, sft_dir, **over):
     return argparse.Namespace(**{**base, **over})
 
 
-def test_cli_writes_metrics_and_policy(sft, tok, tmp_path):
+def test_cli_writes_metrics_and_policy(sft, tok, tmp_path, capsys):
     sft_dir = save_model(sft, tmp_path / "sft", tok)
+    capsys.readouterr()  # what saving printed
     assert ppo_run(_cli_args(tmp_path, sft_dir)) == 0
+    err = capsys.readouterr().err.splitlines()  # it says what it is doing before the imports and the load
+    assert err[0].startswith("klviz ppo: starting") and any(line.startswith(f"sft: folder {sft_dir}") for line in err)
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [1, 2] and all(k in lines[0] for k in METRIC_KEYS + BAND_KEYS)
     assert AutoModelForCausalLM.from_pretrained(str(tmp_path / "run" / "policy"), local_files_only=True)
