@@ -199,7 +199,7 @@ def sidebar() -> View:
     The pair is not loaded here: klviz.app.first_view loads it now, or soon after the page.
     """
     with st.sidebar:
-        st.subheader("Pair")
+        st.subheader("Models")  # the pair and its device (the select box below is labelled "Pair")
         source = _pair_picker()
         if isinstance(source, TableSource):  # a token table: no pair, no sampling
             view = make_view(None)
