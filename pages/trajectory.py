@@ -30,6 +30,9 @@ if points:
 st.caption(plain(f"Showing step {current().step} on the other pages: click a point, or choose "
                     "the Checkpoint step in the sidebar."))
 st.plotly_chart(trajectory.band_heatmap_figure(f["gained"], f["lost"]), key="trajectory.bands")
+if still := trajectory.still_steps(f["gained"], f["lost"]):
+    st.caption(f"Step {', '.join(map(str, still))}: no probability mass moved in any band (the policy scores exactly "
+               "as the SFT model there), so its columns are white.")
 st.subheader("Tokens whose probability moved most between consecutive checkpoints", anchor=False)
 st.caption("p(y): the policy's probability of the response token at that position, at each checkpoint.")
 st.dataframe(f["moved"], hide_index=True, use_container_width=True)

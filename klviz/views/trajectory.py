@@ -60,6 +60,13 @@ def band_by_step(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return out[0], out[1]
 
 
+def still_steps(gained: pd.DataFrame, lost: pd.DataFrame) -> list[int]:
+    """The steps (band_by_step's columns) where no mass moved in any band, gained or lost: the policy there
+    scores exactly as the SFT model (step 0 of a run, often). Their heatmap columns are white, which reads as
+    missing data unless the page says so."""
+    return [int(c) for c in gained.columns if not gained[c].to_numpy().any() and not lost[c].to_numpy().any()]
+
+
 def most_moved(df: pd.DataFrame, top: int = MOVED_TOP) -> pd.DataFrame:
     """Per pair of consecutive steps, the `top` response tokens whose policy probability p(y) moved most.
 

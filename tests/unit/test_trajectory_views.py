@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from klviz.views.trajectory import (band_by_step, band_heatmap_figure, by_step, is_series, kl_by_step_figure,
-                                    most_moved)
+                                    most_moved, still_steps)
 
 
 def _series(rng, steps=(10, 20, 30)):
@@ -66,3 +66,16 @@ def test_most_moved_equals_loop():
     assert got[["step_from", "step_to"]].values.tolist() == [[10, 20], [10, 20], [20, 30], [20, 30]]
     assert [(pytest.approx(d), p, pos) for d, p, pos in want] == list(zip(got["delta"], got["prompt_id"], got["position"]))
     assert most_moved(df[df["step"] == 10]).empty
+
+
+def test_still_steps_are_the_steps_where_no_mass_moved():
+    """A step whose rows carry zero mass in every band, gained and lost (the policy equal to the SFT model),
+    is named; a step with any mass in one band is not."""
+    df = _series(np.random.default_rng(1), steps=(0, 10, 20))
+    zero = [0.0] * 7
+    df.loc[df["step"] == 0, "mass_gained_by_sft_bin"] = pd.Series([zero] * 6, index=df.index[df["step"] == 0])
+    df.loc[df["step"] == 0, "mass_lost_by_sft_bin"] = pd.Series([zero] * 6, index=df.index[df["step"] == 0])
+    one = [0.0] * 6 + [1e-9]
+    df.loc[df["step"] == 20, "mass_gained_by_sft_bin"] = pd.Series([zero] * 5 + [one], index=df.index[df["step"] == 20])
+    df.loc[df["step"] == 20, "mass_lost_by_sft_bin"] = pd.Series([zero] * 6, index=df.index[df["step"] == 20])
+    assert still_steps(*band_by_step(df)) == [0]
