@@ -311,10 +311,11 @@ TOKENIZE_CHUNK = 1024
 
 
 def length_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
-    """The engine's scoring batches (klviz.engine.divergence.score_tensors: inputs sorted by prompt +
-    response length, stable, then batch_size at a time) from those lengths, each listed in input order."""
-    order = sorted(range(len(lengths)), key=lengths.__getitem__)
-    return [sorted(order[s:s + batch_size]) for s in range(0, len(order), batch_size)]
+    """The engine's scoring batches for inputs of these prompt + response lengths
+    (klviz.engine.divergence.length_order, what score_tensors runs), each listed in input order."""
+    from klviz.engine.divergence import length_order
+
+    return [sorted(batch) for batch in length_order(lengths, batch_size)[1]]
 
 
 def score_units(inputs: list, batch_size: int, top_k: int) -> list[ScoreUnit]:

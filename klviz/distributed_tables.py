@@ -20,9 +20,10 @@ from klviz.errors import KlvizError
 from klviz.io import write_table
 
 
-@contextlib.contextmanager
 def sft_tokenizer(sft: str):
-    """(tokenizer, vocabulary size) of the SFT checkpoint, read without loading its weights."""
+    """(tokenizer, vocabulary size) of the SFT checkpoint, read without loading its weights; `analyze` and
+    `trajectory --ray` read it on ray_beside's thread, whose imports (transformers, torch) Ray's start hides."""
+    quiet_transformers()
     from klviz.checkpoints import extract_zip
     from klviz.models import _folder_kind, _load_tokenizer, _read_config, _require_gguf, locate
 
@@ -38,7 +39,7 @@ def sft_tokenizer(sft: str):
         if kind == "adapter":
             raise KlvizError(f"{sft} is a PEFT adapter: --ray needs the SFT model as a full checkpoint.")
         config = _read_config(path, sft, gguf)
-        yield _load_tokenizer(path, sft, gguf), int(config.vocab_size)
+        return _load_tokenizer(path, sft, gguf), int(config.vocab_size)  # in memory: the folder may go
 
 
 def sample_units(prompts: list, cfg) -> list[SampleUnit]:
@@ -107,17 +108,12 @@ def analyze_on_ray(args, actor_cls=None) -> int:
     cfg = sampling_config(args)
     settings, spec = settings_from_args(args), spec_from_args(args)
 
-    def prepare():
-        quiet_transformers()  # imports transformers (and torch): on this thread, while Ray starts
-        with sft_tokenizer(args.sft) as (tokenizer, _):
-            return tokenizer
-
     def write(results):
         df = assemble([frame for frame, _ in results])
         write_table(df, out, {**analyze_metadata(args, cfg, results[0][1]), **vocab_metadata(df, tokenizer)})
         return len(df)
 
-    with ray_beside(settings, prepare) as (ray, tokenizer, later), \
+    with ray_beside(settings, lambda: sft_tokenizer(args.sft)) as (ray, (tokenizer, _), later), \
             actor_pool(ray, settings, spec, **_cls(actor_cls)) as run:  # one pool: sampled, then scored
         units = sample_units(prompts, cfg)
         inputs = sampled_inputs(prompts, units, run(units))
@@ -139,10 +135,10 @@ def sampled_inputs(prompts: list, units: list[SampleUnit], sampled: list) -> lis
 
 
 def trajectory_units(ray, settings, spec, inputs: list, checkpoints: list, args) -> list[TrajectoryUnit]:
-    """The series' scoring batches (klviz.engine.reference.batch_order) cut into one run of whole batches per
+    """The series' scoring batches (klviz.engine.divergence.batch_order) cut into one run of whole batches per
     actor: each actor loads every checkpoint once, runs the SFT decoder once per batch and scores every
     checkpoint against it. A run's inputs, listed in input order, sort back into the same batches."""
-    from klviz.engine.reference import batch_order
+    from klviz.engine.divergence import batch_order
 
     _, batches = batch_order(inputs, args.batch_size)
     inputs = same_extras(inputs)
@@ -161,13 +157,7 @@ def trajectory_on_ray(args, actor_cls=None) -> int:
 
     checkpoints = check_args(args)
     settings, spec = settings_from_args(args), spec_from_args(args)
-
-    def prepare():
-        quiet_transformers()  # imports transformers (and torch): on this thread, while Ray starts
-        with sft_tokenizer(args.sft) as tokenizer_and_size:
-            return tokenizer_and_size
-
-    with ray_beside(settings, prepare) as (ray, (tokenizer, vocab_size), _):
+    with ray_beside(settings, lambda: sft_tokenizer(args.sft)) as (ray, (tokenizer, vocab_size), _):
         if args.input:  # one pass: Ray Data's pool
             from klviz.rollouts import read_rollouts, score_inputs
 

@@ -216,6 +216,19 @@ def _pad_batch(batch: list[ScoreInput], pad_id: int, device: torch.device):
     return ids.to(device), mask.to(device)
 
 
+def length_order(lengths: list[int], batch_size: int) -> tuple[list[int], list[list[int]]]:
+    """(order, batches): indices sorted by length (a stable sort), cut batch_size at a time, so that a batch
+    holds similar lengths and padding costs little. The one definition of score_tensors' batches, which
+    klviz.engine.reference and `--ray` (klviz.distributed) must reproduce exactly."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    return order, [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def batch_order(inputs: list[ScoreInput], batch_size: int) -> tuple[list[int], list[list[int]]]:
+    """length_order of the inputs' prompt + response lengths."""
+    return length_order([len(x.prompt_ids) + len(x.response_ids) for x in inputs], batch_size)
+
+
 def _validate(inputs: list[ScoreInput], vocab_size: int, start: int = 0) -> None:
     """Every input scorable; `start`: the first one's index in the whole input (the messages name it)."""
     if not inputs:
@@ -280,11 +293,9 @@ def score_tensors(policy, sft, inputs: list[ScoreInput], *, top_k: int = 10, bat
     pol_run, pol_head = split_model(policy)
     sft_run, sft_head = split_model(sft)
     pad_id = 0
-    # Sort by length so batches hold similar lengths and padding costs little.
-    order = sorted(range(len(inputs)), key=lambda i: len(inputs[i].prompt_ids) + len(inputs[i].response_ids))
+    order, batches = batch_order(inputs, batch_size)
     pieces: dict[str, list[np.ndarray]] = {}
     heads = Heads(pol_head, sft_head, vocab_size, heads_on_cpu(policy, sft))
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     for idx in tqdm(batches, desc="scoring", unit="batch", disable=not progress):
         batch = [inputs[i] for i in idx]
         ids, mask = _pad_batch(batch, pad_id, _input_device(policy))

@@ -20,15 +20,9 @@ import torch
 from tqdm.auto import tqdm
 
 from klviz.engine.divergence import (Heads, ScoreInput, _input_device, _pad_batch, _response_hidden, _validate,
-                                     batch_columns, heads_on_cpu)
+                                     batch_columns, batch_order, heads_on_cpu)
 from klviz.engine.heads import SPLIT_HEAD_TYPES, split_model
 from klviz.errors import KlvizError
-
-
-def batch_order(inputs: list[ScoreInput], batch_size: int) -> tuple[list[int], list[list[int]]]:
-    """(order, batches): input indices sorted by length, as score_tensors sorts them, cut into batches."""
-    order = sorted(range(len(inputs)), key=lambda i: len(inputs[i].prompt_ids) + len(inputs[i].response_ids))
-    return order, [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
 
 
 def _splits(model) -> bool:
