@@ -8,10 +8,9 @@ each checkout given (e.g. a worktree of the code before a change, and this one),
 profile, then the time from page.goto to the first chart on screen (tests/e2e/driver.first_paint: the static
 first-paint image, or for older code a drawn plotly chart) and to the first drawn plotly chart (the interactive
 one; tests/e2e/driver.DRAWN), the same checks for every checkout. With --pages, then (once the sidebar shows
-the loaded pair) each page of the
-flow's page tour that every checkout has, in the flow's order: click in the sidebar until the page is
-idle with its title and as many charts as that checkout's own e2e flow waits for (its PAGES). Prints the
-median and every round.
+the loaded pair) each page of the flow's page tour that every checkout has, in the flow's order: click in the
+sidebar until the page is idle with its title and as many charts as that checkout's own e2e flow waits for (its
+PAGES). Prints the median and every round.
 
 Usage: python bench/first_chart.py [--rounds 3] [--pages] CHECKOUT [CHECKOUT ...]
 """
