@@ -7,7 +7,7 @@ a fragment that only polls the job's snapshots while it runs. Up to four runs ar
 
 import streamlit as st
 
-from klviz.views import plots
+from klviz.views import plots, svg
 
 from klviz.app import data, guard, runs
 from klviz.app.feedback import plain, show_error, user_errors
@@ -77,11 +77,18 @@ if b[2].button("Save policy", disabled=latest is None, icon=":material/save:"):
         st.session_state[Keys.PPO_FLASH] = (f"Saved the policy of run {latest.name}. It is now the sidebar's "
                                             f"pair ({saved.label}).")  # no server path on the page
         st.rerun()
+interactive = b[3].toggle("Interactive charts while training", key=Keys.PPO_INTERACTIVE,
+                          help="Off: while a run trains its charts are images, redrawn every "
+                               f"{runs.CHARTS_EVERY_S:g} s; hover and zoom come when it ends. An interactive "
+                               "chart's redraw costs the browser and the server several times an image's, "
+                               "taken from the training on a small machine.")
+images = running and not interactive
 
 
 # Two heartbeats, both only while the page is shown: the step and state every REFRESH_S from a
-# snapshot without the history, the charts every CHARTS_EVERY_S (each redraw costs the server a plotly
-# figure and the browser a re-render, which the training worker's cores paid for: bench/RESULTS.md).
+# snapshot without the history, the charts every CHARTS_EVERY_S (each redraw costs the server a figure and
+# the browser a re-render, which the training worker's cores paid for: bench/RESULTS.md). While a run trains
+# the charts are images (klviz.views.svg): two watching pages' plotly redraws took ~0.6 of the 2-core box.
 @st.fragment(run_every=runs.REFRESH_S if running else None)
 def live_status() -> None:
     run = book.latest()
@@ -111,12 +118,23 @@ def live_charts() -> None:
         return
     snaps = {name: r.job.snapshot() for name, r in dict(book.runs).items()}
     progress = tuple((name, s.step, s.state) for name, s in snaps.items())
-    st.plotly_chart(book.figure("curves", progress, lambda: plots.ppo_curves_figure(
-        {n: s.metrics for n, s in snaps.items()}, run.estimator)), key="ppo.curves")
+    metrics = {n: s.metrics for n, s in snaps.items()}
+    if images:
+        st.image(book.figure("curves.svg", progress, lambda: svg.ppo_curves_svg(metrics, run.estimator)),
+                 width="stretch", alt=svg.CURVES_ALT)
+        st.caption(f"An image while the run trains, redrawn every {runs.CHARTS_EVERY_S:g} s: hover and zoom "
+                   "come when it ends (or turn on Interactive charts while training).")
+    else:
+        st.plotly_chart(book.figure("curves", progress, lambda: plots.ppo_curves_figure(metrics, run.estimator)),
+                        key="ppo.curves")
     bands = runs.ppo_bands(run, snaps[run.name])  # below the curves, full width (a column clipped it at 1280 px)
     if bands:
-        st.plotly_chart(book.figure("bands", (run.name, bands[0]), lambda: plots.mass_moved_figure(bands[1])),
-                        key="ppo.mass_moved")
+        if images:
+            st.image(book.figure("bands.svg", (run.name, bands[0]), lambda: svg.mass_moved_svg(bands[1])),
+                     width="stretch", alt=svg.MASS_MOVED_ALT)
+        else:
+            st.plotly_chart(book.figure("bands", (run.name, bands[0]), lambda: plots.mass_moved_figure(bands[1])),
+                            key="ppo.mass_moved")
         st.caption(f"Mass moved by the policy of step {bands[0]} (its rollout), against its SFT model.")
     else:
         st.info("The mass-moved chart appears after the first step.")

@@ -29,6 +29,7 @@ class Keys:
     PPO_BETA, PPO_ADAPTIVE, PPO_TARGET = "ppo.beta", "ppo.adaptive", "ppo.target_kl"
     PPO_LR, PPO_STEPS, PPO_BATCH, PPO_FROM = "ppo.lr", "ppo.steps", "ppo.batch_size", "ppo.from"
     PPO_MAX_NEW = "ppo.max_new_tokens"
+    PPO_INTERACTIVE = "ppo.interactive"  # interactive (plotly) charts while a run trains, instead of images
     PPO_POLLS = "ppo.polls"  # how many times the live panel has refreshed (shown, and benchmarked)
     PPO_FLASH = "ppo.flash"  # a message to show once on the next run (after "Save policy")
     SESSION = "app.session"  # this browser session's id, for the server-wide job registry

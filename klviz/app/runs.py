@@ -37,7 +37,7 @@ def _release_runs(book: RunBook) -> None:
 @st.cache_resource(scope="session", on_release=_release_runs, show_spinner=False)
 def runbook() -> RunBook:
     """This browser session's runs; released (and every run stopped) when the session disconnects."""
-    from klviz.views.plots import MAX_RUNS
+    from klviz.views.style import MAX_RUNS
 
     return RunBook(MAX_RUNS)
 

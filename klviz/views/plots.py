@@ -18,8 +18,8 @@ from plotly.subplots import make_subplots
 
 from klviz.engine.columns import BAND_LABELS
 from klviz.views.style import (BAND_AXIS_TITLE, GAINED_COLOR, GAINED_NAME, KL_FORWARD, KL_REVERSE, LOST_COLOR,
-                               LOST_NAME, MASS_MOVED_SUBTITLE, MASS_MOVED_TITLE, MASS_MOVED_X_TITLE,
-                               mass_axis_top)
+                               LOST_NAME, MASS_MOVED_SUBTITLE, MASS_MOVED_TITLE, MASS_MOVED_X_TITLE, MAX_RUNS,
+                               PPO_CURVES_TITLE, RUN_COLORS, mass_axis_top, ppo_panels, ppo_series)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -30,8 +30,6 @@ KL_REVERSE_COLOR = "#b2182b"
 KL_FORWARD_COLOR = "#2166ac"
 K1_COLOR, K3_COLOR = "#7f7f7f", "#1b9e77"
 POLICY_COLOR, SFT_COLOR = "#762a83", "#5aae61"
-RUN_COLORS = ("#1b9e77", "#d95f02", "#7570b3", "#e7298a")
-MAX_RUNS = len(RUN_COLORS)
 LOG10_FLOOR = -45.0  # log10 of ~the smallest float32 subnormal: where a p or q of 0 is drawn
 VISIBLE_WS = {" ": "·", "\n": "↵", "\t": "→", "\r": "␍"}
 QUANTITY_LABELS = {
@@ -301,37 +299,31 @@ def logq_vs_logp_figure(detail: dict[str, pd.DataFrame]) -> go.Figure:
     return fig
 
 
-def _series(metrics: list[dict], key: str) -> tuple[list, list]:
-    steps = [m.get("step", i) for i, m in enumerate(metrics)]
-    return steps, [m.get(key, np.nan) if m.get(key) is not None else np.nan for m in metrics]
-
-
 @readable
 def ppo_curves_figure(runs: dict[str, list[dict]], estimator_key: str | None) -> go.Figure:
-    """Per step, up to MAX_RUNS runs overlaid: reward, exact KL(policy || SFT) (solid) and
-    KL(SFT || policy) (dashed), the chosen estimate of KL(policy || SFT), and the coefficient beta."""
-    est = f"{estimator_key} estimate of {KL_REVERSE}" if estimator_key else "estimate (none chosen)"
-    # Short two-line titles, wide gaps and the legend below: in Live PPO's column at 1280 px the one-line
-    # titles ran into each other and the right panels' axis title into the left panels' ticks (issue 15).
+    """Per step, up to MAX_RUNS runs overlaid, in the panels of style.ppo_panels: reward, exact
+    KL(policy || SFT) (solid) and KL(SFT || policy) (dashed), the chosen estimate of KL(policy || SFT), and
+    the coefficient beta. klviz.views.svg.ppo_curves_svg draws the same as an image."""
+    panels = ppo_panels(estimator_key)
+    # Wide gaps and the legend below: in Live PPO's column at 1280 px the right panels' axis title ran
+    # into the left panels' ticks (issue 15).
     fig = make_subplots(rows=2, cols=2, shared_xaxes=True, vertical_spacing=0.22, horizontal_spacing=0.2,
-                        subplot_titles=("reward<br>mean per response", f"exact {KL_REVERSE}<br>(dashed: {KL_FORWARD})",
-                                        est.replace(" estimate of ", " estimate<br>of "), "KL coefficient beta"))
-    panels = [("reward_mean", 1, 1, None), ("kl_reverse", 1, 2, None), ("kl_forward", 1, 2, "dash"),
-              (estimator_key, 2, 1, None), ("kl_coef", 2, 2, None)]
+                        subplot_titles=["<br>".join(title) for title, _, _ in panels])
     for i, (name, metrics) in enumerate(list(runs.items())[:MAX_RUNS]):
-        for j, (key, r, c, dash) in enumerate(panels):
-            if key is None:
-                continue
-            x, y = _series(metrics, key)
-            fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=esc(name), legendgroup=esc(name),
-                                     showlegend=j == 0, line=dict(color=RUN_COLORS[i], dash=dash),
-                                     hovertemplate=esc(name) + f" · {key}<br>step %{{x}}: %{{y:.4g}}"
-                                                   "<extra></extra>"), row=r, col=c)
+        first = True
+        for k, (_, _, curves) in enumerate(panels):
+            for key, dashed in curves:
+                x, y = ppo_series(metrics, key)
+                fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=esc(name), legendgroup=esc(name),
+                                         showlegend=first, line=dict(color=RUN_COLORS[i], dash="dash" if dashed else None),
+                                         hovertemplate=esc(name) + f" · {key}<br>step %{{x}}: %{{y:.4g}}"
+                                                       "<extra></extra>"), row=k // 2 + 1, col=k % 2 + 1)
+                first = False
     fig.update_xaxes(title_text="step", row=2)
-    fig.update_yaxes(title_text="reward", row=1, col=1)
-    fig.update_yaxes(title_text="nats per sequence", row=1, col=2)  # trainer: summed over tokens / B
-    fig.update_yaxes(title_text="nats per sequence", row=2, col=1)
+    for k, (_, y_title, _) in enumerate(panels):
+        if y_title:
+            fig.update_yaxes(title_text=y_title, row=k // 2 + 1, col=k % 2 + 1)
     fig.update_annotations(font=SUBTITLE_FONT)
-    fig.update_layout(title="Live PPO", legend=dict(title_text="run", orientation="h", yanchor="top", y=-0.24),
+    fig.update_layout(title=PPO_CURVES_TITLE, legend=dict(title_text="run", orientation="h", yanchor="top", y=-0.24),
                       margin=dict(t=110))
     return fig

@@ -1,7 +1,8 @@
 """AppTest over the Live PPO page with real runs (a worker process each): a run advances and its saved
-policy becomes the pair; Stop ends a run and a second run is overlaid; a closed tab stops its runs; the
-server-wide job limit is a clear message. Split from tests/app/test_pages.py (whose helpers and autouse
-fixture it uses) so that pytest-xdist's two workers can share the page tests.
+policy becomes the pair; a training run's charts are images unless asked otherwise; Stop ends a run and a
+second run is overlaid; a closed tab stops its runs; the server-wide job limit is a clear message. Split
+from tests/app/test_pages.py (whose helpers and autouse fixture it uses) so that pytest-xdist's two
+workers can share the page tests.
 """
 
 import time
@@ -49,6 +50,15 @@ def test_live_ppo_run_advances_and_its_saved_policy_becomes_the_pair():
 
 def test_stop_ends_a_run_and_a_second_run_is_overlaid():
     at = clean(click(ppo_page(steps=2000), "Start"))
+    # While it trains, the curves are an image (klviz.views.svg: a plotly redraw every 2 s cost the 2-core box
+    # more than the run could spare); the toggle brings the interactive chart back.
+    assert metric(at, "State") == "running" and not charts(at)
+    images = at.get("image")
+    assert len(images) == 1 and images[0].value[0].startswith("data:image/svg+xml;base64,")
+    interactive = next(t for t in at.toggle if t.label == "Interactive charts while training")
+    clean(interactive.set_value(True).run())
+    assert metric(at, "State") == "running" and not at.get("image") and [c.key for c in charts(at)] == ["ppo.curves"]
+    clean(next(t for t in at.toggle if t.label == "Interactive charts while training").set_value(False).run())
     clean(click(at, "Stop"))
     wait_for_state(at, ("stopped",))
     clean(click(at, "Start"))

@@ -135,9 +135,11 @@ DRAWN = """([title, charts, inPanel, text, idle]) => {
 }"""
 
 
-# The Overview's static first-paint chart (klviz.views.svg: its alt text) on screen: decoded and laid out.
-STATIC_SHOWN = """() => [...document.querySelectorAll("[data-testid='stImage'] img")].some(
-  i => i.alt === %s && i.complete && i.naturalWidth > 0 && i.width > 0)""" % json.dumps(svg.ALT)
+# An image chart (klviz.views.svg) on screen, by its alt text: decoded and laid out.
+IMAGE_SHOWN = """(alt) => [...document.querySelectorAll("[data-testid='stImage'] img")].some(
+  i => i.alt === alt && i.complete && i.naturalWidth > 0 && i.width > 0)"""
+# The Overview's static first-paint chart.
+STATIC_SHOWN = "() => (%s)(%s)" % (IMAGE_SHOWN, json.dumps(svg.ALT))
 # The Overview's first paint on a new session (klviz.app.first_view): its chart as that static image, or any
 # drawn plotly chart.
 FIRST_PAINT = """([title]) => {

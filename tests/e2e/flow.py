@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tests.e2e.driver import (RUNNING, Record, choose, drawn, first_paint, metric_value, nav, no_exception, set_number,
+from klviz.views import svg
+from tests.e2e.driver import (IMAGE_SHOWN, RUNNING, Record, choose, drawn, first_paint, metric_value, nav, no_exception, set_number,
                               settle, zipped)
 
 # Charts on each page's first view: Mass shift draws its headline and the open tab's chart, the KL
@@ -129,6 +130,9 @@ def live_ppo(tab, rec: Record, batch_size: int = 8) -> None:
     assert metric_value(tab, "State") == "running", "the run ended inside the measurement window"
     rec.timings["live refresh while training"] = f"{(n1 - n0) / (t1 - t0):.2f} per second"
     rec.shot(tab, "live_ppo_running")
+    # while it trains the curves are an image (klviz.views.svg), drawn by the browser; no plotly chart redraws
+    tab.wait_for_function(IMAGE_SHOWN, arg=svg.CURVES_ALT, timeout=10_000)
+    assert not tab.locator("[data-testid='stPlotlyChart']").count(), "a plotly chart redraws while the run trains"
     tab.locator("[data-testid='stMetric']", has_text="State").get_by_text("done").wait_for(timeout=120_000)
     settle(tab, charts=2)
     no_exception(tab)
