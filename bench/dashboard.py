@@ -37,10 +37,15 @@ NOTES = """\
 - *opening again*: a new browser session on a running server; the pair (st.cache_resource) and
   the token table (st.cache_data) come from the caches.
 - *new settings*: the seed changed in the sidebar, so the responses are sampled and scored again.
-- *page switch*: click in the sidebar until the page is idle with all its charts drawn. Mass shift
-  draws its headline and the open tab's chart; the KL lab its open section.
-- *tab switch*: click on a tab of Mass shift or the KL lab until its chart (the Claims: its table)
-  is drawn and the page is idle; only the open tab is built and drawn (st.tabs, on_change="rerun").
+- *page switch*: from a click in the sidebar reaching the page (the click event's timestamp) to the first
+  animation frame in which the page is idle with all its charts drawn, on the page's clock
+  (tests/e2e/driver.time_click; until 2026-11-30 timed around Playwright's click(), which also counted
+  its checks before clicking: bench/RESULTS.md). Mass shift draws its headline and the open tab's chart;
+  the KL lab its open section.
+- *tab switch*: around Playwright's click() on a tab of Mass shift or the KL lab until its chart (the
+  Claims: its table) is drawn and the page is idle; only the open tab is built and drawn (st.tabs,
+  on_change="rerun"). The old tab's chart meets the same test until the rerun starts, so these are not
+  timed in the page.
 - *live refresh*: live-panel refreshes per second (st.fragment polling every klviz.app.runs.REFRESH_S, 1 s) while a PPO job
   (batch 8) trains in the same server process.
 """

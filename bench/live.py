@@ -10,7 +10,8 @@ beta 0.05, lr 3e-4, batch 32, 4 minibatches; the page also records bands every s
      Step metric changes, over `--window` seconds after its first step;
   3. with A's run and session B's run training, a third session C: time to its first chart (the static
      first-paint image, klviz.views.svg) and to its interactive chart, and to a page switch (Overview ->
-     Mass shift, both charts drawn);
+     Mass shift, both charts drawn), from the click reaching the page (tests/e2e/driver.time_click; the
+     time around Playwright's click() beside it);
   4. A reads Mass shift for `--read` seconds and comes back: its run kept training;
   5. A's tab closes: seconds until its run has ended (its worker process exited, or went idle for the next
      task: klviz.workers reuses it; idle = no CPU time used over a second).
@@ -35,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.e2e.driver import (CHROMIUM, CHROMIUM_ARGS, DRAWN, first_paint, free_port, metric_value,  # noqa: E402
-                              nav, set_number)
+                              nav, set_number, time_click)
 
 RESULTS = ROOT / "bench" / "RESULTS.md"
 BEGIN, END = "<!-- bench/live.py begin -->", "<!-- bench/live.py end -->"
@@ -179,10 +180,12 @@ def main() -> None:
                 time.sleep(0.2)
             ctx_c, c, (fig["first_chart"], fig["interactive_chart"]) = open_session(browser, url)
             c.wait_for_function(DRAWN, arg=["Overview", 1, False, None, True], polling="raf")
+            took = time_click(c, 2, "Mass shift")
             t0 = time.perf_counter()
             nav(c, "Mass shift").click()
             c.wait_for_function(DRAWN, arg=["Mass shift", 2, False, None, True], polling="raf")
-            fig["page_switch"] = time.perf_counter() - t0
+            fig["page_switch_call"] = time.perf_counter() - t0
+            fig["page_switch"] = took()
             nav(a, "Mass shift").click()
             a.wait_for_function(DRAWN, arg=["Mass shift", 2, False, None, True], polling="raf")
             time.sleep(args.read)
@@ -220,7 +223,10 @@ def report(fig: dict, load_before: str, load_after: str, args) -> None:
         f"| Live PPO watched on its page, steps/s | {fig['page']:.3f} ({share:.0%} of the CLI) | >= 80% |",
         f"| two runs training: a third session's first chart (static image) | {fig['first_chart']:.2f} s | <= 3 s |",
         f"| two runs training: its interactive (plotly) chart | {fig['interactive_chart']:.2f} s | |",
-        f"| two runs training: its page switch (Overview -> Mass shift) | {fig['page_switch']:.2f} s | <= 1.5 s |",
+        f"| two runs training: its page switch (Overview -> Mass shift), from the click reaching the page | "
+        f"{fig['page_switch']:.2f} s | <= 1.5 s |",
+        f"| the same switch timed around Playwright's click() (its checks before clicking included) | "
+        f"{fig['page_switch_call']:.2f} s | |",
         f"| run A while its user read Mass shift {args.read:g} s | step {a0} -> {a1}, {state} | keeps training |",
         f"| A's tab closed -> its run ended (worker exited or idle) | {fig['tab_close']:.1f} s | <= 30 s |",
         END,

@@ -16,7 +16,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,21 +62,22 @@ class Shots(driver.Record):
         tab.set_viewport_size({"width": self.width, "height": HEIGHT})
 
 
-def go_to(tab, name: str) -> None:
-    """Click `name` in the sidebar until the page is drawn and idle. A click that lands while the script
-    reruns (a page polling a worker, the inspector's slider) was seen dropped: then click once more."""
+def go_to(tab, name: str) -> float:
+    """Click `name` in the sidebar until the page is drawn and idle; the seconds from the (first) click reaching
+    the page to the frame it was drawn in (driver.time_click). A click that lands while the script reruns (a
+    page polling a worker, the inspector's slider) was seen dropped: then click once more."""
+    took = driver.time_click(tab, CHARTS[name], name)
     driver.nav(tab, name).click()
     try:
         tab.locator("h1", has_text=name).first.wait_for(timeout=15_000)
     except Exception:  # noqa: BLE001 -- playwright's TimeoutError: the click was dropped
         driver.nav(tab, name).click()
     driver.settle(tab, charts=CHARTS[name], title=name)
+    return took()
 
 
 def visit(tab, rec: Shots, name: str) -> None:
-    start = time.perf_counter()
-    go_to(tab, name)
-    rec.time(f"{name}", start)
+    rec.timings[name] = f"{go_to(tab, name):.2f} s"  # from the click reaching the page
     driver.no_exception(tab)
     if name not in TABS:
         rec.shot(tab, f"{slug(name)}-page")

@@ -166,7 +166,8 @@ def _segments(steps: Sequence[float], values: Sequence[float]) -> list[list[tupl
 
 def ppo_curves_svg(runs: Mapping[str, list[dict]], estimator_key: str | None) -> str:
     """Live PPO's curves as an SVG document (a str): per step, up to MAX_RUNS runs overlaid in the panels of
-    style.ppo_panels, as plots.ppo_curves_figure draws them (the x axis shared by all four). Each curve is
+    style.ppo_panels, with plots.ppo_curves_figure's curves, titles and colours (the x axis shared by all four;
+    each y axis fits its values with axis_range, where plotly's autorange pads them its own way). Each curve is
     a <polyline class="curve"> (a lone point a <circle>) per run of finite values, carrying its run, metric,
     steps and exact values (data-run, data-key, data-steps, data-values: tests read them); each panel's
     nested <svg> carries its axis ranges (data-x0, data-x1, data-y0, data-y1)."""

@@ -160,6 +160,35 @@ def drawn(tab, charts: int = 0, title: str | None = None, in_panel: bool = False
     tab.wait_for_function(DRAWN, arg=[title, charts, in_panel, text, idle], polling="raf")
 
 
+# Before a click: note when the click reaches the page (the event's timestamp) and then, checked every frame,
+# when DRAWN first holds after it; both on the page's clock (klviz.app's pages switch without a reload).
+WATCH_CLICK = """(args) => {
+  const drawn = %s;
+  window.__klvizClickAt = null; window.__klvizDrawnAt = null;
+  document.addEventListener("click", e => { window.__klvizClickAt = e.timeStamp; }, {capture: true, once: true});
+  const frame = () => {
+    if (window.__klvizClickAt !== null && drawn(args)) { window.__klvizDrawnAt = performance.now(); return; }
+    requestAnimationFrame(frame);
+  };
+  requestAnimationFrame(frame);
+}""" % DRAWN
+
+
+def time_click(tab, charts: int = 0, title: str | None = None, in_panel: bool = False, text: str | None = None):
+    """Call before clicking; returns `took()`, to call once the page is drawn (`drawn` with the same arguments,
+    idle): the seconds from the click reaching the page to the frame in which it was drawn. This is what a
+    person waits. A timer around Playwright's `click()` also counts Playwright's own checks before it clicks
+    (the element visible and still over two frames: 0.3-1.3 s in a renderer starved by two training runs on
+    2 cores, bench/RESULTS.md) and its round trips."""
+    tab.evaluate(WATCH_CLICK, [title, charts, in_panel, text, True])
+
+    def took() -> float:
+        tab.wait_for_function("() => window.__klvizDrawnAt !== null", polling="raf")
+        return tab.evaluate("() => (window.__klvizDrawnAt - window.__klvizClickAt) / 1000")
+
+    return took
+
+
 def settle(tab, charts: int = 0, title: str | None = None) -> None:
     """Wait until the script is idle, the page's title is shown and `charts` charts are drawn."""
     drawn(tab, charts, title)
