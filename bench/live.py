@@ -16,7 +16,8 @@ beta 0.05, lr 3e-4, batch 32, 4 minibatches; the page also records bands every s
   5. A's tab closes: seconds until its run has ended (its worker process exited, or went idle for the next
      task: klviz.workers reuses it; idle = no CPU time used over a second).
 Prints a Markdown section with the machine's load (`uptime`) before and after; `--record` writes it
-into bench/RESULTS.md (between the markers below). Not a timed test: the CI never runs it.
+into bench/RESULTS.md between the markers below, which enclose only the Live PPO section's last recorded run
+(the section's other text is written by hand). Not a timed test: the CI never runs it.
 """
 
 from __future__ import annotations
@@ -211,11 +212,11 @@ def report(fig: dict, load_before: str, load_after: str, args) -> None:
     share = fig["page"] / fig["cli"]
     text = "\n".join([
         BEGIN,
-        "## Live PPO in the browser (bench/live.py)",
+        "### The last recorded run (`python bench/live.py --record` rewrites this part only)",
         "",
         f"Run: `python bench/live.py --window {args.window:g} --read {args.read:g}` ({time.strftime('%Y-%m-%d %H:%M')}, "
         f"{platform.machine()}, {os.cpu_count()} CPUs). Load before: `{load_before}`; after: `{load_after}`.",
-        "The machine is shared with other agents' jobs: these figures move with their load.",
+        "These figures move with the machine's load (above).",
         "",
         "| what | measured | goal |",
         "|---|---|---|",
