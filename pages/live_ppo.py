@@ -2,7 +2,8 @@
 
 Curves per step (reward, exact KL(policy || SFT) = sum_v p log(p/q) and KL(SFT || policy) =
 sum_v q log(q/p), the chosen estimate, beta) and the mass moved by the current policy, refreshed by
-a fragment that only polls the job's snapshots while it runs. Up to four runs are overlaid.
+a fragment that only polls the job's snapshots while it runs (drawn as images meanwhile, klviz.views.svg;
+interactive once no run trains, or with the toggle). Up to four runs are overlaid.
 """
 
 import streamlit as st

@@ -121,6 +121,7 @@ PANELS = (((9.0, 44.0), (104, 224)), ((58.0, 93.0), (104, 224)), ((9.0, 44.0), (
 """Each panel's plot area, as style.ppo_panels orders them: (left, right) in % of the width, (top, bottom) in
 pixels. Its title lines and y-axis title sit above it, its y ticks to its left."""
 CURVES_ALT = "Live PPO's curves per step: reward, exact KL both ways, the chosen estimate, and beta"
+"""The curves image's alt text."""
 SPAN = 1000.0
 """A panel's curves are drawn in a nested <svg> whose viewBox is SPAN x SPAN, stretched over the plot area
 (polyline points take no percentages); x = SPAN (step - x0) / (x1 - x0), y = SPAN (1 - (v - y0) / (y1 - y0))."""
@@ -217,8 +218,8 @@ def ppo_curves_svg(runs: Mapping[str, list[dict]], estimator_key: str | None) ->
                                f'fill="none" stroke="{RUN_COLORS[i]}" stroke-width="2"{dash} '
                                'vector-effect="non-scaling-stroke"/>')
         out.append("</svg>")
-    for left, right in ((PANELS[2][0]), (PANELS[3][0])):
-        out.append(_text(_pct((left + right) / 2), PANELS[2][1][1] + 34, "step", 12, "middle"))
+    for (left, right), (_, bottom) in PANELS[2:]:  # the shared x axis' title, under each bottom panel
+        out.append(_text(_pct((left + right) / 2), bottom + 34, "step", 12, "middle"))
     y = CURVES_H - 28
     out.append(_text("1%", y + 4, "run", 12))
     for i, (name, _) in enumerate(shown):
