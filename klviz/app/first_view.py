@@ -16,6 +16,7 @@ Any other view loads its pair in the run itself (`load_pair`). Figures: bench/RE
 from __future__ import annotations
 
 import contextlib
+import time
 
 import streamlit as st
 
@@ -113,14 +114,22 @@ def headline_only() -> None:
 
     What would arrive with the chart (sidebar widgets, page controls) is rendered while plotly.js is
     evaluated and delayed the first chart (bench/RESULTS.md); it follows REST_SOON_S later. The run
-    ends with a blank chart that has the browser load plotly.js meanwhile (`_preload_plotly`).
+    ends, PRELOAD_AFTER_S after the headline, with a blank chart that has the browser load plotly.js
+    meanwhile (`_preload_plotly`).
     """
     if st.session_state.pop(Keys.HEADLINE_ONLY, False):
+        time.sleep(PRELOAD_AFTER_S)  # this session's script thread only: nothing else waits on it
         _preload_plotly()
         _rest_soon()
         st.stop()
 
 
+PRELOAD_AFTER_S = 0.3
+"""The blank chart that loads plotly.js is sent this long after the headline. Sent with it, the browser fetched
+plotly's 4.7 MB chunk and parsed it beside the small chunks that draw the image and the figures (Streamlit
+loads an element's code on its first use): in a cold browser on the 2-core box the image came 0.64-0.73 s after
+the title, and 0.18-0.31 s after it with 0.3 s between them (the image 2.65-2.82 s after navigation against
+2.98-3.21 s, three loads each; plotly.js drawn 0.2-0.3 s later: bench/RESULTS.md)."""
 PRELOAD_KEY = "plotly-preload"
 """The preloading chart's key: Streamlit gives its element the class st-key-plotly-preload (browser tests
 skip it when they count drawn charts)."""
