@@ -3,7 +3,8 @@
 1. Headline only. A new session on the Overview with the shipped default view (klviz.shipped_view)
    runs the page before the sidebar, from the shipped figures (no torch, no pandas), and ends the run
    after the headline (`headline_only`): the browser draws the title, figures and the chart, as a
-   static image (`first_paint`, klviz.views.svg: no plotly.js to evaluate first). A server started on
+   static image (`first_paint`, klviz.views.svg: no plotly.js to evaluate first); PRELOAD_AFTER_S later
+   the run ends with a blank chart that has the browser load plotly.js. A server started on
    a token table does the same from the first table's light read (klviz.app.opened), and has no phase 3.
 2. The rest, REST_SOON_S later: a fragment's next run reruns the whole app: sidebar, controls, the
    downloads, and the interactive chart in the image's place.
