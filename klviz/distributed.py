@@ -192,7 +192,7 @@ class PairActor:
 
         quiet_transformers()
         torch.set_num_threads(max(1, spec.threads))
-        self.spec, self.work, self.error, self.facts, self._score_batches = spec, work, None, None, None
+        self.spec, self.work, self.error, self.facts, self._checked = spec, work, None, None, None
         try:
             self.pair = self._load(spec)
         except KlvizError as e:  # the user's mistake: every call reports it (a raise would only restart us)
@@ -257,11 +257,12 @@ class PairActor:
         from klviz.rollouts import score_inputs
         from klviz.tokentable import vocab_map
 
-        if self._score_batches is None:
-            self._score_batches, self._extra_keys = self._checked_batches()
-        batch = self._score_batches[unit.index]
+        if self._checked is None:
+            self._checked = self._checked_batches()
+        batches, extra_keys = self._checked
+        batch = batches[unit.index]
         rollouts = [self.work.rollouts[i] for i in batch]
-        inputs = same_extras(score_inputs(rollouts, self.pair.tokenizer), self._extra_keys)
+        inputs = same_extras(score_inputs(rollouts, self.pair.tokenizer), extra_keys)
         frame = self.score(ScoreUnit(list(zip(batch, inputs)), self.work.top_k))
         return frame, vocab_map(frame, self.pair.tokenizer)
 
@@ -278,7 +279,7 @@ class PairActor:
         for start in range(0, len(rollouts), TOKENIZE_CHUNK):
             inputs = score_inputs(rollouts[start:start + TOKENIZE_CHUNK], self.pair.tokenizer)
             _validate(inputs, vocab, start=start)
-            lengths += [len(x.prompt_ids) + len(x.response_ids) for x in inputs]
+            lengths += [x.length for x in inputs]
         return length_batches(lengths, self.work.batch_size), sorted({k for r in rollouts for k in r.extra})
 
     def trajectory(self, unit: TrajectoryUnit):
@@ -322,7 +323,7 @@ def score_units(inputs: list, batch_size: int, top_k: int) -> list[ScoreUnit]:
     """The engine's scoring batches of `inputs` (length_batches), each (input index, ScoreInput) in input order."""
     inputs = same_extras(inputs)
     return [ScoreUnit([(i, inputs[i]) for i in b], top_k)
-            for b in length_batches([len(x.prompt_ids) + len(x.response_ids) for x in inputs], batch_size)]
+            for b in length_batches([x.length for x in inputs], batch_size)]
 
 
 def same_extras(inputs: list, keys: list[str] | None = None) -> list:

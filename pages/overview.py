@@ -21,7 +21,7 @@ st.caption(plain(data.view_caption(head)))
 
 figures, chart, reward = st.container(), st.container(), st.container()
 # The chart is sent first (it shows below the figures): the browser starts loading plotly.js sooner. A new
-# session's first run sends it as a static image instead, drawn at once; the next run, 1 s later, puts
+# session's first run sends it as a static image instead, drawn at once; the next run, ~1.3 s later, puts
 # the interactive chart in its place (klviz.views.svg, klviz/app/first_view.py).
 if first_view.first_paint():
     chart.image(svg.mass_moved_svg(bands), width="stretch", alt=svg.ALT)

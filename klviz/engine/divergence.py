@@ -188,6 +188,11 @@ class ScoreInput:
     extra: dict = field(default_factory=dict)
     """Further per-response columns, e.g. {"source": "policy"}."""
 
+    @property
+    def length(self) -> int:
+        """Prompt and response tokens: what the scoring batches are sorted by (`batch_order`)."""
+        return len(self.prompt_ids) + len(self.response_ids)
+
 
 def _response_hidden(run: Callable, ids: torch.Tensor, mask: torch.Tensor,
                      batch: list[ScoreInput]) -> torch.Tensor:
@@ -226,7 +231,7 @@ def length_order(lengths: list[int], batch_size: int) -> tuple[list[int], list[l
 
 def batch_order(inputs: list[ScoreInput], batch_size: int) -> tuple[list[int], list[list[int]]]:
     """length_order of the inputs' prompt + response lengths."""
-    return length_order([len(x.prompt_ids) + len(x.response_ids) for x in inputs], batch_size)
+    return length_order([x.length for x in inputs], batch_size)
 
 
 def _validate(inputs: list[ScoreInput], vocab_size: int, start: int = 0) -> None:

@@ -177,6 +177,7 @@ def ppo_curves_svg(runs: Mapping[str, list[dict]], estimator_key: str | None) ->
     series = {(name, key): ppo_series(metrics, key) for name, metrics in shown
               for _, _, curves in panels for key, _ in curves}
     x0, x1 = axis_range([float(x) for steps, _ in series.values() for x in steps], pad=0.0)
+    x_ticks = [int(t) for t in ticks(x0, x1, 6) if t == int(t)]  # steps are whole numbers; every panel's
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="100%" height="{CURVES_H}" {FONT}>',
            '<rect width="100%" height="100%" fill="white"/>',
            _text("1%", 24, PPO_CURVES_TITLE, 16, extra='font-weight="600"')]
@@ -191,11 +192,10 @@ def ppo_curves_svg(runs: Mapping[str, list[dict]], estimator_key: str | None) ->
             y = bottom - (tick - y0) / (y1 - y0) * (bottom - top)
             out.append(f'<line x1="{_pct(left)}" y1="{y:.2f}" x2="{_pct(right)}" y2="{y:.2f}" stroke="#ebf0f8"/>')
             out.append(_text(_pct(left - 0.8), y + 4, f"{tick:.4g}", 11, "end"))
-        for tick in ticks(x0, x1, 6):
-            if tick == int(tick):  # steps are whole numbers
-                x = _pct(left + (tick - x0) / (x1 - x0) * width)
-                out.append(f'<line x1="{x}" y1="{top}" x2="{x}" y2="{bottom}" stroke="#ebf0f8"/>')
-                out.append(_text(x, bottom + 16, f"{int(tick)}", 11, "middle"))
+        for tick in x_ticks:
+            x = _pct(left + (tick - x0) / (x1 - x0) * width)
+            out.append(f'<line x1="{x}" y1="{top}" x2="{x}" y2="{bottom}" stroke="#ebf0f8"/>')
+            out.append(_text(x, bottom + 16, f"{tick}", 11, "middle"))
         out.append(f'<rect x="{_pct(left)}" y="{top}" width="{_pct(width)}" height="{bottom - top}" fill="none" '
                    'stroke="#c8d4e3"/>')
         out.append(f'<svg x="{_pct(left)}" y="{top}" width="{_pct(width)}" height="{bottom - top}" '
