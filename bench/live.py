@@ -9,7 +9,9 @@ beta 0.05, lr 3e-4, batch 32, 4 minibatches; the page also records bands every s
   2. the page's rate: session A starts a run and watches it on the Live PPO page; steps/s from when the
      Step metric changes, over `--window` seconds after its first step;
   3. with A's run and session B's run training, a third session C: time to its first chart (the static
-     first-paint image, klviz.views.svg) and to its interactive chart, and to a page switch (Overview ->
+     first-paint image, klviz.views.svg; from the navigation's start to the frame showing it, on the page's
+     clock: tests/e2e/driver.WATCH_FIRST_PAINT; the time around Playwright's goto() beside it) and to its
+     interactive chart, and to a page switch (Overview ->
      Mass shift, both charts drawn), from the click reaching the page (tests/e2e/driver.time_click; the
      time around Playwright's click() beside it);
   4. A reads Mass shift for `--read` seconds and comes back: its run kept training;
@@ -36,8 +38,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e.driver import (CHROMIUM, CHROMIUM_ARGS, DRAWN, first_paint, free_port, metric_value,  # noqa: E402
-                              nav, set_number, time_click)
+from tests.e2e.driver import (CHROMIUM, CHROMIUM_ARGS, DRAWN, WATCH_FIRST_PAINT, first_paint, first_paint_at,  # noqa: E402
+                              free_port, metric_value, nav, set_number, time_click)
 
 RESULTS = ROOT / "bench" / "RESULTS.md"
 BEGIN, END = "<!-- bench/live.py begin -->", "<!-- bench/live.py end -->"
@@ -117,15 +119,19 @@ def run_ended(pids: set[int]) -> bool:
 
 
 def open_session(browser, url: str):
+    """A new browser context on the dashboard; seconds to its first chart (the static image, klviz.views.svg),
+    on the page's clock from the navigation's start (tests/e2e/driver.WATCH_FIRST_PAINT) and around
+    Playwright's goto and polling, and to its interactive chart."""
     context = browser.new_context(viewport={"width": 1600, "height": 1100})
+    context.add_init_script(WATCH_FIRST_PAINT)
     tab = context.new_page()
     tab.set_default_timeout(300_000)
     t0 = time.perf_counter()
     tab.goto(url)
-    first_paint(tab)  # the Overview's chart as a static image (klviz.views.svg)
-    first = time.perf_counter() - t0
+    first_paint(tab)
+    first_call = time.perf_counter() - t0
     tab.wait_for_function(DRAWN, arg=[None, 1, False, None, False], polling="raf")  # the interactive chart
-    return context, tab, (first, time.perf_counter() - t0)
+    return context, tab, (first_paint_at(tab), first_call, time.perf_counter() - t0)
 
 
 def start_run(tab, steps: int) -> None:
@@ -179,7 +185,7 @@ def main() -> None:
             start_run(b, LONG_RUN)
             while step_of(b) == 0:  # both runs training
                 time.sleep(0.2)
-            ctx_c, c, (fig["first_chart"], fig["interactive_chart"]) = open_session(browser, url)
+            ctx_c, c, (fig["first_chart"], fig["first_chart_call"], fig["interactive_chart"]) = open_session(browser, url)
             c.wait_for_function(DRAWN, arg=["Overview", 1, False, None, True], polling="raf")
             took = time_click(c, 2, "Mass shift")
             t0 = time.perf_counter()
@@ -222,8 +228,10 @@ def report(fig: dict, load_before: str, load_after: str, args) -> None:
         "|---|---|---|",
         f"| `klviz ppo`, page defaults, steps/s | {fig['cli']:.3f} | |",
         f"| Live PPO watched on its page, steps/s | {fig['page']:.3f} ({share:.0%} of the CLI) | >= 80% |",
-        f"| two runs training: a third session's first chart (static image) | {fig['first_chart']:.2f} s | <= 3 s |",
-        f"| two runs training: its interactive (plotly) chart | {fig['interactive_chart']:.2f} s | |",
+        f"| two runs training: a third session's first chart (static image), from the navigation's start to the "
+        f"frame showing it, on the page's clock | {fig['first_chart']:.2f} s | <= 3 s |",
+        f"| the same timed around Playwright's goto() and polling | {fig['first_chart_call']:.2f} s | |",
+        f"| two runs training: its interactive (plotly) chart (around goto()) | {fig['interactive_chart']:.2f} s | |",
         f"| two runs training: its page switch (Overview -> Mass shift), from the click reaching the page | "
         f"{fig['page_switch']:.2f} s | <= 1.5 s |",
         f"| the same switch timed around Playwright's click() (its checks before clicking included) | "

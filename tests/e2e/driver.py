@@ -153,6 +153,28 @@ def first_paint(tab, title: str | None = None) -> None:
     tab.wait_for_function(FIRST_PAINT, arg=[title], polling="raf")
 
 
+# Run in every document of a context before its own scripts (context.add_init_script): notes, on the page's
+# clock (milliseconds from the navigation's start, performance.timeOrigin), the first animation frame in which
+# FIRST_PAINT holds. What a person waits for, without Playwright's polling round trips, which a renderer
+# starved by other work answers late.
+WATCH_FIRST_PAINT = """(() => {
+  const shown = %s;
+  window.__klvizFirstPaintAt = null;
+  const frame = () => {
+    if (document.body && shown([null])) { window.__klvizFirstPaintAt = performance.now(); return; }
+    requestAnimationFrame(frame);
+  };
+  requestAnimationFrame(frame);
+})();""" % FIRST_PAINT
+
+
+def first_paint_at(tab) -> float:
+    """Seconds from the navigation's start to the frame of the first paint, on the page's clock; the tab's
+    context must have WATCH_FIRST_PAINT as an init script."""
+    tab.wait_for_function("() => window.__klvizFirstPaintAt !== null", polling="raf")
+    return tab.evaluate("() => window.__klvizFirstPaintAt / 1000")
+
+
 def drawn(tab, charts: int = 0, title: str | None = None, in_panel: bool = False, text: str | None = None,
           idle: bool = True) -> None:
     """Wait until `charts` charts are drawn (in the open tab's panel if `in_panel`), with `title`
