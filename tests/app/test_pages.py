@@ -12,6 +12,7 @@ import re
 import zipfile
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import streamlit as st
 import torch
@@ -148,6 +149,14 @@ def test_every_page_renders_on_the_sample_pair():
     at.switch_page("pages/live_ppo.py").run()
     assert [b.label for b in at.button] == ["Start", "Stop", "Save policy"]
     assert metric(at, "Step") == "0"
+    # The shipped table is shared by every session (st.cache_resource: klviz.app.view._read_warm), so no page
+    # may change it: after every page has drawn it, it still equals the file.
+    clean(at.switch_page("pages/where_rl_acted.py").run())
+    key = current(at).shipped_key
+    assert key is not None
+    warm = current(at).warm_table()
+    assert warm is current(at).warm_table()  # one frame, not a copy per call
+    pd.testing.assert_frame_equal(warm, shipped_view.read_warm_table(ROOT / "sample_data" / shipped_view.WARM_TABLE, key))
 
 
 def test_the_default_view_starts_from_the_shipped_table_and_still_loads_the_pair(monkeypatch):
