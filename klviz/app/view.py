@@ -136,8 +136,9 @@ def _content_hash(path: str, fingerprint_: str) -> str:
 @st.cache_resource(max_entries=2, show_spinner=False)
 def _read_warm(path: str, key: str) -> pd.DataFrame | None:
     """Shared and never mutated, as klviz.app.opened's tables: st.cache_data unpickled this frame (its 12
-    columns of per-row arrays) on every hit, 57 ms each on the 2-core box, several times in each run of
-    every page on the shipped default view (bench/RESULTS_dashboard.md's first switch to Token inspector)."""
+    columns of per-row arrays) on every hit, 57 ms each on the 2-core box, one to several times in each run
+    of every page on the shipped default view (server CPU; the page switches timed in the browser did not
+    move measurably: bench/RESULTS.md)."""
     return shipped_view.read_warm_table(path, key)
 
 
