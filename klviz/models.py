@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+from safetensors import SafetensorError  # a damaged .safetensors file (bad header, cut short): not an OSError
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from klviz import model_cache
@@ -322,7 +323,7 @@ def _from_pretrained(folder: Path, shown: str, role: str, dt, **extra) -> PreTra
         return AutoModelForCausalLM.from_pretrained(
             str(folder), dtype=dt, local_files_only=True, trust_remote_code=False,
             weights_only=True, **extra)
-    except (OSError, ValueError, KeyError, RuntimeError, TypeError, ImportError) as e:
+    except (OSError, ValueError, KeyError, RuntimeError, TypeError, ImportError, SafetensorError) as e:
         raise KlvizError(f"{shown}: the {role} model could not be loaded ({_first_line(e)}).") from None
 
 
@@ -371,6 +372,9 @@ def _load_adapter(path: Path, shown: str, role: str, dev, dt, bases: list):
     try:
         peft_model = PeftModel.from_pretrained(base.model, str(path), is_trainable=False)
         model = peft_model.merge_and_unload()
+    except SafetensorError as e:
+        raise KlvizError(f"{shown}: its adapter weights (adapter_model.safetensors) could not be read "
+                         f"({_first_line(e)}).") from None
     except (OSError, ValueError, KeyError, RuntimeError, TypeError, AttributeError) as e:
         raise KlvizError(f"{shown}: the adapter does not apply to its base {base.info.path} "
                          f"({_first_line(e)}).") from None

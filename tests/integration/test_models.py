@@ -318,6 +318,26 @@ def test_pickled_adapter_that_runs_code_is_refused(adapter, dirs, tmp_path):
     assert not marker.exists()
 
 
+def damage(f: pathlib.Path, how: str) -> None:
+    """Overwrite a .safetensors file: a header that is no JSON, or the file cut in half (a failed copy)."""
+    data = f.read_bytes()
+    f.write_bytes((16).to_bytes(8, "little") + b"{" * 16 + data[24:] if how == "header" else data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("how", ["header", "cut"])
+def test_a_damaged_safetensors_file_is_one_sentence(dirs, adapter, tmp_path, how):
+    # safetensors raises its own SafetensorError (no OSError): the dashboard showed it as a traceback.
+    folder = shutil.copytree(dirs[0], tmp_path / "damaged")
+    damage(folder / "model.safetensors", how)
+    with pytest.raises(KlvizError, match=r"damaged: the policy model could not be loaded \(.+\)\.$"):
+        load_pair(folder, dirs[1], device="cpu")
+    folder = shutil.copytree(adapter[0], tmp_path / "damaged_adapter")
+    damage(folder / "adapter_model.safetensors", how)
+    with pytest.raises(KlvizError, match=r"damaged_adapter: its adapter weights \(adapter_model\.safetensors\) "
+                                         r"could not be read \(.+\)\.$"):
+        load_pair(folder, dirs[1], device="cpu")
+
+
 def with_remote_code(dirs, folder, marker, model_type):
     """A copy of the policy whose config points at modeling_evil.py, which would create `marker` on import."""
     folder = shutil.copytree(dirs[0], folder)
