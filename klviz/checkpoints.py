@@ -140,10 +140,12 @@ def _zip_root(dest: Path, shown: str) -> Path:
                      "(or adapter_config.json) at its top.")
 
 
-def check_pickle(path: Path) -> None:
-    """Refuse a pickle that torch.load(weights_only=True) rejects; the unpickler runs no code."""
+def check_pickle(path: Path, shown: str | None = None) -> None:
+    """Refuse a pickle that torch.load(weights_only=True) rejects; the unpickler runs no code. Messages name the
+    file as `shown` (the user's checkpoint and the file in it; default: its path)."""
+    shown = str(path) if shown is None else shown
     if not path.is_file():
-        raise KlvizError(f"{path} is listed in the checkpoint but missing.")
+        raise KlvizError(f"{shown} is listed in the checkpoint but missing.")
     try:
         try:
             torch.load(path, map_location="meta", weights_only=True, mmap=True)
@@ -154,5 +156,5 @@ def check_pickle(path: Path) -> None:
     except Exception as e:  # noqa: BLE001 - any failure means "not plain tensors"
         found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
         why = f"it asks to call {found.group(1)}" if found else type(e).__name__
-        raise KlvizError(f"{path} is a pickle that torch.load(weights_only=True) refuses ({why}), and klviz "
+        raise KlvizError(f"{shown} is a pickle that torch.load(weights_only=True) refuses ({why}), and klviz "
                          "never runs code from a checkpoint: convert it to safetensors with a tool you trust.") from None

@@ -260,6 +260,12 @@ def _unpacked_bytes(path: Path) -> int:
 
 # ---- weights, config, tokenizer --------------------------------------------------------------
 
+def _member(shown: str, folder: Path, path: Path) -> str:
+    """A file of the checkpoint as the user knows it: their checkpoint's name, then the file's path in the model
+    folder (never the server's path: an upload is unpacked into the model cache)."""
+    return f"{shown}/{path.relative_to(folder).as_posix()}"
+
+
 def _weights_are_safetensors(folder: Path, shown: str) -> bool:
     """True when safetensors are present; else every pickle transformers would read is checked."""
     if any(folder.glob("*.safetensors")):
@@ -268,14 +274,18 @@ def _weights_are_safetensors(folder: Path, shown: str) -> bool:
     index = folder / "pytorch_model.bin.index.json"
     if index.is_file():
         try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        except (ValueError, KeyError, TypeError):
-            raise KlvizError(f"{index} is not a valid shard index (JSON with a weight_map).") from None
-        shards += sorted({folder / name for name in weight_map.values()})
+            shards += sorted({folder / name for name in json.loads(index.read_text(encoding="utf-8"))["weight_map"].values()})
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+            raise KlvizError(f"{_member(shown, folder, index)} is not a valid shard index (JSON with a weight_map).") from None
+        inside = folder.resolve()
+        for shard in shards:  # a shard named outside the checkpoint ("/etc/passwd", "../x") is never opened
+            if not shard.resolve().is_relative_to(inside):
+                raise KlvizError(f"{_member(shown, folder, index)} names a shard outside the checkpoint "
+                                 f"({shard.name}).")
     if not shards:
         raise KlvizError(f"{shown} has no model weights (model.safetensors or pytorch_model.bin).")
     for shard in shards:
-        check_pickle(shard)
+        check_pickle(shard, _member(shown, folder, shard))
     return False
 
 
@@ -284,7 +294,7 @@ def _read_config(folder: Path, shown: str, gguf_file: str | None = None):
         try:
             raw = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         except (ValueError, UnicodeDecodeError) as e:
-            raise KlvizError(f"{folder / 'config.json'} is not valid JSON ({e}).") from None
+            raise KlvizError(f"{_member(shown, folder, folder / 'config.json')} is not valid JSON ({e}).") from None
         from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
         # With trust_remote_code=False transformers uses its own class for a known model_type and
@@ -358,14 +368,14 @@ def _load_adapter(path: Path, shown: str, role: str, dev, dt, bases: list):
     try:
         adapter_cfg = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
-        raise KlvizError(f"{path / 'adapter_config.json'} is not valid JSON ({e}).") from None
+        raise KlvizError(f"{_member(shown, path, path / 'adapter_config.json')} is not valid JSON ({e}).") from None
     if not bases:
         raise KlvizError(f"{shown} is a PEFT adapter (for {adapter_cfg.get('base_model_name_or_path')!r}) "
                          "but no base model was given: pass the base model's local folder.")
     if not (path / "adapter_model.safetensors").is_file():
         if not (path / "adapter_model.bin").is_file():
             raise KlvizError(f"{shown} has no adapter weights (adapter_model.safetensors).")
-        check_pickle(path / "adapter_model.bin")
+        check_pickle(path / "adapter_model.bin", _member(shown, path, path / "adapter_model.bin"))
     base = _load(bases[0], f"{role} base", dev, dt, bases[1:])
     from peft import PeftModel
 

@@ -129,7 +129,10 @@ def _read_prompts(path: str, content: str) -> list:
 def all_prompts(settings: SamplingSettings) -> list:
     """Every prompt of the settings' prompts file (cached by path and the file's fingerprint)."""
     path = guard.user_path(settings.prompts, text_file=True)  # inside the allowed roots only
-    return _read_prompts(path, fingerprint(path))
+    try:
+        return _read_prompts(path, fingerprint(path))
+    except KlvizError as e:  # name the file as the user typed it, never the server's path
+        raise KlvizError(str(e).replace(path, settings.prompts)) from None
 
 
 def prompts(for_training: bool = False) -> list:
@@ -357,9 +360,9 @@ def _mean_rewards(table: str, reward_name: str, _df, _tokenizer, _texts) -> dict
 def mean_rewards(df: pd.DataFrame, reward_name: str) -> dict[str, float]:
     """Mean reward of the sampled responses (prompt + response), by source; cached per table. A reward that
     runs code is refused (KlvizError) unless the owner started the dashboard with --allow-code."""
-    from klviz.ppo.rewards import check_allowed
+    from klviz.ppo.rewards import check_reward
 
-    check_allowed(reward_name, guard.code_allowed())
+    check_reward(reward_name, guard.code_allowed())
     texts = {str(p.id): prompt_text(p) for p in prompts()}
     pair = require_pair()
     return _mean_rewards(current().table_key, reward_name, df, pair.tokenizer, texts)

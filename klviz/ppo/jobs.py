@@ -35,7 +35,7 @@ from klviz.engine.columns import BAND_COLUMNS
 from klviz.errors import KlvizError
 from klviz.io import atomic_folder
 from klviz.ppo.config import PPOConfig
-from klviz.ppo.rewards import check_allowed
+from klviz.ppo.rewards import check_allowed, check_reward
 from klviz.workers import GONE, NICE, Worker
 
 SAVE_TIMEOUT_S = 600.0
@@ -146,7 +146,7 @@ class PPOJob:
         self.sft, self.policy_init = as_spec(sft), as_spec(policy_init)
         self.prompts = [str(p) for p in prompts]
         self.num_threads, self.nice, self.allow_code = num_threads, nice, allow_code
-        check_allowed(self.cfg.reward, allow_code)  # refused here, and again in the worker
+        check_reward(self.cfg.reward, allow_code)  # refused here (code, or a malformed name), and again in the worker
         self._progress = _Progress(on_end)
         self._worker: Worker | None = None
         self._final = Path(tempfile.mkdtemp(prefix="klviz-ppo-job-")) / "policy"  # the worker's last policy

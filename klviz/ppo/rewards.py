@@ -154,22 +154,28 @@ def check_allowed(name: str, allow_code: bool) -> None:
         raise KlvizError(f"Unknown reward {name!r}: {UNKNOWN_SENTENCE}.")  # decided from the name: no lookup
 
 
-def get_reward(name: str, tokenizer, allow_code: bool = True) -> Reward:
-    """The reward called `name` (forms in the module docstring); KlvizError if there is none, or if it runs
-    code and `allow_code` is False (the dashboard without --allow-code)."""
+def check_reward(name: str, allow_code: bool) -> None:
+    """KlvizError for what `get_reward` would refuse from the name alone (empty, code without `allow_code`, a
+    keyword without its word), before any run starts or anything is loaded."""
     if not isinstance(name, str) or not name.strip():
         raise KlvizError(f"The reward name is empty: use {REWARD_FORMS}.")
     check_allowed(name, allow_code)
+    name = name.strip()
+    if name.startswith("keyword:") and not name[len("keyword:"):].strip():
+        raise KlvizError("Reward 'keyword:' needs a word after the colon, e.g. keyword:delicious.")
+
+
+def get_reward(name: str, tokenizer, allow_code: bool = True) -> Reward:
+    """The reward called `name` (forms in the module docstring); KlvizError if there is none, or if it runs
+    code and `allow_code` is False (the dashboard without --allow-code)."""
+    check_reward(name, allow_code)
     name = name.strip()
     if name == "sentiment":
         return FunctionReward(name, _sentiment)
     if name == "length":
         return FunctionReward(name, _length(tokenizer))
     if name.startswith("keyword:"):
-        word = name[len("keyword:"):].strip()
-        if not word:
-            raise KlvizError("Reward 'keyword:' needs a word after the colon, e.g. keyword:delicious.")
-        return FunctionReward(name, _keyword(word))
+        return FunctionReward(name, _keyword(name[len("keyword:"):].strip()))
     path = Path(name).expanduser()
     if path.is_dir():
         return RewardModel(path, tokenizer)

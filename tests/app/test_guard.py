@@ -95,3 +95,13 @@ def test_a_truncated_gguf_upload_is_an_error_and_leaves_no_file():
     assert len(errors) == 1 and "cut" in errors[0] and "klviz-uploads" not in errors[0]
     left = [p.name for p in Path(pairs.UPLOAD_ROOT).rglob("*") if p.is_file()]
     assert "cut.gguf" not in left  # the refused upload is gone at once (the SFT, not yet refused, goes with the session)
+
+
+@pytest.mark.parametrize("typed", ["app.py", "sample_data/dashboard_table.parquet"])
+def test_a_bad_prompts_file_is_named_as_typed_never_by_its_server_path(typed):
+    # Inside the roots but no prompts file (not JSONL, not UTF-8): the sentence named /work/... before.
+    at = _app(**{K.PROMPTS: typed}).run()
+    at.switch_page("pages/token_inspector.py").run()
+    errors = _errors(at)
+    assert errors and all(e.startswith(typed) for e in errors), errors
+    assert not [e for e in errors if str(test_pages.ROOT) in e], errors

@@ -9,6 +9,7 @@ end as one st.error sentence, never a traceback (at.exception stays empty).
 import html
 import io
 import re
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -323,6 +324,21 @@ def test_incompatible_upload_shows_the_library_sentence_and_the_app_stays_usable
     at.session_state[K.PAIR] = "Sample: policy vs SFT"  # pick another pair: the page works again
     clean(at.run())
     assert len(charts(at)) == 1
+
+
+def test_a_bad_file_in_an_upload_is_named_in_it_and_only_that_upload_is_dropped(tiny, tiny_dirs, tmp_path):
+    # A broken config.json in the policy's zip was named by where the zip was unpacked (a server path), so the
+    # sidebar could not tell which upload was refused and dropped the good SFT upload too.
+    broken = shutil.copytree(tiny_dirs[0], tmp_path / "policy")
+    (broken / "config.json").write_text("{not json")
+    at = upload({**tiny, "broken": zipped(broken)}, "broken", "sft")
+    assert not at.exception and len(at.error) == 1
+    message = shown(at.error[0].value)
+    assert message.startswith("policy.zip/config.json is not valid JSON"), message
+    assert "klviz-uploads" not in message and ".cache" not in message and str(pairs.UPLOAD_ROOT) not in message
+    at.file_uploader(key=K.POLICY_UPLOAD).set_value(("policy.zip", tiny["policy"], "application/zip"))
+    clean(at.run())  # the SFT upload was kept: the pair loads with only the policy uploaded again
+    assert current(at).pair is not None and current(at).source.label == "policy.zip vs sft.zip"
 
 
 def test_a_file_that_is_no_checkpoint_is_refused(tiny):

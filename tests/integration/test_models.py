@@ -6,7 +6,9 @@ the plain folder it came from; each bad input must end in one KlvizError sentenc
 
 import copy
 import json
+import os
 import pathlib
+import re
 import shutil
 import stat
 import zipfile
@@ -336,6 +338,30 @@ def test_a_damaged_safetensors_file_is_one_sentence(dirs, adapter, tmp_path, how
     with pytest.raises(KlvizError, match=r"damaged_adapter: its adapter weights \(adapter_model\.safetensors\) "
                                          r"could not be read \(.+\)\.$"):
         load_pair(folder, dirs[1], device="cpu")
+
+
+def test_a_bad_file_in_an_upload_is_named_in_the_upload_not_where_it_was_unpacked(dirs, adapter, tmp_path):
+    # An upload is unpacked into the model cache; messages named that server path (issue 13: never a server path).
+    cache = os.environ["KLVIZ_CACHE_DIR"]
+    cases = {}
+    broken = shutil.copytree(dirs[0], tmp_path / "broken")
+    (broken / "config.json").write_text("{not json")
+    cases["config.json is not valid JSON"] = broken
+    pickled = shutil.copytree(dirs[0], tmp_path / "pickled")
+    (pickled / "model.safetensors").unlink()
+    (pickled / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": {"w": "/etc/hostname"}}))
+    cases["pytorch_model.bin.index.json names a shard outside the checkpoint (hostname)"] = pickled
+    bad_adapter = shutil.copytree(adapter[0], tmp_path / "bad_adapter")
+    (bad_adapter / "adapter_config.json").write_text("[")
+    cases["adapter_config.json is not valid JSON"] = bad_adapter
+    for said, folder in cases.items():
+        z = make_zip(folder, tmp_path / f"{folder.name}.zip")
+        with pytest.raises(KlvizError) as e:
+            load_pair(z, dirs[1], device="cpu")
+        assert str(e.value).startswith(f"{z}/{said}"), str(e.value)
+        assert cache not in str(e.value) and "zip-" not in str(e.value)
+        with pytest.raises(KlvizError, match="^" + re.escape(f"{folder}/{said}")):  # the same for the folder
+            load_pair(folder, dirs[1], device="cpu")
 
 
 def with_remote_code(dirs, folder, marker, model_type):

@@ -51,3 +51,17 @@ def test_a_ppo_job_refuses_code_rewards_before_spawning(name, tmp_path, monkeypa
     with pytest.raises(KlvizError, match="--allow-code"):  # the dashboard's path: runs.start_run
         JobRegistry(max_jobs=2).start("session", "sample_data/sft", ["p"], cfg, allow_code=False)
     assert not spawned and not marker.exists()
+
+
+@pytest.mark.parametrize("name", ["keyword:", "keyword:   ", "  "])
+def test_a_malformed_reward_is_refused_before_a_run_starts(name, monkeypatch):
+    # Live PPO started a run for "keyword:" that then ended in "error"; now the Start is refused at once.
+    from klviz.ppo.config import PPOConfig
+    from klviz.ppo.jobs import JobRegistry
+
+    spawned = []
+    monkeypatch.setattr("klviz.workers.Worker.spawn", lambda *a, **k: spawned.append(a))
+    registry = JobRegistry(max_jobs=2)
+    with pytest.raises(KlvizError, match="needs a word after the colon" if name.strip() else "reward name is empty"):
+        registry.start("session", "sample_data/sft", ["p"], PPOConfig(reward=name, device="cpu"), allow_code=False)
+    assert not spawned
