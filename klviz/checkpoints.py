@@ -140,10 +140,9 @@ def _zip_root(dest: Path, shown: str) -> Path:
                      "(or adapter_config.json) at its top.")
 
 
-def check_pickle(path: Path, shown: str | None = None) -> None:
+def check_pickle(path: Path, shown: str) -> None:
     """Refuse a pickle that torch.load(weights_only=True) rejects; the unpickler runs no code. Messages name the
-    file as `shown` (the user's checkpoint and the file in it; default: its path)."""
-    shown = str(path) if shown is None else shown
+    file as `shown` (the user's checkpoint and the file in it, never the server's path)."""
     if not path.is_file():
         raise KlvizError(f"{shown} is listed in the checkpoint but missing.")
     try:

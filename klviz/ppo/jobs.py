@@ -35,7 +35,7 @@ from klviz.engine.columns import BAND_COLUMNS
 from klviz.errors import KlvizError
 from klviz.io import atomic_folder
 from klviz.ppo.config import PPOConfig
-from klviz.ppo.rewards import check_allowed, check_reward
+from klviz.ppo.rewards import check_reward
 from klviz.workers import GONE, NICE, Worker
 
 SAVE_TIMEOUT_S = 600.0
@@ -259,7 +259,7 @@ def run_job(channel, sft: ModelSpec, prompts: list[str], cfg: PPOConfig, policy_
     from klviz.ppo.trainer import PPOTrainer
 
     try:
-        check_allowed(cfg.reward, allow_code)  # before PPOTrainer's get_reward could import anything
+        check_reward(cfg.reward, allow_code)  # before PPOTrainer's get_reward could import anything
         channel.send(("threads", torch.get_num_threads()))  # klviz.workers set it from the job's num_threads
         ref = _load(sft, cfg.device, "sft")
         init = _load(policy_init, cfg.device, "policy", base=sft.source) if policy_init is not None else None
